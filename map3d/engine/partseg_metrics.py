@@ -16,7 +16,7 @@ A category→parts table is a sequence (indexed by category id) of sequences of 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -48,9 +48,7 @@ def _check_inputs(seg: Tensor, category: Tensor, part_mask: Tensor) -> None:
     if seg.dim() != 2:
         raise ValueError(f"seg: expected (B,N), got shape {tuple(seg.shape)}")
     if category.shape != seg.shape[:1]:
-        raise ValueError(
-            f"category: expected shape ({seg.shape[0]},), got {tuple(category.shape)}"
-        )
+        raise ValueError(f"category: expected shape ({seg.shape[0]},), got {tuple(category.shape)}")
     if category.numel() and (category.min() < 0 or category.max() >= part_mask.shape[0]):
         raise ValueError(f"category: ids must lie in [0, {part_mask.shape[0]})")
 
