@@ -14,8 +14,8 @@ its inputs), and `label` int. Registered names (see `build_dataset`):
   come from the top four fifths of each photo, test crops from the bottom fifth, so the splits
   never share pixels. `label` is the index of the source photo.
 
-Randomness (crops, flips, shifts) comes from a per-item `torch.Generator` seeded by
-(`seed`, epoch, index); call `set_epoch` to draw new crops each epoch.
+Randomness (crops, flips, shifts) comes from the per-item `torch.Generator` of
+`map3d.data.base` seeded by (`seed`, epoch, index); call `set_epoch` to draw new crops each epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+
+from map3d.data.base import PointDataset
+from map3d.data.errors import DatasetFormatError
 
 log = logging.getLogger(__name__)
 
@@ -118,23 +120,7 @@ def random_shift(image: Tensor, max_shift: int, generator: torch.Generator) -> T
     return padded[:, max_shift - dy : max_shift - dy + h, max_shift - dx : max_shift - dx + w]
 
 
-class _SeededItems(Dataset):
-    """Per-item generators seeded by (seed, epoch, index), so items are reproducible."""
-
-    def __init__(self, seed: int):
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _generator(self, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + self.epoch * 7_919_993 + index) % (2**63)
-        )
-
-
-class ImageFolderDataset(_SeededItems):
+class ImageFolderDataset(PointDataset):
     """`root/<split>/<class>/<image>`; item `image` (3,S,S) in [0,1], `label` = class index.
 
     `augment` (default: on for split "train") applies a random resized crop (area 0.2-1) and a
@@ -150,8 +136,9 @@ class ImageFolderDataset(_SeededItems):
         augment: bool | None = None,
         crop_scale: tuple[float, float] = (0.2, 1.0),
         seed: int = 0,
+        skip_bad: bool = False,
     ):
-        super().__init__(seed)
+        super().__init__(seed=seed, skip_bad=skip_bad)
         if root is None:
             raise ValueError("image_folder: `root` is required (a folder with <split>/<class>/...)")
         self.root = Path(root).expanduser()
@@ -192,23 +179,20 @@ class ImageFolderDataset(_SeededItems):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, path: Path) -> Tensor:
-        from PIL import Image
+    def load(self, index: int, generator: torch.Generator) -> dict:
+        from PIL import Image, UnidentifiedImageError
 
+        path, label = self.samples[index]
         try:
             with Image.open(path) as img:
-                return to_rgb_tensor(np.asarray(img.convert("RGB")))
-        except OSError as err:
-            raise ValueError(f"image_folder: cannot read image {path}: {err}") from err
-
-    def __getitem__(self, index: int) -> dict:
-        path, label = self.samples[index]
-        image = self._load(path)
+                image = to_rgb_tensor(np.asarray(img.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as err:
+            raise DatasetFormatError(path, f"cannot decode image: {err}") from err
         if self.augment:
-            g = self._generator(index)
-            image = random_hflip(
-                random_resized_crop(image, self.image_size, scale=self.crop_scale, generator=g), g
+            crop = random_resized_crop(
+                image, self.image_size, scale=self.crop_scale, generator=generator
             )
+            image = random_hflip(crop, generator)
         else:
             image = resize(image, self.image_size)
         return {"image": image, "label": label}
@@ -239,7 +223,7 @@ def _stratified_subset(
     return np.sort(np.concatenate(keep))
 
 
-class DigitsDataset(_SeededItems):
+class DigitsDataset(PointDataset):
     """scikit-learn's 8x8 handwritten digits, upsampled to (3, image_size, image_size) in [0,1].
 
     Split: fixed stratified 80/20 (train 1,438 / test 359 images, split seed 0). `label_fraction`
@@ -259,7 +243,7 @@ class DigitsDataset(_SeededItems):
         max_shift: int = 0,
         seed: int = 0,
     ):
-        super().__init__(seed)
+        super().__init__(seed=seed)
         _check_split(split, ("train", "test"), "digits")
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"digits: label_fraction must be in (0, 1], got {label_fraction}")
@@ -287,14 +271,14 @@ class DigitsDataset(_SeededItems):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> dict:
+    def load(self, index: int, generator: torch.Generator) -> dict:
         image = self.images[index].expand(3, -1, -1)
         if self.max_shift:
-            image = random_shift(image, self.max_shift, self._generator(index))
+            image = random_shift(image, self.max_shift, generator)
         return {"image": image.contiguous(), "label": int(self.labels[index])}
 
 
-class SkimageSamplesDataset(_SeededItems):
+class SkimageSamplesDataset(PointDataset):
     """Random crops of scikit-image's bundled photographs, (3, image_size, image_size) in [0,1].
 
     Item i crops photo i % len(names) (area fraction `crop_scale` of its split region, aspect
@@ -312,7 +296,7 @@ class SkimageSamplesDataset(_SeededItems):
         crop_scale: tuple[float, float] = (0.02, 0.3),
         seed: int = 0,
     ):
-        super().__init__(seed if split == "train" else seed + 1)
+        super().__init__(seed=seed if split == "train" else seed + 1)
         _check_split(split, ("train", "test"), "skimage_samples")
         try:
             from skimage import data as skdata
@@ -344,10 +328,9 @@ class SkimageSamplesDataset(_SeededItems):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict:
+    def load(self, index: int, generator: torch.Generator) -> dict:
         label = index % len(self.photos)
-        g = self._generator(index)
         crop = random_resized_crop(
-            self.photos[label], self.image_size, scale=self.crop_scale, generator=g
+            self.photos[label], self.image_size, scale=self.crop_scale, generator=generator
         )
-        return {"image": random_hflip(crop, g), "label": label}
+        return {"image": random_hflip(crop, generator), "label": label}

@@ -1,0 +1,62 @@
+"""`build_dataset(name, *, split, root=None, **options)`: one entry point for every dataset.
+
+Datasets are registered as "module:Class"; the module is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from map3d.data.transforms import build_transforms
+
+# name -> ("module:Class", whether the dataset reads files under `root`)
+DATASETS: dict[str, tuple[str, bool]] = {
+    "shapenet55": ("map3d.data.shapenet55:ShapeNet55", True),
+    "modelnet40": ("map3d.data.modelnet:ModelNet40", True),
+    "modelnet40_fewshot": ("map3d.data.modelnet:ModelNet40FewShot", True),
+    "scanobjectnn": ("map3d.data.scanobjectnn:ScanObjectNN", True),
+    "shapenetpart": ("map3d.data.shapenetpart:ShapeNetPart", True),
+    "synthetic": ("map3d.data.synthetic:SyntheticShapes", False),
+    "synthetic_parts": ("map3d.data.synthetic_parts:SyntheticParts", False),
+}
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names."""
+    return list(DATASETS)
+
+
+def dataset_class(name: str) -> type:
+    """The class registered under `name` (imports its module)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {list(DATASETS)}")
+    module, attr = DATASETS[name][0].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_dataset(
+    name: str, *, split: str, root: str | os.PathLike | None = None, **options: Any
+) -> Dataset:
+    """Build dataset `name` for `split`.
+
+    root: the dataset's own top folder (required for file datasets, refused for built-in ones).
+    options: forwarded to the dataset class (e.g. `npoints`, `num_category`, `variant`, `way`,
+    `seed`, `skip_bad`); `transforms` may be a list of transform names / one-key mappings (see
+    `map3d.data.transforms.build_transforms`) or a callable `(sample, generator) -> sample`.
+    """
+    cls = dataset_class(name)
+    reads_files = DATASETS[name][1]
+    transforms = options.get("transforms")
+    if transforms is not None and not callable(transforms):
+        options["transforms"] = build_transforms(transforms)
+    if reads_files:
+        if root is None:
+            raise ValueError(f"dataset {name!r} reads files: pass root=<its top folder>")
+        return cls(root, split=split, **options)
+    if root is not None:
+        raise ValueError(f"dataset {name!r} is built in and takes no root (got {root!r})")
+    return cls(split=split, **options)
