@@ -71,7 +71,7 @@ def to_rgb_tensor(array: np.ndarray) -> Tensor:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
         raise ValueError(f"image array must be (H,W), (H,W,3) or (H,W,4), got {a.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1)
+    t = torch.from_numpy(np.array(a[..., :3], copy=True)).permute(2, 0, 1)
     return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 else t
 
 
