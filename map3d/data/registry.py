@@ -22,6 +22,9 @@ DATASETS: dict[str, tuple[str, bool]] = {
     "shapenetpart": ("map3d.data.shapenetpart:ShapeNetPart", True),
     "synthetic": ("map3d.data.synthetic:SyntheticShapes", False),
     "synthetic_parts": ("map3d.data.synthetic_parts:SyntheticParts", False),
+    "image_folder": ("map3d.data.images:ImageFolderDataset", True),
+    "digits": ("map3d.data.images:DigitsDataset", False),
+    "skimage_samples": ("map3d.data.images:SkimageSamplesDataset", False),
 }
 
 
