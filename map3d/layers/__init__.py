@@ -1,0 +1,32 @@
+"""Building blocks: BiMamba, LNP, attention, drop path, embeddings and masks."""
+
+from map3d.layers.attention import Attention, Mlp, TransformerBlock
+from map3d.layers.bimamba import BIMAMBA_FLIPS, BiMamba
+from map3d.layers.drop_path import DropPath
+from map3d.layers.embed import PatchEmbed, PositionMLP
+from map3d.layers.lnp import LNP, LNP_STD_SCOPES
+from map3d.layers.masks import (
+    check_mask_ratio,
+    num_masked_tokens,
+    random_masking,
+    region_causal_mask,
+    sample_mask_ratio,
+)
+
+__all__ = [
+    "BIMAMBA_FLIPS",
+    "LNP",
+    "LNP_STD_SCOPES",
+    "Attention",
+    "BiMamba",
+    "DropPath",
+    "Mlp",
+    "PatchEmbed",
+    "PositionMLP",
+    "TransformerBlock",
+    "check_mask_ratio",
+    "num_masked_tokens",
+    "random_masking",
+    "region_causal_mask",
+    "sample_mask_ratio",
+]

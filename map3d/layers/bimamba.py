@@ -1,0 +1,138 @@
+"""Bidirectional Mamba-1 mixer, Vision-Mamba style ("bimamba v2").
+
+One `in_proj` (C -> 2E) and one `out_proj` (E -> C); a forward scan with conv1d / x_proj /
+dt_proj / A_log / D and a scan of the flipped sequence with conv1d_b / x_proj_b / dt_proj_b /
+A_b_log / D_b. Each direction is mamba-ssm's `mamba_inner_ref` without the output projection
+(causal depthwise conv + SiLU, input-dependent dt/B/C, selective scan with D skip and SiLU(z)
+gating); the backward output is flipped back and the two are summed before `out_proj`.
+Parameter names and initialization are those of mamba-ssm's `Mamba` / Mamba3D's bimamba, so
+their state dicts map onto this module. The scan and conv go through `map3d.ops`, which picks
+the fastest available backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BIMAMBA_FLIPS = ("sequence", "channel")
+
+
+class BiMamba(nn.Module):
+    """(B,L,C) -> (B,L,C) bidirectional selective-state-space mixer, E = expand * C inner channels.
+
+    `flip="sequence"` (default, Vision Mamba v2 / the MAP 2D release) scans the reversed
+    sequence backwards; `flip="channel"` reverses the channel axis instead (Mamba3D's
+    "bimamba v4" bi-SSM). `divide_out=True` averages the two directions (Vim's
+    `if_devide_out`) instead of summing them.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        flip: str = "sequence",
+        divide_out: bool = False,
+    ):
+        super().__init__()
+        if flip not in BIMAMBA_FLIPS:
+            raise ValueError(f"unknown bimamba flip {flip!r}; choose one of {BIMAMBA_FLIPS}")
+        self.dim = dim
+        self.d_state = d_state
+        self.d_inner = expand * dim
+        self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
+        self.flip = flip
+        self.divide_out = divide_out
+        inner, rank = self.d_inner, self.dt_rank
+
+        self.in_proj = nn.Linear(dim, 2 * inner, bias=bias)
+        self.conv1d = self._conv(inner, d_conv, conv_bias)
+        self.x_proj = nn.Linear(inner, rank + 2 * d_state, bias=False)
+        self.dt_proj = self._dt_proj(rank, inner, dt_min, dt_max, dt_init_floor)
+        self.A_log = nn.Parameter(self._a_log_init(inner, d_state))
+        self.D = nn.Parameter(torch.ones(inner))
+        self.conv1d_b = self._conv(inner, d_conv, conv_bias)
+        self.x_proj_b = nn.Linear(inner, rank + 2 * d_state, bias=False)
+        self.dt_proj_b = self._dt_proj(rank, inner, dt_min, dt_max, dt_init_floor)
+        self.A_b_log = nn.Parameter(self._a_log_init(inner, d_state))
+        self.D_b = nn.Parameter(torch.ones(inner))
+        self.out_proj = nn.Linear(inner, dim, bias=bias)
+        for p in (self.A_log, self.D, self.A_b_log, self.D_b):
+            p._no_weight_decay = True
+
+    @staticmethod
+    def _conv(channels: int, width: int, bias: bool) -> nn.Conv1d:
+        return nn.Conv1d(channels, channels, width, groups=channels, padding=width - 1, bias=bias)
+
+    @staticmethod
+    def _a_log_init(inner: int, d_state: int) -> Tensor:
+        """S4D-real: A = -(1..N) for every channel, stored as log(1..N). (E,N)."""
+        return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(inner, 1)
+
+    @staticmethod
+    def _dt_proj(rank: int, inner: int, dt_min: float, dt_max: float, floor: float) -> nn.Linear:
+        """mamba-ssm's dt init: uniform weight, bias = softplus^-1(dt), dt log-uniform."""
+        proj = nn.Linear(rank, inner, bias=True)
+        std = rank**-0.5
+        nn.init.uniform_(proj.weight, -std, std)
+        dt = torch.exp(
+            torch.rand(inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        ).clamp(min=floor)
+        with torch.no_grad():
+            proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        proj.bias._no_reinit = True
+        return proj
+
+    def _scan(self, xz: Tensor, conv: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear,
+              a_log: Tensor, d: Tensor) -> Tensor:
+        """One direction of mamba_inner_ref without out_proj: (B,2E,L) -> (B,E,L)."""
+        from map3d import ops
+
+        x, z = xz.chunk(2, dim=1)
+        x = ops.causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu")
+        dt, b, c = torch.split(
+            x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (B,E,L), bias added in the scan
+        return ops.selective_scan(
+            x,
+            delta,
+            -torch.exp(a_log.float()),
+            b.transpose(1, 2).contiguous(),
+            c.transpose(1, 2).contiguous(),
+            d.float(),
+            z=z,
+            delta_bias=dt_proj.bias.float(),
+            delta_softplus=True,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"BiMamba expects (B,L,{self.dim}), got shape {tuple(x.shape)}")
+        xz = self.in_proj(x).transpose(1, 2)  # (B,2E,L)
+        axis = -1 if self.flip == "sequence" else 1
+        out = self._scan(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        out_b = self._scan(
+            xz.flip(axis), self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
+        ).flip(axis)
+        y = out + out_b
+        if self.divide_out:
+            y = y / 2
+        return self.out_proj(y.transpose(1, 2).to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, d_inner={self.d_inner}, d_state={self.d_state}, "
+            f"dt_rank={self.dt_rank}, flip={self.flip!r}"
+        )

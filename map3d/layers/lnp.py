@@ -1,0 +1,68 @@
+"""LNP: Mamba3D's local norm pooling over the k nearest token centers."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+LNP_STD_SCOPES = ("sample", "batch")
+
+
+class LNP(nn.Module):
+    """Local norm pooling. x (B,L,C), centers (B,G,3) with G <= L -> (B,L,C).
+
+    For each of the last G tokens (those with a center): gather the features of its k nearest
+    centers (itself included), subtract the token's own feature and divide by the standard
+    deviation of those differences, concatenate the token's feature (2C), apply a learned
+    affine, pool over k with a softmax-weighted mean (Mamba3D's K_Pool, computed stably),
+    then LayerNorm(2C), Linear 2C -> C, SiLU.
+
+    The first L-G tokens (e.g. a cls token) have no center and are returned unchanged, as
+    Mamba3D's LNPBlock does (the block then adds them to its residual stream).
+
+    `std_scope="sample"` (default) takes the standard deviation per sample, so a shape's output
+    does not depend on the rest of the batch; `"batch"` takes one over the whole batch, as the
+    Mamba3D / MAP release (`torch.std` of the full tensor).
+    """
+
+    def __init__(self, dim: int, k: int = 4, std_scope: str = "sample", eps: float = 1e-5):
+        super().__init__()
+        if std_scope not in LNP_STD_SCOPES:
+            raise ValueError(f"unknown LNP std_scope {std_scope!r}; choose {LNP_STD_SCOPES}")
+        if k < 1:
+            raise ValueError(f"LNP k must be >= 1, got {k}")
+        self.k = k
+        self.std_scope = std_scope
+        self.eps = eps
+        self.affine_alpha = nn.Parameter(torch.ones(2 * dim))
+        self.affine_beta = nn.Parameter(torch.zeros(2 * dim))
+        self.norm = nn.LayerNorm(2 * dim)
+        self.proj = nn.Linear(2 * dim, dim)
+        self.act = nn.SiLU()
+
+    def forward(self, x: Tensor, centers: Tensor) -> Tensor:
+        from map3d import ops
+
+        b, length, c = x.shape
+        g = centers.shape[1]
+        if centers.shape[0] != b or g > length or centers.shape[-1] != 3:
+            raise ValueError(
+                f"LNP needs centers (B,G,3) with G <= L for x (B,L,C) = {tuple(x.shape)}, "
+                f"got centers of shape {tuple(centers.shape)}"
+            )
+        prefix, feat = x[:, : length - g], x[:, length - g :]
+        k = min(self.k, g)
+        _, idx = ops.knn(centers, centers, k)  # (B,G,k)
+        diff = ops.gather(feat, idx) - feat.unsqueeze(2)  # (B,G,k,C)
+        if self.std_scope == "sample":
+            std = diff.reshape(b, -1).std(dim=1).view(b, 1, 1, 1)
+        else:
+            std = diff.std()
+        h = torch.cat([diff / (std + self.eps), feat.unsqueeze(2).expand(-1, -1, k, -1)], dim=-1)
+        h = self.affine_alpha * h + self.affine_beta  # (B,G,k,2C)
+        h = (h * torch.softmax(h, dim=2)).sum(dim=2)  # softmax-weighted mean over k
+        h = self.act(self.proj(self.norm(h)))
+        return torch.cat([prefix, h], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, std_scope={self.std_scope!r}"

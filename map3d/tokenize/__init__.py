@@ -1,0 +1,22 @@
+"""Tokenizers: point grouping and serialization curves, image patchify -> `PatchTokens`."""
+
+from map3d.tokenize.points import PointGrouper, check_points
+from map3d.tokenize.serialization import (
+    SERIALIZATIONS,
+    hilbert_encode,
+    inverse_permutation,
+    serialize,
+    z_order_encode,
+)
+from map3d.tokenize.tokens import PatchTokens
+
+__all__ = [
+    "SERIALIZATIONS",
+    "PatchTokens",
+    "PointGrouper",
+    "check_points",
+    "hilbert_encode",
+    "inverse_permutation",
+    "serialize",
+    "z_order_encode",
+]

@@ -1,0 +1,89 @@
+"""Point grouping: FPS centers + kNN patches, centered, then serialized along a curve."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from map3d.tokenize.serialization import SERIALIZATIONS, serialize
+from map3d.tokenize.tokens import PatchTokens
+
+
+def check_points(points: Tensor, min_points: int, *, check_finite: bool | None = None) -> None:
+    """Raise ValueError unless `points` is (B,N,3) floating with N >= min_points and finite.
+
+    `check_finite`: True always checks, False never, None (default) checks CPU tensors only,
+    because on an accelerator the check is a host sync.
+    """
+    if points.dim() != 3 or points.shape[-1] != 3:
+        raise ValueError(f"points must be (B,N,3), got shape {tuple(points.shape)}")
+    if not points.is_floating_point():
+        raise ValueError(f"points must be floating point, got dtype {points.dtype}")
+    if points.shape[0] == 0:
+        raise ValueError(f"points has an empty batch: shape {tuple(points.shape)}")
+    if points.shape[1] < min_points:
+        raise ValueError(
+            f"points has N={points.shape[1]} points per cloud (shape {tuple(points.shape)}), "
+            f"fewer than the {min_points} needed (max of group_size and num_groups)"
+        )
+    if check_finite is None:
+        check_finite = points.device.type == "cpu"
+    if check_finite and not bool(torch.isfinite(points).all()):
+        raise ValueError(f"points of shape {tuple(points.shape)} contain NaN or Inf coordinates")
+
+
+class PointGrouper(nn.Module):
+    """(B,N,3) points -> `PatchTokens` of G patches of K points, in serialized order.
+
+    Centers: farthest point sampling (`map3d.ops.fps`); patches: the K nearest points of each
+    center (`map3d.ops.knn`), expressed relative to it; then the G centers are ordered along
+    `serialization` (see `map3d.tokenize.serialization`). No parameters.
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        group_size: int,
+        serialization: str = "hilbert",
+        *,
+        grid_depth: int = 10,
+        random_start: bool = False,
+        check_finite: bool | None = None,
+    ):
+        super().__init__()
+        if num_groups < 1 or group_size < 1:
+            raise ValueError(
+                f"num_groups and group_size must be >= 1, got {num_groups} and {group_size}"
+            )
+        if serialization not in SERIALIZATIONS:
+            raise ValueError(
+                f"unknown serialization {serialization!r}; choose one of {SERIALIZATIONS}"
+            )
+        self.num_groups = num_groups
+        self.group_size = group_size
+        self.serialization = serialization
+        self.grid_depth = grid_depth
+        self.random_start = random_start
+        self.check_finite = check_finite
+
+    def forward(self, points: Tensor, generator: torch.Generator | None = None) -> PatchTokens:
+        from map3d import ops
+
+        check_points(
+            points, max(self.group_size, self.num_groups), check_finite=self.check_finite
+        )
+        center_idx = ops.fps(
+            points, self.num_groups, random_start=self.random_start, generator=generator
+        )
+        centers = ops.gather(points, center_idx)  # (B,G,3)
+        order, inverse = serialize(centers, self.serialization, self.grid_depth)
+        centers = centers.gather(1, order.unsqueeze(-1).expand(-1, -1, 3))
+        _, neighbor_idx = ops.knn(centers, points, self.group_size)  # (B,G,K)
+        patches = ops.gather(points, neighbor_idx) - centers.unsqueeze(2)  # (B,G,K,3)
+        return PatchTokens(patches=patches, centers=centers, order=order, inverse=inverse)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_groups={self.num_groups}, group_size={self.group_size}, "
+            f"serialization={self.serialization!r}"
+        )
