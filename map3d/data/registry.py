@@ -21,7 +21,7 @@ DATASETS: dict[str, tuple[str, bool]] = {
     "scanobjectnn": ("map3d.data.scanobjectnn:ScanObjectNN", True),
     "shapenetpart": ("map3d.data.shapenetpart:ShapeNetPart", True),
     "synthetic": ("map3d.data.synthetic:SyntheticShapes", False),
-    "synthetic_parts": ("map3d.data.synthetic_parts:SyntheticParts", False),
+    "synthetic_parts": ("map3d.data.synthetic_parts:SyntheticPartsDataset", False),
     "image_folder": ("map3d.data.images:ImageFolderDataset", True),
     "digits": ("map3d.data.images:DigitsDataset", False),
     "skimage_samples": ("map3d.data.images:SkimageSamplesDataset", False),

@@ -1,0 +1,87 @@
+"""Checked file access for the loaders: every failure names the file and what was expected."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from map3d.data.errors import DatasetFormatError
+
+
+def require_dir(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path; FileNotFoundError saying which folder is expected if it is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: {what} folder not found (see data/README.md)")
+    return path
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found (see data/README.md)")
+    return path
+
+
+def read_lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
+    """Non-empty stripped lines of a text list file with their 1-based line numbers."""
+    path = require_file(path, what)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetFormatError(path, f"unreadable {what}: {error}") from None
+    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """np.load without pickles; missing -> FileNotFoundError, damaged -> DatasetFormatError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: point file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DatasetFormatError(
+            path, f"unreadable .npy (truncated or not a numpy array file): {error}"
+        ) from None
+
+
+def load_txt(path: str | os.PathLike, *, delimiter: str | None, columns: int) -> np.ndarray:
+    """Read a float text table with exactly `columns` values per line -> (M, columns) float32.
+
+    A malformed line raises DatasetFormatError naming the file and line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: point file not found")
+    try:
+        data = np.loadtxt(path, delimiter=delimiter, dtype=np.float32, ndmin=2)
+    except ValueError as error:
+        raise DatasetFormatError(
+            path,
+            f"expected {columns} numbers per line ({_first_bad_line(path, delimiter, columns)}): {error}",
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetFormatError(path, f"unreadable text file: {error}") from None
+    if data.size == 0:
+        raise DatasetFormatError(path, f"empty file; expected lines of {columns} numbers")
+    if data.shape[1] != columns:
+        raise DatasetFormatError(path, f"expected {columns} numbers per line, got {data.shape[1]}")
+    return data
+
+
+def _first_bad_line(path: Path, delimiter: str | None, columns: int) -> str:
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.strip().split(delimiter)
+            if not line.strip():
+                continue
+            try:
+                [float(v) for v in fields]
+            except ValueError:
+                return f"line {number} is not numeric"
+            if len(fields) != columns:
+                return f"line {number} has {len(fields)} values"
+    return "no single bad line found"
