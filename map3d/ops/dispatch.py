@@ -1,0 +1,329 @@
+"""Backend selection for `map3d.ops`: one public function per op, several implementations.
+
+Each implementation of an op is a *backend*, registered with `register`. Per call, `resolve`
+picks, in this order:
+
+1. the explicit ``backend=`` argument of the op (``None`` or ``"auto"`` means "not given");
+2. the ``MAP3D_BACKEND`` environment variable, read at every call:
+   - ``MAP3D_BACKEND=reference``: one name for every op; applied to the ops that have an
+     available backend of that name supporting the inputs, the others choose automatically;
+   - ``MAP3D_BACKEND=selective_scan=triton,fps=reference``: per-op choices, strict like an
+     explicit argument; a bare name may be mixed in as the default for the other ops;
+3. the available backend of highest priority that supports the inputs (device, dtype, options).
+
+Backend names: ``reference`` (pure PyTorch, always available, priority 0), ``triton`` (map3d's
+own kernels, registered by `map3d.ops.triton`), ``mamba_ssm``, ``causal_conv1d``, ``pytorch3d``,
+``knn_cuda`` (thin adapters in `map3d.ops.external`). Availability checks may import optional
+packages, so each runs once and is cached; `refresh()` forgets them (after installing a package).
+
+A registered backend function takes exactly the public op's arguments (without ``backend``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from map3d.cli import Command
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "MAP3D_BACKEND"
+OPS = ("fps", "knn", "gather", "chamfer_distance", "selective_scan", "causal_conv1d")
+
+# Modules that register backends when imported; imported lazily at the first `resolve`.
+_BACKEND_MODULES = ("map3d.ops.reference", "map3d.ops.external", "map3d.ops.triton")
+
+INSTALL_HINTS = {
+    "reference": "built in; always available",
+    "triton": "pip install triton (bundled with CUDA builds of PyTorch); needs a CUDA device",
+    "mamba_ssm": (
+        "pip install --no-build-isolation mamba-ssm  (needs a CUDA build of PyTorch and nvcc;"
+        " or `pip install --no-build-isolation map3d[gpu]`)"
+    ),
+    "causal_conv1d": (
+        "pip install --no-build-isolation causal-conv1d  (needs a CUDA build of PyTorch and nvcc;"
+        " or `pip install --no-build-isolation map3d[gpu]`)"
+    ),
+    "pytorch3d": (
+        "pip install --no-build-isolation 'git+https://github.com/facebookresearch/pytorch3d.git'"
+        "  (needs a CUDA build of PyTorch and nvcc)"
+    ),
+    "knn_cuda": (
+        "pip install --upgrade"
+        " https://github.com/unlimblue/KNN_CUDA/releases/download/0.2/KNN_CUDA-0.2-py3-none-any.whl"
+        "  (compiles at first import; needs nvcc and ninja)"
+    ),
+}
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run here (not installed, or wrong device/dtype)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of one op."""
+
+    op: str
+    name: str
+    fn: Callable
+    available: Callable[[], str | None]  # cached; None if usable here, else the reason why not
+    supports: Callable[..., bool]  # (*tensors, **options) -> can this backend take these inputs
+    priority: int
+    install: str
+
+
+_REGISTRY: dict[str, dict[str, Backend]] = {op: {} for op in OPS}
+_loaded = False
+_module_errors: dict[str, str] = {}  # backend module -> why it could not be imported
+
+
+def register(
+    op: str,
+    backend_name: str,
+    fn: Callable,
+    available: Callable[[], str | None],
+    supports: Callable[..., bool],
+    priority: int,
+    *,
+    install: str | None = None,
+) -> None:
+    """Register `fn` as backend `backend_name` of `op` (re-registering replaces it).
+
+    Args:
+        op: one of `OPS`.
+        backend_name: e.g. "triton".
+        fn: takes the public op's arguments (without `backend`), returns what the op returns.
+        available: `() -> None` if the backend can run on this machine, else a short reason
+            ("triton is not installed"). Called at most once (cached); may import lazily.
+        supports: `(*tensors, **options) -> bool`: can it take these inputs? `tensors` are the
+            op's tensor arguments in signature order (optional ones may be None), `options` its
+            non-tensor arguments that can matter (see `SELECTION_ARGS`). A function that
+            declares no `**options` is called with the tensors only. Called at every call of
+            the op: keep it cheap (device/dtype/shape tests, no host sync).
+        priority: higher wins in automatic selection; reference is 0, external adapters 10-20.
+        install: how to get it; shown when it was requested explicitly but is unavailable.
+    """
+    if op not in _REGISTRY:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    _REGISTRY[op][backend_name] = Backend(
+        op=op,
+        name=backend_name,
+        fn=fn,
+        available=functools.cache(available),
+        supports=_accepting_options(supports),
+        priority=priority,
+        install=install or INSTALL_HINTS.get(backend_name, "see the map3d README"),
+    )
+    _ordered.cache_clear()
+
+
+# Non-tensor arguments each op passes to `supports` as keywords.
+SELECTION_ARGS = {
+    "fps": ("num_samples", "random_start"),
+    "knn": ("k",),
+    "gather": (),
+    "chamfer_distance": ("norm",),
+    "selective_scan": ("delta_softplus", "return_last_state"),
+    "causal_conv1d": ("activation",),
+}
+
+
+def _accepting_options(supports: Callable[..., bool]) -> Callable[..., bool]:
+    try:
+        params = inspect.signature(supports).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: assume they take options
+        return supports
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return supports
+
+    def tensors_only(*tensors, **_options):
+        return supports(*tensors)
+
+    return tensors_only
+
+
+def _load_backends() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BACKEND_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:  # e.g. triton missing: its backends are simply absent
+            _module_errors[module] = f"{type(error).__name__}: {error}"
+            logger.debug("backend module %s not loaded: %s", module, error)
+        except Exception as error:  # noqa: BLE001 - a broken optional module must not break ops
+            _module_errors[module] = f"{type(error).__name__}: {error}"
+            logger.warning("backend module %s failed to import: %s", module, error)
+
+
+@functools.cache
+def _ordered(op: str) -> tuple[Backend, ...]:
+    return tuple(sorted(_REGISTRY[op].values(), key=lambda b: -b.priority))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_env(value: str) -> tuple[str | None, dict[str, str]]:
+    """`MAP3D_BACKEND` -> (default name or None, {op: name})."""
+    default, per_op = None, {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        if "=" in item:
+            op, _, name = (s.strip() for s in item.partition("="))
+            if op not in OPS:
+                raise ValueError(f"{ENV_VAR}={value!r}: unknown op {op!r}; ops are {OPS}")
+            per_op[op] = name
+        else:
+            if default is not None:
+                raise ValueError(f"{ENV_VAR}={value!r}: more than one default backend")
+            default = item
+    return (None if default == "auto" else default), per_op
+
+
+def resolve(op: str, backend: str | None, *tensors, **options) -> Callable:
+    """The backend function to run `op` on these inputs (see the module docstring for order).
+
+    Raises:
+        ValueError: unknown op or backend name.
+        BackendUnavailableError: an explicitly requested backend (argument or per-op
+            `MAP3D_BACKEND` entry) cannot run here or cannot take these inputs.
+    """
+    _load_backends()
+    if op not in _REGISTRY:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    if backend is not None and backend != "auto":
+        return _explicit(op, backend, "backend=", tensors, options).fn
+    env = os.environ.get(ENV_VAR)
+    if env:
+        default, per_op = _parse_env(env)
+        name = per_op.get(op)
+        if name is not None and name != "auto":
+            return _explicit(op, name, f"{ENV_VAR}=", tensors, options).fn
+        if default is not None:
+            if default not in _known_names():
+                raise ValueError(
+                    f"{ENV_VAR}={env!r}: unknown backend {default!r}; known: {_known_names()}"
+                )
+            chosen = _REGISTRY[op].get(default)
+            if chosen and chosen.available() is None and chosen.supports(*tensors, **options):
+                return chosen.fn
+    for candidate in _ordered(op):
+        if candidate.available() is None and candidate.supports(*tensors, **options):
+            return candidate.fn
+    raise BackendUnavailableError(
+        f"no backend of {op} supports these inputs ({_describe(tensors)}, {options})"
+    )
+
+
+def _explicit(op, name, source, tensors, options) -> Backend:
+    chosen = _REGISTRY[op].get(name)
+    if chosen is None:
+        raise ValueError(
+            f"{source}{name!r}: {op} has no backend {name!r}; "
+            f"its backends are {sorted(_REGISTRY[op])}"
+            + "".join(f"; {m} not loaded: {e}" for m, e in _module_errors.items())
+        )
+    reason = chosen.available()
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"{source}{name!r} was requested for {op} but is unavailable: {reason}. "
+            f"To install: {chosen.install}"
+        )
+    if not chosen.supports(*tensors, **options):
+        raise BackendUnavailableError(
+            f"{source}{name!r} was requested for {op} but does not support these inputs "
+            f"({_describe(tensors)}, {options}); use backend='reference' or 'auto'"
+        )
+    return chosen
+
+
+def _known_names() -> list[str]:
+    return sorted({name for backends in _REGISTRY.values() for name in backends})
+
+
+def _describe(tensors) -> str:
+    parts = [
+        f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')} on {t.device}"
+        for t in tensors
+        if isinstance(t, torch.Tensor)
+    ]
+    return "; ".join(parts)
+
+
+def refresh() -> None:
+    """Forget cached availability checks (e.g. after installing a package)."""
+    for backends in _REGISTRY.values():
+        for b in backends.values():
+            b.available.cache_clear()
+    _parse_env.cache_clear()
+
+
+@dataclass(frozen=True)
+class BackendRow:
+    op: str
+    backend: str
+    priority: int
+    available: bool
+    reason: str  # why not available ("" if available)
+
+
+def backend_table() -> list[BackendRow]:
+    """One row per (op, registered backend), best first within each op."""
+    _load_backends()
+    rows = []
+    for op in OPS:
+        for b in _ordered(op):
+            reason = b.available()
+            rows.append(BackendRow(op, b.name, b.priority, reason is None, reason or ""))
+    return rows
+
+
+def format_backend_table(rows: list[BackendRow] | None = None) -> str:
+    """`backend_table()` as plain aligned text."""
+    rows = backend_table() if rows is None else rows
+    header = ("op", "backend", "priority", "available")
+    lines = [
+        (r.op, r.backend, str(r.priority), "yes" if r.available else f"no: {r.reason}")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(3)]
+    out = []
+    for row in [header, *lines]:
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+    for module, error in _module_errors.items():
+        out.append(f"(module {module} not loaded: {error})")
+    env = os.environ.get(ENV_VAR)
+    out.append(f"{ENV_VAR}={env}" if env else f"{ENV_VAR} is not set: automatic selection")
+    return "\n".join(out)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--op", choices=OPS, help="show only this op")
+
+
+def _run(args: argparse.Namespace) -> int:
+    rows = [r for r in backend_table() if args.op in (None, r.op)]
+    print(format_backend_table(rows))
+    return 0
+
+
+BACKENDS_COMMAND = Command(
+    help="show which backend each op can use here, and why others are unavailable",
+    add_arguments=_add_arguments,
+    run=_run,
+    description=(
+        "Table of op x backend x availability. Selection per call: explicit backend= "
+        f"argument > {ENV_VAR} (e.g. `reference` or `selective_scan=triton,fps=reference`)"
+        " > best available for the tensors' device and dtype."
+    ),
+)

@@ -1,0 +1,136 @@
+"""Pure-PyTorch point-cloud ops: farthest point sampling, kNN, gather, Chamfer distance.
+
+Inputs are assumed valid (`map3d.ops` checks them). Distances are computed coordinate by
+coordinate as sums of squared differences (exact, no |a|^2 - 2ab + |b|^2 cancellation), with
+memory bounded by processing queries in chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Largest number of pairwise distances held at once by `_nearest` (64 MiB of float32).
+_PAIR_BUDGET = 1 << 24
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _sq_dist(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """query (B,M,D), points (B,N,D) -> squared distances (B,M,N)."""
+    d2 = None
+    for c in range(query.shape[-1]):
+        diff = query[..., c, None] - points[..., None, :, c]
+        d2 = diff * diff if d2 is None else d2.add_(diff * diff)
+    return d2
+
+
+def _sq_dist_to(query: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """query (B,M,D), neighbours (B,M,k,D) -> squared distances (B,M,k), same arithmetic as
+    `_sq_dist` so that values match bit for bit."""
+    d2 = None
+    for c in range(query.shape[-1]):
+        diff = query[..., c, None] - neighbours[..., c]
+        d2 = diff * diff if d2 is None else d2 + diff * diff
+    return d2
+
+
+@torch.no_grad()
+def _nearest(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (B,M,k) int64 of the k nearest `points` to each query, ascending distance."""
+    B, M, _ = query.shape
+    N = points.shape[1]
+    dtype = _compute_dtype(points.dtype)
+    query, points = query.to(dtype), points.to(dtype)
+    chunk = max(1, _PAIR_BUDGET // max(1, B * N))
+    parts = []
+    for start in range(0, M, chunk):
+        d2 = _sq_dist(query[:, start : start + chunk], points)
+        parts.append(d2.topk(k, dim=-1, largest=False, sorted=True).indices)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def gather(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """values (B,N,C...), idx (B,...) int64 -> (B,...,C...): out[b, i...] = values[b, idx[b, i...]].
+
+    Differentiable with respect to `values` (backward is a scatter-add).
+    """
+    B = values.shape[0]
+    flat = idx.reshape(B, -1, *([1] * (values.dim() - 2)))
+    flat = flat.expand(-1, -1, *values.shape[2:])
+    out = torch.gather(values, 1, flat)
+    return out.reshape(*idx.shape, *values.shape[2:])
+
+
+def fps(
+    points: torch.Tensor,
+    num_samples: int,
+    *,
+    random_start: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Farthest point sampling: points (B,N,3) -> idx (B,S) int64, S = num_samples.
+
+    Starts at index 0 (or a random index per cloud drawn from `generator` if `random_start`),
+    then repeatedly takes the point whose distance to the chosen set is largest (first index on
+    ties). Chosen points are never chosen again, so indices are distinct even with duplicates.
+    """
+    B, N, _ = points.shape
+    device = points.device
+    pts = points.detach().to(_compute_dtype(points.dtype))
+    if random_start:
+        gen_device = generator.device if generator is not None else "cpu"
+        start = torch.randint(N, (B,), generator=generator, device=gen_device).to(device)
+    else:
+        start = torch.zeros(B, dtype=torch.long, device=device)
+    idx = torch.empty(B, num_samples, dtype=torch.long, device=device)
+    min_d2 = torch.full((B, N), float("inf"), dtype=pts.dtype, device=device)
+    rows = torch.arange(B, device=device)
+    farthest = start
+    for i in range(num_samples):
+        idx[:, i] = farthest
+        chosen = pts[rows, farthest]  # (B,3)
+        d2 = ((pts - chosen[:, None, :]) ** 2).sum(-1)
+        torch.minimum(min_d2, d2, out=min_d2)
+        min_d2[rows, farthest] = -1.0  # never pick a chosen point again
+        farthest = min_d2.argmax(dim=1)
+    return idx
+
+
+def knn(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest neighbours: query (B,M,3), points (B,N,3) -> (dist2 (B,M,k), idx (B,M,k) int64).
+
+    dist2 are squared Euclidean distances in ascending order, differentiable with respect to
+    `query` and `points`; ties are broken arbitrarily.
+    """
+    idx = _nearest(query, points, k)
+    dtype = _compute_dtype(points.dtype)
+    dist2 = _sq_dist_to(query.to(dtype), gather(points.to(dtype), idx))
+    return dist2.to(points.dtype), idx
+
+
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with gradient 0 (not inf/NaN) at 0."""
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, 1.0)), 0.0)
+
+
+def chamfer_distance(x: torch.Tensor, y: torch.Tensor, *, norm: int = 2) -> torch.Tensor:
+    """Chamfer distance per cloud: x (B,P,3), y (B,Q,3) -> (B,).
+
+    norm=2 ("cdl2" in Point-MAE): mean over x of the squared distance to the nearest y, plus
+    mean over y of the squared distance to the nearest x.
+    norm=1 ("cdl1" in Point-MAE): the same with Euclidean (not squared) distances, the sum
+    halved: (mean_x ||x - nn_y(x)|| + mean_y ||y - nn_x(y)||) / 2. Its gradient at a zero
+    distance is taken as 0.
+    """
+    dtype = _compute_dtype(torch.promote_types(x.dtype, y.dtype))
+    xs, ys = x.to(dtype), y.to(dtype)
+    d_xy = _sq_dist_to(xs, gather(ys, _nearest(xs, ys, 1)))[..., 0]  # (B,P)
+    d_yx = _sq_dist_to(ys, gather(xs, _nearest(ys, xs, 1)))[..., 0]  # (B,Q)
+    if norm == 2:
+        out = d_xy.mean(1) + d_yx.mean(1)
+    else:
+        out = (_safe_sqrt(d_xy).mean(1) + _safe_sqrt(d_yx).mean(1)) / 2
+    return out.to(torch.promote_types(x.dtype, y.dtype))
