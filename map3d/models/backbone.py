@@ -1,0 +1,184 @@
+"""The hybrid Mamba-Transformer backbone: one block list, block type by layer index.
+
+`pattern` spells the stack, one letter per block: "M" = Mamba3D block (LNP + BiMamba),
+"T" = attention block (LNP + pre-norm Transformer block). "MMMT" * 4 is HybridMT3D (12 Mamba3D
+blocks with a Transformer block after every third), "M" * 12 pure Mamba3D, "T" * 12 a
+Point-MAE-style Transformer (with `local_aggregation=False`). The backbone is modality-agnostic:
+it maps tokens (B,L,C) and positions (B,L,C) to features (B,L,C); LNP runs only when the
+config enables it and `centers` are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from map3d.layers import BIMAMBA_FLIPS, LNP, LNP_STD_SCOPES, BiMamba, DropPath, TransformerBlock
+
+BLOCK_TYPES = {"M": "Mamba3D block (LNP + BiMamba)", "T": "attention block (LNP + Transformer)"}
+
+
+@dataclass
+class BackboneConfig:
+    """Hybrid backbone. Defaults: HybridMT3D-S of the MAP paper (C=384, "MMMT" x 4).
+
+    drop_path_rate: stochastic depth, linearly increasing from 0 over all blocks.
+    local_aggregation: build an LNP in every block (points); False for images / Point-MAE.
+    lnp_k: nearest centers pooled by LNP (the MAP/Mamba3D pretraining config uses 4).
+    lnp_std: "sample" (default) or "batch" (release) scope of LNP's normalizing std.
+    bimamba_flip: "sequence" (Vim v2, default) or "channel" (Mamba3D's bimamba v4).
+    bimamba_divide_out: average instead of sum the two scan directions (Vim's if_devide_out).
+    """
+
+    dim: int = 384
+    pattern: str = "MMMT" * 4
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = False
+    drop_path_rate: float = 0.1
+    local_aggregation: bool = True
+    lnp_k: int = 4
+    lnp_std: str = "sample"
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    bimamba_flip: str = "sequence"
+    bimamba_divide_out: bool = False
+
+    def __post_init__(self):
+        bad = sorted(set(self.pattern) - set(BLOCK_TYPES))
+        if not self.pattern or bad:
+            raise ValueError(
+                f"pattern {self.pattern!r} must be a non-empty string of block letters "
+                f"{BLOCK_TYPES}; bad letters: {bad}"
+            )
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        if self.lnp_std not in LNP_STD_SCOPES:
+            raise ValueError(f"lnp_std={self.lnp_std!r} must be one of {LNP_STD_SCOPES}")
+        if self.bimamba_flip not in BIMAMBA_FLIPS:
+            raise ValueError(f"bimamba_flip={self.bimamba_flip!r} must be one of {BIMAMBA_FLIPS}")
+
+    @property
+    def depth(self) -> int:
+        return len(self.pattern)
+
+
+class LocalAggregation(nn.Module):
+    """x + drop_path(LNP(norm1(x), centers)); identity when `centers` is None. (B,L,C)."""
+
+    def __init__(self, config: BackboneConfig, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.dim)
+        self.lnp = LNP(config.dim, config.lnp_k, config.lnp_std)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, centers: Tensor | None) -> Tensor:
+        if centers is None:
+            return x
+        return x + self.drop_path(self.lnp(self.norm1(x), centers))
+
+
+class MambaBlock(nn.Module):
+    """"M": [LNP residual], then x + drop_path(BiMamba(norm2(x))). (B,L,C) -> (B,L,C)."""
+
+    def __init__(self, config: BackboneConfig, drop_path: float):
+        super().__init__()
+        self.local = LocalAggregation(config, drop_path) if config.local_aggregation else None
+        self.norm2 = nn.LayerNorm(config.dim)
+        self.mixer = BiMamba(
+            config.dim,
+            d_state=config.d_state,
+            d_conv=config.d_conv,
+            expand=config.expand,
+            flip=config.bimamba_flip,
+            divide_out=config.bimamba_divide_out,
+        )
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, centers: Tensor | None = None,
+                attn_mask: Tensor | None = None) -> Tensor:
+        if attn_mask is not None:
+            raise ValueError("a Mamba block cannot apply an attention mask; use 'T' blocks")
+        if self.local is not None:
+            x = self.local(x, centers)
+        return x + self.drop_path(self.mixer(self.norm2(x)))
+
+
+class AttentionBlock(nn.Module):
+    """"T": [LNP residual], then a pre-norm Transformer block. (B,L,C) -> (B,L,C)."""
+
+    def __init__(self, config: BackboneConfig, drop_path: float):
+        super().__init__()
+        self.local = LocalAggregation(config, drop_path) if config.local_aggregation else None
+        self.mixer = TransformerBlock(
+            config.dim, config.num_heads, config.mlp_ratio, config.qkv_bias, drop_path=drop_path
+        )
+
+    def forward(self, x: Tensor, centers: Tensor | None = None,
+                attn_mask: Tensor | None = None) -> Tensor:
+        if self.local is not None:
+            x = self.local(x, centers)
+        return self.mixer(x, attn_mask)
+
+
+BLOCKS = {"M": MambaBlock, "T": AttentionBlock}
+
+
+def init_weights(module: nn.Module, scheme: str = "trunc_normal") -> None:
+    """Point-MAE initialization: Linear/Conv1d weights trunc_normal(0.02) ("trunc_normal") or
+    xavier_uniform ("xavier", the decoder's), zero biases, LayerNorm (1, 0). BiMamba mixers
+    keep mamba-ssm's own initialization (dt, A_log, D)."""
+
+    def visit(m: nn.Module) -> None:
+        if isinstance(m, BiMamba):
+            return
+        if isinstance(m, (nn.Linear, nn.Conv1d)):
+            if scheme == "xavier" and isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        for child in m.children():
+            visit(child)
+
+    visit(module)
+
+
+class HybridBackbone(nn.Module):
+    """Blocks from `config.pattern`, position added before every block, final LayerNorm.
+
+    forward(tokens (B,L,C), pos (B,L,C), centers (B,G,3) | None, attn_mask) -> (B,L,C).
+    With G < L the first L-G tokens are prefix tokens without a center (e.g. cls), which
+    LNP leaves unchanged. `attn_mask` (bool (L,L), True = may attend) needs an all-"T" pattern.
+    """
+
+    def __init__(self, config: BackboneConfig | None = None, *, init: str = "trunc_normal"):
+        super().__init__()
+        self.config = config = config or BackboneConfig()
+        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        self.blocks = nn.ModuleList(
+            BLOCKS[kind](config, rate) for kind, rate in zip(config.pattern, rates)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        init_weights(self, init)
+
+    def forward(self, tokens: Tensor, pos: Tensor, centers: Tensor | None = None,
+                attn_mask: Tensor | None = None) -> Tensor:
+        if tokens.dim() != 3 or tokens.shape[-1] != self.config.dim or pos.shape != tokens.shape:
+            raise ValueError(
+                f"backbone expects tokens and pos of shape (B,L,{self.config.dim}), got "
+                f"{tuple(tokens.shape)} and {tuple(pos.shape)}"
+            )
+        if not self.config.local_aggregation:
+            centers = None
+        x = tokens
+        for block in self.blocks:
+            x = block(x + pos, centers, attn_mask)
+        return self.norm(x)

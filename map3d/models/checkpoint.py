@@ -1,0 +1,61 @@
+"""Prefix-aware loading of pretrained weights into a task model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+_NESTED_KEYS = ("model", "state_dict")
+
+
+def _state_dict_from(source: Mapping | str | os.PathLike) -> Mapping[str, Tensor]:
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"pretrained checkpoint not found: {source}")
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    if not isinstance(source, Mapping):
+        raise ValueError(f"expected a state dict or a checkpoint dict, got {type(source).__name__}")
+    for key in _NESTED_KEYS:
+        if key in source and isinstance(source[key], Mapping):
+            return source[key]
+    return source
+
+
+def load_pretrained(model: nn.Module, state_dict_or_path, prefix: str = "encoder.",
+                    ) -> tuple[list[str], list[str]]:
+    """Load the `prefix`-ed entries of a state dict (or checkpoint path / dict holding
+    "model") into `model`'s entries with the same prefix; everything else is left alone.
+
+    A DDP "module." prefix is stripped. Returns (missing, unexpected): model keys under
+    `prefix` absent from the checkpoint, checkpoint keys under `prefix` the model lacks; both
+    are logged. A shape mismatch raises ValueError naming the key.
+    """
+    source = {
+        (k[len("module."):] if k.startswith("module.") else k): v
+        for k, v in _state_dict_from(state_dict_or_path).items()
+    }
+    selected = {k: v for k, v in source.items() if k.startswith(prefix)}
+    if not selected:
+        raise ValueError(f"no checkpoint keys start with prefix {prefix!r}")
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    for key, value in selected.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(
+                f"shape mismatch for {key}: checkpoint {tuple(value.shape)}, "
+                f"model {tuple(own[key].shape)}"
+            )
+    result = model.load_state_dict(selected, strict=False)
+    missing = sorted(k for k in result.missing_keys if k.startswith(prefix))
+    unexpected = sorted(result.unexpected_keys)
+    log.info("loaded %d tensors under %r", len(selected) - len(unexpected), prefix)
+    if missing:
+        log.warning("missing keys under %r: %s", prefix, ", ".join(missing))
+    if unexpected:
+        log.warning("unexpected keys under %r: %s", prefix, ", ".join(unexpected))
+    return missing, unexpected
