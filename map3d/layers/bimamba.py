@@ -94,8 +94,15 @@ class BiMamba(nn.Module):
         proj.bias._no_reinit = True
         return proj
 
-    def _scan(self, xz: Tensor, conv: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear,
-              a_log: Tensor, d: Tensor) -> Tensor:
+    def _scan(
+        self,
+        xz: Tensor,
+        conv: nn.Conv1d,
+        x_proj: nn.Linear,
+        dt_proj: nn.Linear,
+        a_log: Tensor,
+        d: Tensor,
+    ) -> Tensor:
         """One direction of mamba_inner_ref without out_proj: (B,2E,L) -> (B,E,L)."""
         from map3d import ops
 

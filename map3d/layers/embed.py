@@ -19,11 +19,15 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.dim = dim
         self.first_conv = nn.Sequential(
-            nn.Conv1d(in_channels, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+            nn.Conv1d(in_channels, 128, 1),
+            nn.BatchNorm1d(128),
+            nn.ReLU(inplace=True),
             nn.Conv1d(128, 256, 1),
         )
         self.second_conv = nn.Sequential(
-            nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+            nn.Conv1d(512, 512, 1),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
             nn.Conv1d(512, dim, 1),
         )
 
@@ -41,8 +45,7 @@ class PositionMLP(nn.Sequential):
     A `Sequential`, so its keys (0.weight, 2.weight, ...) match Point-MAE / Mamba3D `pos_embed`.
     """
 
-    def __init__(self, dim: int, in_features: int = 3, hidden: int = 128,
-                 activation: str = "gelu"):
+    def __init__(self, dim: int, in_features: int = 3, hidden: int = 128, activation: str = "gelu"):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose {tuple(ACTIVATIONS)}")
         super().__init__(

@@ -43,7 +43,7 @@ class LNP(nn.Module):
     def forward(self, x: Tensor, centers: Tensor) -> Tensor:
         from map3d import ops
 
-        b, length, c = x.shape
+        b, length, _ = x.shape
         g = centers.shape[1]
         if centers.shape[0] != b or g > length or centers.shape[-1] != 3:
             raise ValueError(

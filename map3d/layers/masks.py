@@ -15,14 +15,16 @@ def check_mask_ratio(ratio: MaskRatio) -> None:
     """ValueError unless `ratio` is a float in (0,1) or a (min,max) pair with 0 < min <= max < 1."""
     if isinstance(ratio, (tuple, list)):
         if len(ratio) != 2 or not 0.0 < ratio[0] <= ratio[1] < 1.0:
-            raise ValueError(f"mask_ratio range must be (min, max) with 0 < min <= max < 1, "
-                             f"got {ratio!r}")
+            raise ValueError(
+                f"mask_ratio range must be (min, max) with 0 < min <= max < 1, got {ratio!r}"
+            )
     elif not 0.0 < float(ratio) < 1.0:
         raise ValueError(f"mask_ratio must be in (0, 1), got {ratio!r}")
 
 
-def sample_mask_ratio(ratio: MaskRatio, *, std: float = 0.25,
-                      generator: torch.Generator | None = None) -> float:
+def sample_mask_ratio(
+    ratio: MaskRatio, *, std: float = 0.25, generator: torch.Generator | None = None
+) -> float:
     """A float ratio is returned as is; a (min,max) range draws one ratio for the batch from a
     normal centered on (min+max)/2 with `std`, truncated to [min,max] (inverse-CDF sampling,
     as scipy's truncnorm in the MAP/MAGE releases). Uses one uniform from `generator`; draw
@@ -48,9 +50,14 @@ def num_masked_tokens(ratio: float, num_tokens: int) -> int:
     return min(max(math.floor(ratio * num_tokens), 1), num_tokens - 1)
 
 
-def random_masking(batch: int, num_tokens: int, num_masked: int, *,
-                   generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None) -> Tensor:
+def random_masking(
+    batch: int,
+    num_tokens: int,
+    num_masked: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """(B,G) bool mask, True = masked: each sample gets its own random `num_masked` tokens.
 
     The noise is drawn on the generator's device (so a CPU generator works for GPU models) and
@@ -65,8 +72,9 @@ def random_masking(batch: int, num_tokens: int, num_masked: int, *,
     return mask.scatter_(1, chosen, True)
 
 
-def region_causal_mask(length: int, num_regions: int, *,
-                       device: torch.device | str | None = None) -> Tensor:
+def region_causal_mask(
+    length: int, num_regions: int, *, device: torch.device | str | None = None
+) -> Tensor:
     """(L,L) bool attention mask, True = may attend, for R equal contiguous regions.
 
     Token i (region i // (L/R)) attends to every token of its own region and of all earlier

@@ -82,7 +82,7 @@ class LocalAggregation(nn.Module):
 
 
 class MambaBlock(nn.Module):
-    """"M": [LNP residual], then x + drop_path(BiMamba(norm2(x))). (B,L,C) -> (B,L,C)."""
+    """ "M": [LNP residual], then x + drop_path(BiMamba(norm2(x))). (B,L,C) -> (B,L,C)."""
 
     def __init__(self, config: BackboneConfig, drop_path: float):
         super().__init__()
@@ -98,8 +98,9 @@ class MambaBlock(nn.Module):
         )
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: Tensor, centers: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, centers: Tensor | None = None, attn_mask: Tensor | None = None
+    ) -> Tensor:
         if attn_mask is not None:
             raise ValueError("a Mamba block cannot apply an attention mask; use 'T' blocks")
         if self.local is not None:
@@ -108,7 +109,7 @@ class MambaBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """"T": [LNP residual], then a pre-norm Transformer block. (B,L,C) -> (B,L,C)."""
+    """ "T": [LNP residual], then a pre-norm Transformer block. (B,L,C) -> (B,L,C)."""
 
     def __init__(self, config: BackboneConfig, drop_path: float):
         super().__init__()
@@ -117,8 +118,9 @@ class AttentionBlock(nn.Module):
             config.dim, config.num_heads, config.mlp_ratio, config.qkv_bias, drop_path=drop_path
         )
 
-    def forward(self, x: Tensor, centers: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, centers: Tensor | None = None, attn_mask: Tensor | None = None
+    ) -> Tensor:
         if self.local is not None:
             x = self.local(x, centers)
         return self.mixer(x, attn_mask)
@@ -169,8 +171,13 @@ class HybridBackbone(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         init_weights(self, init)
 
-    def forward(self, tokens: Tensor, pos: Tensor, centers: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        tokens: Tensor,
+        pos: Tensor,
+        centers: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
         if tokens.dim() != 3 or tokens.shape[-1] != self.config.dim or pos.shape != tokens.shape:
             raise ValueError(
                 f"backbone expects tokens and pos of shape (B,L,{self.config.dim}), got "

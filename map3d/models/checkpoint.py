@@ -20,15 +20,18 @@ def _state_dict_from(source: Mapping | str | os.PathLike) -> Mapping[str, Tensor
             raise FileNotFoundError(f"pretrained checkpoint not found: {source}")
         source = torch.load(source, map_location="cpu", weights_only=True)
     if not isinstance(source, Mapping):
-        raise ValueError(f"expected a state dict or a checkpoint dict, got {type(source).__name__}")
+        raise TypeError(f"expected a state dict or a checkpoint dict, got {type(source).__name__}")
     for key in _NESTED_KEYS:
         if key in source and isinstance(source[key], Mapping):
             return source[key]
     return source
 
 
-def load_pretrained(model: nn.Module, state_dict_or_path, prefix: str = "encoder.",
-                    ) -> tuple[list[str], list[str]]:
+def load_pretrained(
+    model: nn.Module,
+    state_dict_or_path,
+    prefix: str = "encoder.",
+) -> tuple[list[str], list[str]]:
     """Load the `prefix`-ed entries of a state dict (or checkpoint path / dict holding
     "model") into `model`'s entries with the same prefix; everything else is left alone.
 
@@ -37,8 +40,7 @@ def load_pretrained(model: nn.Module, state_dict_or_path, prefix: str = "encoder
     are logged. A shape mismatch raises ValueError naming the key.
     """
     source = {
-        (k[len("module."):] if k.startswith("module.") else k): v
-        for k, v in _state_dict_from(state_dict_or_path).items()
+        (k.removeprefix("module.")): v for k, v in _state_dict_from(state_dict_or_path).items()
     }
     selected = {k: v for k, v in source.items() if k.startswith(prefix)}
     if not selected:

@@ -33,17 +33,23 @@ class PointClassifierConfig:
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.serialization not in SERIALIZATIONS:
-            raise ValueError(f"serialization={self.serialization!r} must be one of "
-                             f"{SERIALIZATIONS}")
+            raise ValueError(
+                f"serialization={self.serialization!r} must be one of {SERIALIZATIONS}"
+            )
 
 
-def classification_head(in_features: int, hidden: int, num_classes: int,
-                        dropout: float) -> nn.Sequential:
+def classification_head(
+    in_features: int, hidden: int, num_classes: int, dropout: float
+) -> nn.Sequential:
     """Mamba3D's `cls_head_finetune`: two (Linear, BN, ReLU, Dropout) layers, then Linear."""
     return nn.Sequential(
-        nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(in_features, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
         nn.Dropout(dropout),
-        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
         nn.Dropout(dropout),
         nn.Linear(hidden, num_classes),
     )
@@ -59,16 +65,21 @@ class PointClassifier(nn.Module):
     def __init__(self, config: PointClassifierConfig):
         super().__init__()
         self.config = config
-        self.tokenizer = PointGrouper(config.num_groups, config.group_size,
-                                      config.serialization, check_finite=config.check_finite)
+        self.tokenizer = PointGrouper(
+            config.num_groups,
+            config.group_size,
+            config.serialization,
+            check_finite=config.check_finite,
+        )
         self.encoder: TokenEncoder = build_point_encoder(config.encoder)
         dim = self.encoder.dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.cls_pos, std=0.02)
-        self.head = classification_head(2 * dim, config.head_hidden, config.num_classes,
-                                        config.head_dropout)
+        self.head = classification_head(
+            2 * dim, config.head_hidden, config.num_classes, config.head_dropout
+        )
 
     def features(self, points: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B,N,3) -> (B,1+G,C) encoder features, cls first."""

@@ -25,7 +25,7 @@ def _build_classifier(config: PointClassifierConfig):
     return PointClassifier(config)
 
 
-_TINY = dict(dim=32, num_heads=2, d_state=4, drop_path_rate=0.0)
+_TINY = {"dim": 32, "num_heads": 2, "d_state": 4, "drop_path_rate": 0.0}
 
 
 @register_model

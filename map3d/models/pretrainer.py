@@ -15,8 +15,9 @@ decoder always sees the full sequence in serialized order, as the MAP 2D release
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -115,8 +116,14 @@ class ChamferObjective(nn.Module):
         )
         return dist.view(b, m).mean(dim=1)
 
-    def reconstruction(self, tokens: PatchTokens, mask: Tensor, masked_idx: Tensor,
-                       pred: Tensor, per_sample_loss: Tensor) -> Reconstruction:
+    def reconstruction(
+        self,
+        tokens: PatchTokens,
+        mask: Tensor,
+        masked_idx: Tensor,
+        pred: Tensor,
+        per_sample_loss: Tensor,
+    ) -> Reconstruction:
         centers = tokens.centers
         gt = tokens.patches + centers.unsqueeze(2)
         b, m = masked_idx.shape
@@ -144,8 +151,18 @@ class MAPDecoder(nn.Module):
     `region_causal_mask(G, num_regions)`.
     """
 
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, num_regions: int,
-                 pos_embed: nn.Module, *, mlp_ratio: float = 4.0, drop_path_rate: float = 0.1):
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        num_regions: int,
+        pos_embed: nn.Module,
+        *,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+    ):
         super().__init__()
         if num_regions < 1:
             raise ValueError(f"num_regions must be >= 1, got {num_regions}")
@@ -154,9 +171,14 @@ class MAPDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = pos_embed
         self.blocks = HybridBackbone(
-            BackboneConfig(dim=dim, pattern="T" * depth, num_heads=num_heads,
-                           mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-                           local_aggregation=False),
+            BackboneConfig(
+                dim=dim,
+                pattern="T" * depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                drop_path_rate=drop_path_rate,
+                local_aggregation=False,
+            ),
             init="xavier",
         )
         nn.init.trunc_normal_(self.mask_token, std=0.02)
@@ -176,8 +198,9 @@ class MAPDecoder(nn.Module):
         b, g = centers.shape[:2]
         x = self.embed(visible)
         full = place(self.mask_token.to(x.dtype).expand(b, g, -1), visible_idx, x)
-        return self.blocks(full, self.pos_embed(centers), None,
-                           self.attention_mask(g, centers.device))
+        return self.blocks(
+            full, self.pos_embed(centers), None, self.attention_mask(g, centers.device)
+        )
 
 
 @dataclass
@@ -198,9 +221,16 @@ class MAPPretrainer(nn.Module):
     comes from `generator`; no host syncs.
     """
 
-    def __init__(self, tokenizer: Callable[..., PatchTokens], encoder: TokenEncoder,
-                 decoder: MAPDecoder, objective: nn.Module, *, mask_ratio=0.6,
-                 mask_ratio_std: float = 0.25):
+    def __init__(
+        self,
+        tokenizer: Callable[..., PatchTokens],
+        encoder: TokenEncoder,
+        decoder: MAPDecoder,
+        objective: nn.Module,
+        *,
+        mask_ratio=0.6,
+        mask_ratio_std: float = 0.25,
+    ):
         super().__init__()
         check_mask_ratio(mask_ratio)
         self.tokenizer = tokenizer
@@ -283,11 +313,14 @@ class PointPretrainConfig:
             self.mask_ratio = tuple(self.mask_ratio)
         check_mask_ratio(self.mask_ratio)
         if self.serialization not in SERIALIZATIONS:
-            raise ValueError(f"serialization={self.serialization!r} must be one of "
-                             f"{SERIALIZATIONS}")
+            raise ValueError(
+                f"serialization={self.serialization!r} must be one of {SERIALIZATIONS}"
+            )
         if self.num_regions < 1 or self.num_groups % self.num_regions:
-            raise ValueError(f"num_groups={self.num_groups} must be divisible by "
-                             f"num_regions={self.num_regions} (G % R == 0)")
+            raise ValueError(
+                f"num_groups={self.num_groups} must be divisible by "
+                f"num_regions={self.num_regions} (G % R == 0)"
+            )
         if self.chamfer_norm not in (1, 2):
             raise ValueError(f"chamfer_norm must be 1 or 2, got {self.chamfer_norm}")
 
@@ -296,13 +329,20 @@ def build_point_pretrainer(config: PointPretrainConfig) -> MAPPretrainer:
     encoder_dim = config.encoder.dim
     dim = config.decoder_dim or encoder_dim
     model = MAPPretrainer(
-        PointGrouper(config.num_groups, config.group_size, config.serialization,
-                     check_finite=config.check_finite),
+        PointGrouper(
+            config.num_groups,
+            config.group_size,
+            config.serialization,
+            check_finite=config.check_finite,
+        ),
         build_point_encoder(config.encoder),
         MAPDecoder(
-            encoder_dim, dim, config.decoder_depth,
+            encoder_dim,
+            dim,
+            config.decoder_depth,
             config.decoder_num_heads or config.encoder.backbone.num_heads,
-            config.num_regions, PositionMLP(dim, 3, activation="gelu"),
+            config.num_regions,
+            PositionMLP(dim, 3, activation="gelu"),
             mlp_ratio=config.encoder.backbone.mlp_ratio,
             drop_path_rate=config.decoder_drop_path_rate,
         ),

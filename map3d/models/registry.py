@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -48,8 +49,9 @@ _TASKS: dict[tuple[str, str], Task] = {}
 _loaded = False
 
 
-def register_model(fn: Callable | None = None, *, name: str | None = None,
-                   modality: str = "points"):
+def register_model(
+    fn: Callable | None = None, *, name: str | None = None, modality: str = "points"
+):
     """Decorator registering a preset: a no-argument function returning an encoder config."""
 
     def wrap(f: Callable) -> Callable:
@@ -121,7 +123,8 @@ def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "con
             direct[key] = value
             continue
         owners = [
-            f.name for f in dataclasses.fields(config)
+            f.name
+            for f in dataclasses.fields(config)
             if dataclasses.is_dataclass(getattr(config, f.name))
             and _has_field(getattr(config, f.name), key)
         ]

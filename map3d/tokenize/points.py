@@ -69,9 +69,7 @@ class PointGrouper(nn.Module):
     def forward(self, points: Tensor, generator: torch.Generator | None = None) -> PatchTokens:
         from map3d import ops
 
-        check_points(
-            points, max(self.group_size, self.num_groups), check_finite=self.check_finite
-        )
+        check_points(points, max(self.group_size, self.num_groups), check_finite=self.check_finite)
         center_idx = ops.fps(
             points, self.num_groups, random_start=self.random_start, generator=generator
         )
