@@ -144,13 +144,22 @@ def render_views(
 
 
 def render_reconstruction(
-    layers: ShapeLayers, path: str | os.PathLike, *, renderer: str = "auto", **kwargs
+    layers: ShapeLayers,
+    path: str | os.PathLike,
+    *,
+    renderer: str = "auto",
+    panel_size: tuple[int, int] = (480, 480),
+    **kwargs,
 ) -> Path:
     """PNG of one reconstructed shape: input (masked patches greyed), reconstruction, truth.
 
-    kwargs: `render_views` options (panel_size, point_size, camera).
+    The camera frames the ground-truth shape, so a wild prediction cannot shrink the figure
+    (predicted points outside the frame are cut off). kwargs: `render_views` options
+    (point_size, camera).
     """
-    return render_views(layers.views(), path, renderer=renderer, **kwargs)
+    views = layers.views()
+    kwargs.setdefault("camera", Camera.fit([views[-1]], aspect=panel_size[0] / panel_size[1]))
+    return render_views(views, path, renderer=renderer, panel_size=panel_size, **kwargs)
 
 
 # Distinguishable part colours (uint8); part i uses PART_PALETTE[i % len].
@@ -323,6 +332,9 @@ def _compose(
     width, height = size
     fig_w, fig_h = width * len(views), height + TITLE_HEIGHT
     fig = Figure(figsize=(fig_w / _DPI, fig_h / _DPI), dpi=_DPI, facecolor="white")
+    # One font size for all titles, small enough for the longest (~0.6 em per character).
+    longest = max(len(view.title) for view in views)
+    fontsize = min(12.0, 0.92 * width / (0.6 * longest) * 72 / _DPI)
     FigureCanvasAgg(fig)
     for i, view in enumerate(views):
         rect = (i * width / fig_w, 0.0, width / fig_w, height / fig_h)
@@ -338,7 +350,7 @@ def _compose(
             view.title,
             ha="center",
             va="center",
-            fontsize=12,
+            fontsize=fontsize,
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

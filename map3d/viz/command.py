@@ -1,0 +1,191 @@
+"""`map3d viz`: reconstruct shapes with a pretrained MAP model and write figures and exports.
+
+Per shape: `<name>.ply` (layers with colours and a `layer` property, see `map3d.viz.layers`) and
+`<name>.png` (input with masked patches greyed | reconstruction | ground truth), plus one
+`chamfer.csv` for all shapes. The data defaults to the checkpoint's own test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from map3d.cli import Command
+
+log = logging.getLogger(__name__)
+
+CSV_NAME = "chamfer.csv"
+CSV_COLUMNS = ("index", "label", "chamfer", "num_masked", "num_groups", "png", "ply")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a `map3d pretrain` checkpoint (.pt)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset name (see map3d.data.list_datasets); default: the checkpoint's dataset",
+    )
+    parser.add_argument(
+        "--data", default=None, metavar="ROOT", help="the dataset's top folder (file datasets)"
+    )
+    parser.add_argument(
+        "--split", default=None, help="dataset split; default: the checkpoint's test split"
+    )
+    parser.add_argument(
+        "--index", type=int, nargs="+", default=[0, 1, 2, 3], help="dataset item indices"
+    )
+    parser.add_argument("--out", required=True, help="output folder (created if needed)")
+    parser.add_argument(
+        "--renderer",
+        choices=("auto", "open3d", "matplotlib"),
+        default="auto",
+        help="PNG renderer; auto = Open3D offscreen when available, else matplotlib",
+    )
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="also open an interactive Open3D window per shape (needs a display; "
+        "SPACE switches input / reconstruction / ground truth)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random masking")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=[480, 480], metavar=("W", "H"), help="pixels per view"
+    )
+
+
+def load_pretrainer(path: str | Path, device):
+    """Rebuild the MAP pretrainer saved in a `map3d pretrain` checkpoint, in eval mode.
+
+    Returns (model, checkpoint dict). Raises ValueError for checkpoints of other tasks.
+    """
+    from map3d import create_model
+    from map3d.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model_task = ckpt.get("model_task", ckpt.get("task"))
+    if model_task != "pretrain":
+        raise ValueError(
+            f"{path}: `map3d viz` needs a pretraining checkpoint, this one is for task "
+            f"{ckpt.get('task')!r}"
+        )
+    model = create_model(ckpt["model_name"], task="pretrain", **(ckpt.get("model_config") or {}))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: str | None):
+    """The dataset to draw from: the checkpoint's (same options, test split) unless overridden.
+
+    Returns (dataset, name, split, npoints): npoints is the cloud size the model was trained
+    on (larger clouds are FPS-sampled down to it, as in training), None if unknown.
+    """
+    from map3d.data import build_dataset
+
+    data = (ckpt.get("config") or {}).get("data") or {}
+    same = dataset is None or dataset == data.get("name")
+    name = dataset or data.get("name") or "synthetic"
+    options = dict(data.get("options") or {}) if same else {}
+    if name == "synthetic":
+        options.setdefault("task", "pretrain")
+    if root is None and same:
+        root = data.get("root")
+    split = split or data.get("test_split") or "test"
+    return build_dataset(name, split=split, root=root, **options), name, split, data.get("npoints")
+
+
+def run(args: argparse.Namespace) -> int:
+    from map3d.viz.interactive import DisplayUnavailableError, require_display
+
+    if args.show:
+        try:
+            require_display()
+        except DisplayUnavailableError as err:
+            print(f"map3d viz: error: {err}", file=sys.stderr)
+            return 2
+    try:
+        rows = visualize(args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"map3d viz: error: {err}", file=sys.stderr)
+        return 2
+    return 0 if rows else 1
+
+
+def visualize(args: argparse.Namespace) -> list[dict]:
+    """Reconstruct, export and render every requested shape; returns the CSV rows."""
+    import torch
+
+    from map3d.engine.batching import fps_points
+    from map3d.engine.trainer import derive_seed, resolve_device
+    from map3d.viz.layers import split_reconstruction
+    from map3d.viz.render import render_reconstruction, resolve_renderer
+
+    device = resolve_device(args.device)
+    model, ckpt = load_pretrainer(args.checkpoint, device)
+    dataset, name, split, npoints = build_viz_dataset(ckpt, args.dataset, args.data, args.split)
+    renderer = resolve_renderer(args.renderer)
+    bad = [i for i in args.index if not 0 <= i < len(dataset)]
+    if bad:
+        raise ValueError(f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)")
+    norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
+    variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{name}/{split}, {renderer} renderer, Chamfer distance ({variant}) of masked patches:")
+    print(f"{'index':>7} {'chamfer':>10} {'masked':>8}  figure")
+
+    rows, shapes = [], []
+    for index in args.index:
+        item = dataset[index]
+        if "points" not in item:
+            raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
+        points = item["points"].to(device=device, dtype=torch.float32).unsqueeze(0)
+        if npoints and points.shape[1] > npoints:
+            points = fps_points(points, npoints)
+        generator = torch.Generator(device).manual_seed(derive_seed(args.seed, index))
+        with torch.no_grad():
+            shape = split_reconstruction(model.reconstruct(points, generator=generator))[0]
+        stem = f"{name}-{split}-{index:05d}"
+        ply = shape.write_ply(out / f"{stem}.ply")
+        png = render_reconstruction(
+            shape, out / f"{stem}.png", renderer=renderer, panel_size=tuple(args.size)
+        )
+        shapes.append(shape)
+        label = item.get("label")
+        rows.append(
+            {
+                "index": index,
+                "label": "" if label is None else int(label),
+                "chamfer": f"{shape.chamfer:.6g}",
+                "num_masked": shape.num_masked,
+                "num_groups": shape.num_groups,
+                "png": png.name,
+                "ply": ply.name,
+            }
+        )
+        masked = f"{shape.num_masked}/{shape.num_groups}"
+        print(f"{index:>7} {shape.chamfer:>10.5f} {masked:>8}  {png}", flush=True)
+    with open(out / CSV_NAME, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} PNG + PLY pairs and {out / CSV_NAME}")
+
+    if args.show:
+        from map3d.viz.interactive import show_reconstruction
+
+        for row, shape in zip(rows, shapes):
+            log.info("showing %s item %d (close the window for the next one)", name, row["index"])
+            show_reconstruction(shape, title=row["png"])
+    return rows
+
+
+VIZ = Command(
+    help="reconstruct shapes with a pretrained model: PNG figures, PLY files, Chamfer CSV",
+    add_arguments=add_arguments,
+    run=run,
+    description=__doc__.split("\n\n")[0],
+)
