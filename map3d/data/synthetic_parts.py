@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from map3d.data.base import PointDataset, Sample, Transform, item_generator
-from map3d.data.shapenetpart import CATEGORY_NAMES, CATEGORY_PARTS
+from map3d.data.shapenetpart import CATEGORY_NAMES, CATEGORY_PARTS, NUM_PARTS
 
 # Part names inside each category, in the order of the category's ShapeNetPart part ids.
 PART_NAMES: dict[str, tuple[str, ...]] = {
@@ -248,6 +248,8 @@ class SyntheticPartsDataset(PointDataset):
 
     category_parts = CATEGORY_PARTS
     category_names = CATEGORY_NAMES
+    num_categories = len(CATEGORY_NAMES)
+    num_parts = NUM_PARTS
 
     def __init__(
         self,
