@@ -21,6 +21,11 @@ from torch import Tensor, nn
 BIMAMBA_FLIPS = ("sequence", "channel")
 
 
+def _at_least_fp32(t: Tensor) -> Tensor:
+    """A, D and the dt bias stay in float32 (as mamba-ssm keeps them), float64 stays float64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class BiMamba(nn.Module):
     """(B,L,C) -> (B,L,C) bidirectional selective-state-space mixer, E = expand * C inner channels.
 
@@ -115,12 +120,12 @@ class BiMamba(nn.Module):
         return ops.selective_scan(
             x,
             delta,
-            -torch.exp(a_log.float()),
+            -torch.exp(_at_least_fp32(a_log)),
             b.transpose(1, 2).contiguous(),
             c.transpose(1, 2).contiguous(),
-            d.float(),
+            _at_least_fp32(d),
             z=z,
-            delta_bias=dt_proj.bias.float(),
+            delta_bias=_at_least_fp32(dt_proj.bias),
             delta_softplus=True,
         )
 
