@@ -6,23 +6,27 @@ N state size, L sequence length, G groups of B/C):
     h[t] = exp(delta[t] * A[e, n]) * h[t-1] + delta[t] * B[n, t] * u[t],   h[-1] = 0
     y[t] = sum_n C[n, t] * h[t] (+ D[e] * u[t]) (* silu(z[t]))
 
-It is linear in L for forward and backward: the recurrence h[t] = a[t] h[t-1] + b[t] is solved
-by chunks of `_CHUNK` steps (a log-depth doubling scan inside all chunks at once, then one short
-loop over chunks carrying the state); the backward pass is the adjoint recurrence solved the same
-way (g[t] = dy/dh[t] + a[t+1] g[t+1]) inside a custom autograd function that recomputes the
-(B,E,N,L) intermediates per block of channels, so memory stays O(inputs) + one block. Only
-products of decays are formed (no division by cumulative products), so it is stable for any
-delta * A <= 0.
+It is linear in L for forward and backward. Intermediates are laid out time-major (L, B, E, N),
+so each time step is one contiguous slab, and the recurrence h[t] = a[t] h[t-1] + b[t] is
+solved in chunks of T ~ sqrt(L) steps: one in-place step loop runs inside all chunks at once,
+then one loop over chunks carries the state (cumulative decays inside a chunk come from
+`cumprod`; only products of decays are formed, never quotients, so it is stable for any
+delta * A <= 0). That is about 2 sqrt(L) vectorized ops, with no autograd graph: a custom
+autograd function solves the adjoint recurrence g[t] = dy/dh[t] + a[t+1] g[t+1] the same way in
+backward and recomputes the (L,B,E,N) intermediates block by block of channels, so memory stays
+O(inputs) + one block.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-_CHUNK = 16  # steps per chunk of the recurrence
-_BLOCK_BUDGET = 1 << 23  # elements of one (B, E_block, N, L) intermediate
+# Elements of one (L, B, E_block, N) intermediate: about 8 of them are alive at once.
+_BLOCK_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 25}
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -30,60 +34,67 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """h[t] = a[t] * h[t-1] + b[t] along the last dim, h[-1] = 0: (..., L) -> (..., L)."""
-    L = a.shape[-1]
-    T = min(_CHUNK, L)
+    """Time-major h[t] = a[t] * h[t-1] + b[t] along dim 0, h[-1] = 0: (L, ...) -> (L, ...).
+
+    Overwrites `b` (used as the output buffer) when it is contiguous.
+    """
+    L = a.shape[0]
+    T = max(1, math.isqrt(L))
     pad = (-L) % T
-    if pad:
-        a = F.pad(a, (0, pad), value=1.0)
-        b = F.pad(b, (0, pad))
-    a = a.unflatten(-1, (-1, T))  # (..., L/T, T)
-    b = b.unflatten(-1, (-1, T))
-    step = 1
-    while step < T:  # after this: a = decay since chunk start, b = state from a zero chunk start
-        b = torch.cat(
-            [b[..., :step], torch.addcmul(b[..., step:], a[..., step:], b[..., :-step])], -1
-        )
-        a = torch.cat([a[..., :step], a[..., step:] * a[..., :-step]], -1)
-        step *= 2
-    for c in range(1, b.shape[-2]):  # carry each chunk's final state into the next chunk
-        b[..., c, :].addcmul_(a[..., c, :], b[..., c - 1, -1:])
-    return b.flatten(-2)[..., :L]
+    if pad:  # identity steps at the end
+        a = torch.cat([a, a.new_ones((pad, *a.shape[1:]))])
+        b = torch.cat([b, b.new_zeros((pad, *b.shape[1:]))])
+    chunks = a.shape[0] // T
+    a = a.reshape(chunks, T, *a.shape[1:])
+    h = b.reshape(chunks, T, *b.shape[1:])
+    for t in range(1, T):  # state of every chunk from a zero start
+        h[:, t].addcmul_(a[:, t], h[:, t - 1])
+    if chunks > 1:
+        decay = torch.cumprod(a, dim=1)  # decay since the chunk start
+        for c in range(1, chunks):
+            h[c].addcmul_(decay[c], h[c - 1, -1])
+    return h.reshape(chunks * T, *h.shape[2:])[:L]
 
 
 def _reverse_recurrence(a: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor:
     """Adjoint of `_linear_recurrence`: g[t] = g_out[t] + a[t+1] * g[t+1], g[L] = 0."""
-    a_next = torch.cat([a[..., 1:], torch.zeros_like(a[..., :1])], -1)
-    return _linear_recurrence(a_next.flip(-1), g_out.flip(-1)).flip(-1)
+    a_next = torch.cat([a[1:], torch.zeros_like(a[:1])])
+    return _linear_recurrence(a_next.flip(0), g_out.flip(0)).flip(0)
 
 
-def _channel_blocks(batch: int, channels: int, inner: int):
-    """Yield (start, stop) ranges of channels whose (B, E_block, N, L) tensors fit the budget."""
-    size = max(1, _BLOCK_BUDGET // max(1, batch * inner))
+def _channel_blocks(u: torch.Tensor, state: int):
+    """(start, stop) ranges of channels whose (L, B, E_block, N) tensors fit the budget."""
+    length, batch, channels = u.shape
+    budget = _BLOCK_BUDGET.get(u.device.type, _BLOCK_BUDGET["cuda"])
+    size = max(1, budget // max(1, batch * state * length))
     for start in range(0, channels, size):
         yield start, min(start + size, channels)
 
 
 def _groups_of(Bm: torch.Tensor, channels: int, start: int, stop: int) -> torch.Tensor | None:
     """Group index of each channel in [start, stop) (None when there is one group)."""
-    groups = Bm.shape[1]
+    groups = Bm.shape[2]
     if groups == 1:
         return None
-    per_group = channels // groups
-    return torch.arange(start, stop, device=Bm.device) // per_group
+    return torch.arange(start, stop, device=Bm.device) // (channels // groups)
 
 
 def _take(x: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
-    """(B,G,N,L) -> (B, E_block or 1, N, L) for the block's channels."""
-    return x if groups is None else x.index_select(1, groups)
+    """(L,B,G,N) -> (L, B, E_block or 1, N) for the block's channels."""
+    return x if groups is None else x.index_select(2, groups)
 
 
 def _put(total: torch.Tensor, part: torch.Tensor, groups: torch.Tensor | None) -> None:
-    """Add a block's (B, E_block, N, L) gradient into its groups of `total` (B,G,N,L)."""
+    """Add a block's (L, B, E_block, N) gradient into its groups of `total` (L,B,G,N)."""
     if groups is None:
-        total[:, 0] += part.sum(1)
+        total[:, :, 0] += part.sum(2)
     else:
-        total.index_add_(1, groups, part)
+        total.index_add_(2, groups, part)
+
+
+def _time_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, ..., L) -> contiguous (L, B, ...)."""
+    return x.movedim(-1, 0).contiguous()
 
 
 class _SelectiveScanCore(torch.autograd.Function):
@@ -92,49 +103,50 @@ class _SelectiveScanCore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, dt, A, Bm, Cm):
-        batch, channels, _ = u.shape
-        state = A.shape[1]
-        y = torch.empty_like(u)
-        last = u.new_empty(batch, channels, state)
-        for start, stop in _channel_blocks(batch, channels, state * u.shape[2]):
-            groups = _groups_of(Bm, channels, start, stop)
-            dt_b, u_b = dt[:, start:stop, None, :], u[:, start:stop, None, :]
-            a = torch.exp(dt_b * A[None, start:stop, :, None])
-            h = _linear_recurrence(a, dt_b * u_b * _take(Bm, groups))
-            y[:, start:stop] = (h * _take(Cm, groups)).sum(2)
-            last[:, start:stop] = h[..., -1]
+        uT, dtT, BT, CT = map(_time_major, (u, dt, Bm, Cm))  # (L,B,E), (L,B,G,N)
+        channels = u.shape[1]
+        yT = torch.empty_like(uT)
+        last = u.new_empty(u.shape[0], channels, A.shape[1])
+        for start, stop in _channel_blocks(uT, A.shape[1]):
+            groups = _groups_of(BT, channels, start, stop)
+            dt_b = dtT[:, :, start:stop, None]  # (L,B,Eb,1)
+            a = torch.exp(dt_b * A[start:stop])  # (L,B,Eb,N)
+            h = _linear_recurrence(a, (dt_b * uT[:, :, start:stop, None]) * _take(BT, groups))
+            yT[:, :, start:stop] = (h * _take(CT, groups)).sum(-1)
+            last[:, start:stop] = h[-1]
         ctx.save_for_backward(u, dt, A, Bm, Cm)
-        return y, last
+        return yT.movedim(0, -1), last
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y, grad_last):
         u, dt, A, Bm, Cm = ctx.saved_tensors
-        batch, channels, _ = u.shape
-        state = A.shape[1]
-        grads = [torch.zeros_like(t) for t in (u, dt, A, Bm, Cm)]
-        grad_u, grad_dt, grad_A, grad_B, grad_C = grads
-        for start, stop in _channel_blocks(batch, channels, state * u.shape[2]):
-            groups = _groups_of(Bm, channels, start, stop)
-            dt_b, u_b = dt[:, start:stop, None, :], u[:, start:stop, None, :]
-            A_b = A[None, start:stop, :, None]
-            B_b, C_b = _take(Bm, groups), _take(Cm, groups)
-            gy = grad_y[:, start:stop, None, :]
+        uT, dtT, BT, CT, gyT = map(_time_major, (u, dt, Bm, Cm, grad_y))
+        channels = u.shape[1]
+        grad_uT, grad_dtT, grad_BT, grad_CT = map(torch.zeros_like, (uT, dtT, BT, CT))
+        grad_A = torch.zeros_like(A)
+        for start, stop in _channel_blocks(uT, A.shape[1]):
+            groups = _groups_of(BT, channels, start, stop)
+            dt_b, u_b = dtT[:, :, start:stop, None], uT[:, :, start:stop, None]
+            A_b, B_b, C_b = A[start:stop], _take(BT, groups), _take(CT, groups)
+            gy = gyT[:, :, start:stop, None]
             a = torch.exp(dt_b * A_b)
             du = dt_b * u_b
             h = _linear_recurrence(a, du * B_b)
             grad_h = C_b * gy
-            grad_h[..., -1] += grad_last[:, start:stop]
-            g = _reverse_recurrence(a, grad_h)  # d loss / d h[t], all paths
-            _put(grad_C, h * gy, groups)
-            _put(grad_B, g * du, groups)
-            grad_du = (g * B_b).sum(2)
-            grad_u[:, start:stop] = grad_du * dt_b[:, :, 0]
-            h_prev = torch.cat([torch.zeros_like(h[..., :1]), h[..., :-1]], -1)
-            grad_log_a = g * h_prev * a  # d loss / d (dt * A)
-            grad_dt[:, start:stop] = grad_du * u_b[:, :, 0] + (grad_log_a * A_b).sum(2)
-            grad_A[start:stop] = (grad_log_a * dt_b).sum((0, 3))
-        return tuple(grads)
+            grad_h[-1] += grad_last[:, start:stop]
+            g = _reverse_recurrence(a, grad_h)  # d loss / d h[t] through all later steps
+            _put(grad_CT, h * gy, groups)
+            _put(grad_BT, g * du, groups)
+            grad_du = (g * B_b).sum(-1)
+            grad_uT[:, :, start:stop] = grad_du * dt_b[..., 0]
+            grad_log_a = g.mul_(a)  # d loss / d (dt A) = g[t] a[t] h[t-1]
+            grad_log_a[1:] *= h[:-1]
+            grad_log_a[0] = 0
+            grad_dtT[:, :, start:stop] = grad_du * u_b[..., 0] + (grad_log_a * A_b).sum(-1)
+            grad_A[start:stop] = (grad_log_a * dt_b).sum((0, 1))
+        grads = [x.movedim(0, -1) for x in (grad_uT, grad_dtT, grad_BT, grad_CT)]
+        return grads[0], grads[1], grad_A, grads[2], grads[3]
 
 
 def selective_scan(
