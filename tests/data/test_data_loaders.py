@@ -176,3 +176,19 @@ def test_shapenetpart(roots):
     assert torch.equal(a["seg"], test[0]["seg"])
     test.set_epoch(1)
     assert not torch.equal(a["seg"], test[0]["seg"])
+
+
+def test_check_command_reports_counts_and_problems(tmp_path, capsys):
+    from map3d.data.check import main
+
+    root = make_modelnet_fewshot(tmp_path, folds=1, test_per_class=20, num_points=16)
+    assert main([str(root), "--dataset", "modelnet40_fewshot"]) == 0
+    assert "train way=5 shot=10 fold=0: 50 items (expected 50) ok" in capsys.readouterr().out
+    sn = make_shapenet55(tmp_path, num_points=8192, num_train=2, num_test=1)
+    (sn / "shapenet_pc" / (sn / "ShapeNet-55" / "test.txt").read_text().strip()).write_bytes(
+        b"\x93NUMPY"
+    )
+    assert main([str(sn), "--dataset", "shapenet55"]) == 1
+    out = capsys.readouterr().out
+    assert "shapenet55 test : 1 items (expected 10518) 1 problem(s), count differs" in out
+    assert "item 0:" in out and "unreadable .npy" in out
