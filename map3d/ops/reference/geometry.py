@@ -26,7 +26,7 @@ def _sq_dist(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return d2
 
 
-def _sq_dist_to(query: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+def squared_distances_to(query: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
     """query (B,M,D), neighbours (B,M,k,D) -> squared distances (B,M,k), same arithmetic as
     `_sq_dist` so that values match bit for bit."""
     d2 = None
@@ -106,11 +106,11 @@ def knn(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor
     """
     idx = _nearest(query, points, k)
     dtype = _compute_dtype(points.dtype)
-    dist2 = _sq_dist_to(query.to(dtype), gather(points.to(dtype), idx))
+    dist2 = squared_distances_to(query.to(dtype), gather(points.to(dtype), idx))
     return dist2.to(points.dtype), idx
 
 
-def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """sqrt with gradient 0 (not inf/NaN) at 0."""
     positive = x > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, x, 1.0)), 0.0)
@@ -127,10 +127,10 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor, *, norm: int = 2) -> torc
     """
     dtype = _compute_dtype(torch.promote_types(x.dtype, y.dtype))
     xs, ys = x.to(dtype), y.to(dtype)
-    d_xy = _sq_dist_to(xs, gather(ys, _nearest(xs, ys, 1)))[..., 0]  # (B,P)
-    d_yx = _sq_dist_to(ys, gather(xs, _nearest(ys, xs, 1)))[..., 0]  # (B,Q)
+    d_xy = squared_distances_to(xs, gather(ys, _nearest(xs, ys, 1)))[..., 0]  # (B,P)
+    d_yx = squared_distances_to(ys, gather(xs, _nearest(ys, xs, 1)))[..., 0]  # (B,Q)
     if norm == 2:
         out = d_xy.mean(1) + d_yx.mean(1)
     else:
-        out = (_safe_sqrt(d_xy).mean(1) + _safe_sqrt(d_yx).mean(1)) / 2
+        out = (safe_sqrt(d_xy).mean(1) + safe_sqrt(d_yx).mean(1)) / 2
     return out.to(torch.promote_types(x.dtype, y.dtype))
