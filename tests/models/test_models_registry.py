@@ -1,0 +1,129 @@
+import dataclasses
+
+import pytest
+import torch
+
+import map3d
+from map3d.models import (
+    BackboneConfig,
+    MAPPretrainer,
+    PointClassifier,
+    PointEncoderConfig,
+    PretrainOutput,
+    build_config,
+    list_models,
+    list_tasks,
+    register_model,
+)
+from map3d.models.registry import _PRESETS
+
+from .conftest import small_overrides
+
+POINT_PRESETS = list_models(modality="points")
+PAPER_SIZE = {"hybridmt3d_s", "mamba3d_s", "pointmae_s"}
+
+
+def preset_params(task):
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in PAPER_SIZE else name
+        for name in POINT_PRESETS
+    ]
+
+
+def test_required_presets_are_registered():
+    required = {"hybridmt3d_s", "mamba3d_s", "pointmae_s"}
+    required |= {"hybridmt3d_tiny", "mamba3d_tiny", "pointmae_tiny"}
+    assert required <= set(POINT_PRESETS)
+    assert {"pretrain", "classify"} <= set(list_tasks("hybridmt3d_s"))
+
+
+@pytest.mark.parametrize("name", preset_params("pretrain"))
+def test_pretrain_forward_backward(name, points):
+    torch.manual_seed(0)
+    model = map3d.create_model(name, task="pretrain", **small_overrides("pretrain"))
+    assert isinstance(model, MAPPretrainer)
+    out = model(points, generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, PretrainOutput)
+    assert out.loss.shape == () and torch.isfinite(out.loss)
+    assert out.per_sample_loss.shape == (2,)
+    assert out.num_masked == 9 and out.mask_ratio == 0.6
+    out.loss.backward()
+    no_grad = [n for n, p in model.encoder.named_parameters() if p.grad is None]
+    assert not no_grad, f"encoder parameters without gradient: {no_grad}"
+
+
+@pytest.mark.parametrize("name", preset_params("classify"))
+def test_classify_forward_backward(name, points):
+    torch.manual_seed(0)
+    model = map3d.create_model(name, task="classify", num_classes=7, **small_overrides("classify"))
+    assert isinstance(model, PointClassifier)
+    logits = model(points)
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+    logits.logsumexp(-1).mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters without gradient: {no_grad}"
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_hybridmt3d_s_parameter_count(capsys):
+    torch.manual_seed(0)
+    pretrainer = map3d.create_model("hybridmt3d_s", task="pretrain")
+    classifier = map3d.create_model("hybridmt3d_s", task="classify", num_classes=40)
+    encoder = count(pretrainer.encoder)
+    backbone = count(pretrainer.encoder.backbone)
+    assert count(classifier.encoder) == encoder
+    pattern = pretrainer.encoder.backbone.config.pattern
+    assert pattern.count("M") == 12 and pattern.count("T") == 4
+    with capsys.disabled():
+        print(
+            f"\nhybridmt3d_s parameters: encoder {encoder:,} (backbone {backbone:,}); "
+            f"MAP pretrainer {count(pretrainer):,}; ModelNet40 classifier {count(classifier):,}"
+        )
+    assert 20e6 < encoder < 40e6
+
+
+def test_overrides_reach_nested_fields():
+    config = build_config("hybridmt3d_tiny", "classify", num_classes=15, drop_path_rate=0.2)
+    assert config.num_classes == 15 and config.encoder.backbone.drop_path_rate == 0.2
+    config = build_config("hybridmt3d_tiny", "pretrain", encoder={"backbone": {"dim": 64}})
+    assert config.encoder.backbone.dim == 64 and config.encoder.backbone.pattern == "MMMT"
+    config = build_config("hybridmt3d_tiny", "pretrain", mask_ratio=[0.3, 0.7])
+    assert config.mask_ratio == (0.3, 0.7)
+
+
+def test_unknown_and_invalid_overrides_are_errors():
+    with pytest.raises(ValueError, match="unknown override 'num_clases'"):
+        map3d.create_model("hybridmt3d_tiny", task="classify", num_clases=10)
+    with pytest.raises(ValueError, match="unknown model 'hybrid'"):
+        map3d.create_model("hybrid")
+    with pytest.raises(ValueError, match="unknown task 'segment'"):
+        map3d.create_model("hybridmt3d_tiny", task="segment")
+    with pytest.raises(ValueError, match="divisible"):
+        build_config("hybridmt3d_tiny", "pretrain", num_groups=64, num_regions=7)
+    with pytest.raises(ValueError, match="pattern"):
+        build_config("hybridmt3d_tiny", "pretrain", pattern="MXT")
+
+
+@pytest.mark.parametrize("task", ["pretrain", "classify"])
+def test_model_is_rebuildable_from_its_config(task):
+    model = map3d.create_model("mamba3d_tiny", task=task, **small_overrides(task))
+    rebuilt = map3d.create_model("mamba3d_tiny", task=task, **dataclasses.asdict(model.config))
+    assert rebuilt.config == model.config
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in rebuilt.state_dict().items()}
+
+
+def test_other_files_can_register_presets():
+    @register_model(name="test_only_hybrid")
+    def preset():
+        return PointEncoderConfig(BackboneConfig(dim=16, num_heads=2, pattern="MT", d_state=2))
+
+    try:
+        assert "test_only_hybrid" in map3d.list_models()
+        model = map3d.create_model("test_only_hybrid", task="classify", num_classes=3)
+        assert model.config.encoder.backbone.pattern == "MT"
+    finally:
+        del _PRESETS["test_only_hybrid"]
