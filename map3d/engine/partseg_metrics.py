@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from map3d.engine.distributed import all_reduce_sum
+
 
 def category_part_mask(category_parts: Sequence[Sequence[int]], *, device=None) -> Tensor:
     """Boolean table `(num_categories, P)`: True where a global part id belongs to a category.
@@ -143,14 +145,9 @@ class PartSegMeter:
         self.state[2 * num_categories + 1] += seg.numel()
         return pred
 
-    def all_reduce(self, reduce_fn: Callable[[Tensor], None] | None = None) -> None:
-        """Sum the state across processes in place (default: torch.distributed if initialized)."""
-        if reduce_fn is None:
-            import torch.distributed as dist
-
-            if not (dist.is_available() and dist.is_initialized()):
-                return
-            reduce_fn = dist.all_reduce
+    def all_reduce(self, reduce_fn: Callable[[Tensor], object] = all_reduce_sum) -> None:
+        """Sum the state across processes in place (default: the engine's all-reduce, a no-op
+        without a process group)."""
         reduce_fn(self.state)
 
     def compute(self) -> dict[str, float]:
