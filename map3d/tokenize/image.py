@@ -82,16 +82,24 @@ class ImagePatchifier:
 
     `patches` (B,L,p*p*C) raw pixels, `centers` (B,L,2) from `patch_centers`, `order` and
     `inverse` the identity (raster order is already the serialization), `grid` (H/p, W/p).
+    `image_size` (H, W), when given, is the only input size accepted (models whose position
+    table or decoder regions are built for one grid).
     """
 
-    def __init__(self, patch_size: int):
+    def __init__(self, patch_size: int, image_size: tuple[int, int] | None = None):
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         self.patch_size = patch_size
+        self.image_size = tuple(image_size) if image_size is not None else None
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> PatchTokens:
         """`generator` is accepted for interface parity with point grouping and unused."""
         grid = _check_images(images, self.patch_size)
+        if self.image_size is not None and tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f"images of size {tuple(images.shape[-2:])} given to a model built for "
+                f"image_size={self.image_size} (H, W); resize the inputs or set image_size"
+            )
         b = images.shape[0]
         patches = patchify(images, self.patch_size)
         centers = patch_centers(grid, device=images.device, dtype=images.dtype)
@@ -105,4 +113,4 @@ class ImagePatchifier:
         )
 
     def __repr__(self) -> str:
-        return f"ImagePatchifier(patch_size={self.patch_size})"
+        return f"ImagePatchifier(patch_size={self.patch_size}, image_size={self.image_size})"
