@@ -109,9 +109,10 @@ class ChamferObjective(nn.Module):
         from map3d import ops
 
         b, m = target.shape[:2]
+        dtype = torch.promote_types(pred.dtype, torch.float32)  # half precision -> float32
         dist = ops.chamfer_distance(
-            pred.reshape(b * m, self.group_size, 3).float(),
-            target.reshape(b * m, -1, 3).float(),
+            pred.reshape(b * m, self.group_size, 3).to(dtype),
+            target.reshape(b * m, -1, 3).to(dtype),
             norm=self.norm,
         )
         return dist.view(b, m).mean(dim=1)

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from map3d.models import BackboneConfig, HybridBackbone
+from map3d.models.backbone import AttentionBlock, MambaBlock
+from map3d.models.presets import hybridmt3d_s
+
+
+def test_hybridmt3d_pattern_is_three_mamba_then_one_transformer():
+    config = hybridmt3d_s().backbone
+    assert config.pattern == "MMMT" * 4 and config.dim == 384 and config.num_heads == 6
+    kinds = ["T" if (i + 1) % 4 == 0 else "M" for i in range(16)]
+    assert "".join(kinds) == config.pattern
+
+
+def test_block_types_follow_the_pattern():
+    backbone = HybridBackbone(BackboneConfig(dim=16, num_heads=2, pattern="MTMMT", d_state=2))
+    types = [type(b) for b in backbone.blocks]
+    assert types == [MambaBlock, AttentionBlock, MambaBlock, MambaBlock, AttentionBlock]
+
+
+def test_modality_agnostic_use_without_centers(generator):
+    """The image path: no local aggregation, no centers, no LNP parameters."""
+    config = BackboneConfig(dim=16, num_heads=2, pattern="MT", d_state=2, local_aggregation=False)
+    backbone = HybridBackbone(config)
+    assert not any("lnp" in name for name, _ in backbone.named_parameters())
+    x, pos = torch.randn(2, 9, 16, generator=generator), torch.randn(2, 9, 16, generator=generator)
+    assert backbone(x, pos).shape == (2, 9, 16)
+
+
+def test_prefix_tokens_and_centers(generator):
+    backbone = HybridBackbone(BackboneConfig(dim=16, num_heads=2, pattern="MT", d_state=2))
+    x, pos = torch.randn(2, 9, 16, generator=generator), torch.randn(2, 9, 16, generator=generator)
+    centers = torch.rand(2, 8, 3, generator=generator)  # the first token is a prefix token
+    assert backbone(x, pos, centers).shape == (2, 9, 16)
+    with pytest.raises(ValueError, match="centers"):
+        backbone(x, pos, torch.rand(2, 10, 3))
+
+
+def test_attention_mask_needs_attention_blocks():
+    backbone = HybridBackbone(BackboneConfig(dim=16, num_heads=2, pattern="MT", d_state=2))
+    x = torch.randn(1, 4, 16)
+    with pytest.raises(ValueError, match="Mamba block"):
+        backbone(x, x, None, torch.ones(4, 4, dtype=torch.bool))
+
+
+def test_bad_shapes():
+    backbone = HybridBackbone(BackboneConfig(dim=16, num_heads=2, pattern="T"))
+    with pytest.raises(ValueError, match=r"\(B,L,16\)"):
+        backbone(torch.randn(2, 4, 8), torch.randn(2, 4, 8))
+    with pytest.raises(ValueError, match="divisible"):
+        BackboneConfig(dim=10, num_heads=3)
