@@ -8,6 +8,14 @@ from torch import Tensor, nn
 LNP_STD_SCOPES = ("sample", "batch")
 
 
+def center_neighbors(centers: Tensor, k: int) -> Tensor:
+    """(B,G,3) centers -> (B,G,min(k,G)) int64 indices of each center's nearest centers
+    (itself first)."""
+    from map3d import ops
+
+    return ops.knn(centers, centers, min(k, centers.shape[1]))[1]
+
+
 class LNP(nn.Module):
     """Local norm pooling. x (B,L,C), centers (B,G,3) with G <= L -> (B,L,C).
 
@@ -40,7 +48,9 @@ class LNP(nn.Module):
         self.proj = nn.Linear(2 * dim, dim)
         self.act = nn.SiLU()
 
-    def forward(self, x: Tensor, centers: Tensor) -> Tensor:
+    def forward(self, x: Tensor, centers: Tensor, neighbors: Tensor | None = None) -> Tensor:
+        """`neighbors` (B,G,k) from `center_neighbors(centers, self.k)`, computed here if None
+        (a backbone computes it once for all its blocks)."""
         from map3d import ops
 
         b, length, _ = x.shape
@@ -51,8 +61,8 @@ class LNP(nn.Module):
                 f"got centers of shape {tuple(centers.shape)}"
             )
         prefix, feat = x[:, : length - g], x[:, length - g :]
-        k = min(self.k, g)
-        _, idx = ops.knn(centers, centers, k)  # (B,G,k)
+        idx = center_neighbors(centers, self.k) if neighbors is None else neighbors
+        k = idx.shape[-1]
         diff = ops.gather(feat, idx) - feat.unsqueeze(2)  # (B,G,k,C)
         if self.std_scope == "sample":
             std = diff.reshape(b, -1).std(dim=1).view(b, 1, 1, 1)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from map3d.layers import BIMAMBA_FLIPS, LNP, LNP_STD_SCOPES, BiMamba, DropPath, TransformerBlock
+from map3d.layers.lnp import center_neighbors
 
 BLOCK_TYPES = {"M": "Mamba3D block (LNP + BiMamba)", "T": "attention block (LNP + Transformer)"}
 
@@ -67,7 +68,10 @@ class BackboneConfig:
 
 
 class LocalAggregation(nn.Module):
-    """x + drop_path(LNP(norm1(x), centers)); identity when `centers` is None. (B,L,C)."""
+    """x + drop_path(LNP(norm1(x), centers)); identity when `centers` is None. (B,L,C).
+
+    `neighbors` (B,G,k): precomputed `center_neighbors(centers, lnp_k)`, or None to compute.
+    """
 
     def __init__(self, config: BackboneConfig, drop_path: float):
         super().__init__()
@@ -75,14 +79,14 @@ class LocalAggregation(nn.Module):
         self.lnp = LNP(config.dim, config.lnp_k, config.lnp_std)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: Tensor, centers: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, centers: Tensor | None, neighbors: Tensor | None = None) -> Tensor:
         if centers is None:
             return x
-        return x + self.drop_path(self.lnp(self.norm1(x), centers))
+        return x + self.drop_path(self.lnp(self.norm1(x), centers, neighbors))
 
 
 class MambaBlock(nn.Module):
-    """ "M": [LNP residual], then x + drop_path(BiMamba(norm2(x))). (B,L,C) -> (B,L,C)."""
+    """Block "M": [LNP residual], then x + drop_path(BiMamba(norm2(x))). (B,L,C)."""
 
     def __init__(self, config: BackboneConfig, drop_path: float):
         super().__init__()
@@ -99,17 +103,21 @@ class MambaBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, x: Tensor, centers: Tensor | None = None, attn_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        centers: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        neighbors: Tensor | None = None,
     ) -> Tensor:
         if attn_mask is not None:
             raise ValueError("a Mamba block cannot apply an attention mask; use 'T' blocks")
         if self.local is not None:
-            x = self.local(x, centers)
+            x = self.local(x, centers, neighbors)
         return x + self.drop_path(self.mixer(self.norm2(x)))
 
 
 class AttentionBlock(nn.Module):
-    """ "T": [LNP residual], then a pre-norm Transformer block. (B,L,C) -> (B,L,C)."""
+    """Block "T": [LNP residual], then a pre-norm Transformer block. (B,L,C)."""
 
     def __init__(self, config: BackboneConfig, drop_path: float):
         super().__init__()
@@ -119,10 +127,14 @@ class AttentionBlock(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, centers: Tensor | None = None, attn_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        centers: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        neighbors: Tensor | None = None,
     ) -> Tensor:
         if self.local is not None:
-            x = self.local(x, centers)
+            x = self.local(x, centers, neighbors)
         return self.mixer(x, attn_mask)
 
 
@@ -159,6 +171,7 @@ class HybridBackbone(nn.Module):
     forward(tokens (B,L,C), pos (B,L,C), centers (B,G,3) | None, attn_mask) -> (B,L,C).
     With G < L the first L-G tokens are prefix tokens without a center (e.g. cls), which
     LNP leaves unchanged. `attn_mask` (bool (L,L), True = may attend) needs an all-"T" pattern.
+    `forward_features` returns every block's output (e.g. multi-depth part segmentation).
     """
 
     def __init__(self, config: BackboneConfig | None = None, *, init: str = "trunc_normal"):
@@ -171,6 +184,38 @@ class HybridBackbone(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         init_weights(self, init)
 
+    def forward_features(
+        self,
+        tokens: Tensor,
+        pos: Tensor,
+        centers: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The output of every block, before the final norm: a list of depth (B,L,C) tensors.
+
+        The k nearest centers of LNP are computed once here and shared by all blocks.
+        """
+        if tokens.dim() != 3 or tokens.shape[-1] != self.config.dim or pos.shape != tokens.shape:
+            raise ValueError(
+                f"backbone expects tokens and pos of shape (B,L,{self.config.dim}), got "
+                f"{tuple(tokens.shape)} and {tuple(pos.shape)}"
+            )
+        neighbors = None
+        if not self.config.local_aggregation:
+            centers = None
+        elif centers is not None:
+            if centers.dim() != 3 or centers.shape[0] != tokens.shape[0]:
+                raise ValueError(
+                    f"centers must be (B,G,3) with B = {tokens.shape[0]}, got shape "
+                    f"{tuple(centers.shape)}"
+                )
+            neighbors = center_neighbors(centers, self.config.lnp_k)
+        outputs, x = [], tokens
+        for block in self.blocks:
+            x = block(x + pos, centers, attn_mask, neighbors)
+            outputs.append(x)
+        return outputs
+
     def forward(
         self,
         tokens: Tensor,
@@ -178,14 +223,4 @@ class HybridBackbone(nn.Module):
         centers: Tensor | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
-        if tokens.dim() != 3 or tokens.shape[-1] != self.config.dim or pos.shape != tokens.shape:
-            raise ValueError(
-                f"backbone expects tokens and pos of shape (B,L,{self.config.dim}), got "
-                f"{tuple(tokens.shape)} and {tuple(pos.shape)}"
-            )
-        if not self.config.local_aggregation:
-            centers = None
-        x = tokens
-        for block in self.blocks:
-            x = block(x + pos, centers, attn_mask)
-        return self.norm(x)
+        return self.norm(self.forward_features(tokens, pos, centers, attn_mask)[-1])
