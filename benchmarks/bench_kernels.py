@@ -1,0 +1,320 @@
+"""Micro-benchmarks of map3d's ops per backend, at the paper's sizes and at L = 1024, 4096.
+
+    python benchmarks/bench_kernels.py [--quick] [--sweep] [--json out.json]
+
+Times (median of CUDA-event timed repeats after warm-up, `triton.testing.do_bench`) for:
+selective scan forward and forward+backward (bf16 inputs, fp32 state), the bidirectional pair,
+the BiMamba mixer forward+backward under bf16 autocast (and mamba-ssm's Mamba-2 layer when
+mamba-ssm imports), FPS, kNN, Chamfer distance. Backends that are not available are skipped
+and listed. Prints one table last; `--json` also writes every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+import torch
+
+ROWS: list[dict] = []
+SKIPPED: list[str] = []
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def timed(fn, *, warmup_ms: float = 25, rep_ms: float = 100) -> float:
+    """Median milliseconds of fn() (device time, CUDA events)."""
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def record(group: str, case: str, backend: str, ms: float, **extra) -> None:
+    row = {"group": group, "case": case, "backend": backend, "ms": round(ms, 4), **extra}
+    ROWS.append(row)
+    print(json.dumps(row), flush=True)
+
+
+@contextlib.contextmanager
+def env_backend(value: str | None):
+    old = os.environ.get("MAP3D_BACKEND")
+    if value is None:
+        os.environ.pop("MAP3D_BACKEND", None)
+    else:
+        os.environ["MAP3D_BACKEND"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MAP3D_BACKEND", None)
+        else:
+            os.environ["MAP3D_BACKEND"] = old
+
+
+def mamba_selective_scan():
+    """mamba-ssm's compiled selective_scan_fn, or None."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception as error:  # noqa: BLE001 - not installed, or its extension not built
+        SKIPPED.append(f"mamba_ssm: {type(error).__name__}: {error}")
+        return None
+    return selective_scan_fn
+
+
+def ensure_mamba_backend(selective_scan_fn) -> bool:
+    """Make `MAP3D_BACKEND=selective_scan=mamba_ssm` work (registers a plain adapter if the
+    ops package has none yet)."""
+    from map3d.ops import dispatch
+
+    dispatch._load_backends()
+    if "mamba_ssm" in dispatch._REGISTRY["selective_scan"] or selective_scan_fn is None:
+        return selective_scan_fn is not None
+
+    def fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+           return_last_state=False):
+        return selective_scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias,
+                                 delta_softplus, return_last_state)
+
+    dispatch.register("selective_scan", "mamba_ssm", fn, lambda: None,
+                      lambda *t, **o: t[0].is_cuda, 20)
+    return True
+
+
+def scan_inputs(batch, E, L, N=16, dtype=torch.bfloat16, grad=True):
+    dev = "cuda"
+    u = torch.randn(batch, E, L, device=dev, dtype=dtype)
+    delta = (torch.rand(batch, E, L, device=dev) * 0.5 - 1.0).to(dtype)
+    z = torch.randn(batch, E, L, device=dev, dtype=dtype)
+    A = -torch.rand(E, N, device=dev) * 4 - 0.1
+    Bm = torch.randn(batch, N, L, device=dev, dtype=dtype)
+    Cm = torch.randn(batch, N, L, device=dev, dtype=dtype)
+    D = torch.rand(E, device=dev)
+    bias = torch.rand(E, device=dev) - 2
+    tensors = [u, delta, A, Bm, Cm, D, z, bias]
+    if grad:
+        for t in tensors:
+            t.requires_grad_(True)
+    return tensors
+
+
+def fwd_bwd(fn, tensors):
+    out = fn(*tensors)
+    dout = torch.randn_like(out)
+
+    def run():
+        for t in tensors:
+            t.grad = None
+        fn(*tensors).backward(dout)
+
+    return run
+
+
+SCAN_SIZES = [(128, 768, 64), (64, 768, 128), (32, 768, 256), (8, 768, 1024), (2, 768, 4096)]
+MIXER_SIZES = [(128, 64, 384), (64, 128, 384), (32, 256, 384)]
+
+
+def bench_scan(quick: bool, mamba_fn) -> None:
+    from map3d.ops.reference.scan import selective_scan as reference
+    from map3d.ops.triton.selective_scan import selective_scan as triton_scan
+
+    backends = {"triton": triton_scan, "reference": reference}
+    if mamba_fn is not None:
+        backends["mamba_ssm"] = mamba_fn
+    for batch, E, L in SCAN_SIZES[:3] if quick else SCAN_SIZES:
+        case = f"B={batch} E={E} L={L} N=16 bf16"
+        tensors = scan_inputs(batch, E, L)
+        for name, fn in backends.items():
+            if name == "reference" and L > 1024:
+                continue
+
+            def call(*t, fn=fn):
+                return fn(*t[:6], z=t[6], delta_bias=t[7], delta_softplus=True)
+
+            with torch.no_grad():
+                fwd = timed(lambda call=call, t=tensors: call(*t))
+            both = timed(fwd_bwd(call, tensors))
+            record("scan", case, name, fwd, kind="fwd")
+            record("scan", case, name, both, kind="fwd+bwd")
+
+
+def bench_bidirectional(quick: bool) -> None:
+    from map3d.ops.triton import bidirectional_selective_scan
+    from map3d.ops.triton.selective_scan import selective_scan as triton_scan
+
+    for batch, E, L in SCAN_SIZES[:3] if quick else SCAN_SIZES[:4]:
+        case = f"B={batch} E={E} L={L} bf16"
+        f = scan_inputs(batch, E, L)
+        b = scan_inputs(batch, E, L)
+        z = f[6]
+        leaves = f[:6] + [f[7]] + b[:6] + [b[7]] + [z]
+
+        def fused(*t):
+            return bidirectional_selective_scan(*t[:14], z=t[14], delta_softplus=True)
+
+        def separate(*t):
+            out = triton_scan(*t[:6], z=t[14], delta_bias=t[6], delta_softplus=True)
+            out_b = triton_scan(*t[7:13], z=t[14].flip(-1), delta_bias=t[13],
+                                delta_softplus=True)
+            return out + out_b.flip(-1)
+
+        for name, fn in (("triton fused pair", fused), ("triton 2 scans+flips", separate)):
+            record("bidirectional", case, name, timed(fwd_bwd(fn, leaves)), kind="fwd+bwd")
+
+
+class _BiMamba2(torch.nn.Module):
+    """Two mamba-ssm Mamba-2 layers (forward and flipped sequence), summed: the Mamba-2
+    counterpart of the bidirectional mixer."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        from mamba_ssm.modules.mamba2 import Mamba2
+
+        kw = {"d_model": dim, "d_state": 16, "headdim": 64, "use_mem_eff_path": False}
+        self.f, self.b = Mamba2(**kw), Mamba2(**kw)
+
+    def forward(self, x):
+        return self.f(x) + self.b(x.flip(1)).flip(1)
+
+
+def bench_mixer(quick: bool, mamba_fn) -> None:
+    from map3d.layers.bimamba import BiMamba
+
+    backends = ["triton", "reference"]
+    if ensure_mamba_backend(mamba_fn):
+        backends.insert(1, "mamba_ssm")
+    for batch, L, C in MIXER_SIZES:
+        case = f"B={batch} L={L} C={C} bf16-autocast"
+        layer = BiMamba(C).cuda()
+        x = torch.randn(batch, L, C, device="cuda", requires_grad=True)
+        dy = torch.randn(batch, L, C, device="cuda")
+
+        def step(module=layer, x=x, dy=dy):
+            x.grad = None
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = module(x)
+            y.backward(dy)
+
+        for name in backends:
+            with env_backend(f"selective_scan={name}"):
+                ms = timed(step)
+            record("mixer", case, f"BiMamba scan={name}", ms, kind="fwd+bwd")
+        if mamba_fn is not None:
+            try:
+                layer2 = _BiMamba2(C).cuda()
+                ms = timed(lambda layer2=layer2: step(layer2))
+                record("mixer", case, "mamba_ssm Mamba-2 x2 (Triton SSD)", ms, kind="fwd+bwd")
+            except Exception as error:  # noqa: BLE001 - report any failure of the optional layer
+                SKIPPED.append(f"Mamba-2: {type(error).__name__}: {error}")
+        if quick:
+            break
+
+
+def bench_geometry(quick: bool) -> None:
+    from map3d.ops.reference import geometry as ref
+    from map3d.ops.triton.fps import fps as triton_fps
+
+    for B, N, S in [(128, 1024, 64), (32, 2048, 128), (8, 8192, 512)]:
+        points = torch.randn(B, N, 3, device="cuda")
+        case = f"{S} of {N} x {B}"
+        t_ref = timed(lambda p=points, s=S: ref.fps(p, s), warmup_ms=10, rep_ms=50)
+        t_tri = timed(lambda p=points, s=S: triton_fps(p, s))
+        same = bool(torch.equal(ref.fps(points, S), triton_fps(points, S)))
+        record("fps", case, "reference", t_ref)
+        record("fps", case, "triton", t_tri, speedup=round(t_ref / t_tri, 1), identical=same)
+    points = torch.randn(128, 1024, 3, device="cuda")
+    centers = points[:, :64]
+    record("knn", "k=32, 64 centers of 1024 x 128", "reference",
+           timed(lambda: ref.knn(centers, points, 32)))
+    pred = torch.randn(128 * 38, 32, 3, device="cuda", requires_grad=True)
+    target = torch.randn(128 * 38, 32, 3, device="cuda")
+    for norm in (2, 1):
+        record("chamfer", f"32 vs 32 x {128 * 38} (norm {norm})", "reference fwd",
+               timed(lambda norm=norm: ref.chamfer_distance(pred, target, norm=norm)))
+        record("chamfer", f"32 vs 32 x {128 * 38} (norm {norm})", "reference fwd+bwd",
+               timed(lambda norm=norm: ref.chamfer_distance(pred, target, norm=norm)
+                     .sum().backward()))
+
+
+def sweep_scan_configs() -> None:
+    """Time kernel configurations of the Triton scan (fwd+bwd) at three sizes."""
+    from map3d.ops.triton import selective_scan as scan
+
+    original = (scan.CHUNK, scan.FWD_CONFIG, scan.BWD_CONFIG)
+    sizes = [(128, 768, 64), (32, 768, 256), (2, 768, 4096)]
+    inputs = {s: scan_inputs(*s) for s in sizes}
+
+    def call(*t):
+        return scan.selective_scan(*t[:6], z=t[6], delta_bias=t[7], delta_softplus=True)
+
+    try:
+        for chunk in (32, 64):
+            for fwd in ((2, 4), (4, 4), (8, 4), (8, 8)):
+                scan.CHUNK, scan.FWD_CONFIG = chunk, fwd
+                for s in sizes:
+                    with torch.no_grad():
+                        ms = timed(lambda s=s: call(*inputs[s]))
+                    record("sweep-fwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} fwd={fwd}", ms)
+            scan.FWD_CONFIG = original[1]
+            for bwd in ((2, 4), (4, 4), (8, 4), (8, 8)):
+                scan.BWD_CONFIG = bwd
+                for s in sizes:
+                    ms = timed(fwd_bwd(call, inputs[s]))
+                    record("sweep-bwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} bwd={bwd}", ms)
+    finally:
+        scan.CHUNK, scan.FWD_CONFIG, scan.BWD_CONFIG = original
+
+
+def print_table() -> None:
+    print(f"\n== bench_kernels on {device_name()} (torch {torch.__version__}) ==")
+    width = max((len(r["case"]) for r in ROWS), default=10)
+    for r in ROWS:
+        extra = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("group", "case",
+                                                                          "backend", "ms"))
+        print(f"{r['group']:<14} {r['case']:<{width}} {r['backend']:<36} {r['ms']:>10.3f} ms"
+              f"  {extra}")
+    for s in SKIPPED:
+        print(f"skipped: {s}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="paper sizes only")
+    parser.add_argument("--sweep", action="store_true", help="also sweep scan kernel configs")
+    parser.add_argument("--only", default="scan,bidirectional,mixer,geometry",
+                        help="comma-separated groups")
+    parser.add_argument("--json", help="write all rows to this file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_kernels needs a CUDA device", file=sys.stderr)
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    start = time.time()
+    groups = set(args.only.split(","))
+    mamba_fn = mamba_selective_scan()
+    if "geometry" in groups:
+        bench_geometry(args.quick)
+    if "scan" in groups:
+        bench_scan(args.quick, mamba_fn)
+    if "bidirectional" in groups:
+        bench_bidirectional(args.quick)
+    if "mixer" in groups:
+        bench_mixer(args.quick, mamba_fn)
+    if args.sweep:
+        sweep_scan_configs()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device_name(), "rows": ROWS, "skipped": SKIPPED}, f, indent=1)
+    print_table()
+    print(f"total {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""map3d's own GPU kernels in Triton: selective scan (forward and backward) and FPS.
+
+Importing this package registers the `triton` backend of `selective_scan` and `fps` with
+`map3d.ops.dispatch`; the backend is available when Triton imports and a CUDA device is present,
+and then it is the default on CUDA tensors. Triton itself is imported only inside functions, so
+this package imports on any machine.
+
+`bidirectional_selective_scan` is the entry point for bidirectional (Vision-Mamba style) mixers:
+both directions in two launches of one kernel without flipped copies of z or of the output,
+with a portable fallback (flips around `map3d.ops.selective_scan`) elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from map3d.ops import dispatch
+from map3d.ops.triton import fps as _fps
+from map3d.ops.triton import selective_scan as _scan
+
+PRIORITY = 30  # above the compiled-extension adapters (10-20): no build step, measured faster
+
+
+@functools.cache
+def triton_unavailable_reason() -> str | None:
+    """None if Triton kernels can run here, else why not."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as error:
+        return f"triton is not importable ({error})"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return None
+
+
+def bidirectional_selective_scan(
+    u, delta, A, B, C, D, delta_bias, u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b,
+    z=None, delta_softplus=True, *, backend=None,
+):
+    """Sum of a forward scan and of a scan of the time-flipped sequence: (B,E,L).
+
+    out = selective_scan(u, delta, A, B, C, D, z, delta_bias)
+          + flip(selective_scan(u_b, delta_b, A_b, B_b, C_b, D_b, flip(z), delta_bias_b))
+    flip reverses the last (time) axis; the `_b` tensors are given in flipped order (computed
+    from the flipped sequence), z in natural order. With the Triton backend this is two
+    launches of one kernel and no flipped copies; otherwise `map3d.ops.selective_scan` with
+    flips (the same `backend` selection rules).
+    """
+    from map3d import ops
+
+    chosen = dispatch.resolve(
+        "selective_scan", backend, u, delta, A, B, C, D, z, delta_bias,
+        delta_softplus=delta_softplus, return_last_state=False,
+    )
+    if chosen is _scan.selective_scan and _scan.supports(u_b, delta_b, A_b, B_b, C_b, D_b):
+        return _scan.bidirectional_selective_scan_triton(
+            u, delta, A, B, C, D, delta_bias, u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b,
+            z=z, delta_softplus=delta_softplus,
+        )
+    out = ops.selective_scan(
+        u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+        backend=backend,
+    )
+    out_b = ops.selective_scan(
+        u_b, delta_b, A_b, B_b, C_b, D_b, z=None if z is None else z.flip(-1),
+        delta_bias=delta_bias_b, delta_softplus=delta_softplus, backend=backend,
+    )
+    return out + out_b.flip(-1)
+
+
+dispatch.register(
+    "selective_scan", "triton", _scan.selective_scan, triton_unavailable_reason, _scan.supports,
+    PRIORITY,
+)
+dispatch.register("fps", "triton", _fps.fps, triton_unavailable_reason, _fps.supports, PRIORITY)
+
+__all__ = ["bidirectional_selective_scan", "triton_unavailable_reason"]
