@@ -113,9 +113,10 @@ class ModelNet40(PointDataset):
         if use_cache:
             directory = Path(cache_dir) if cache_dir is not None else self.root
             self.cache_path = directory / f"{prefix}_{split}_{npoints}pts_fps.dat"
-            if not self.cache_path.exists():
-                self._build_cache()
-            self.points, self.labels = self._read_cache()
+            if self.cache_path.exists():
+                self.points, self.labels = self._read_cache()
+            else:
+                self.points, self.labels = self._build_cache()
         else:
             missing = [str(path) for path, _ in self.shapes if not path.is_file()]
             if missing and not skip_bad:
@@ -130,8 +131,12 @@ class ModelNet40(PointDataset):
     def _read_txt(self, path: Path) -> np.ndarray:
         return check_points(load_txt(path, delimiter=",", columns=6), path, columns=(6,))
 
-    def _build_cache(self) -> None:
-        """Read every listed .txt, FPS `npoints` of each, pickle [points, labels] atomically."""
+    def _build_cache(self) -> tuple[list[np.ndarray], list[int]]:
+        """Read every listed .txt, FPS `npoints` of each, pickle [points, labels] atomically.
+
+        Under `skip_bad`, bad shapes are left out and the cache is kept in memory only (a
+        written cache must match the split list).
+        """
         from map3d.ops import fps
 
         generator = torch.Generator().manual_seed(self.seed)
@@ -158,10 +163,12 @@ class ModelNet40(PointDataset):
                 xyz = torch.from_numpy(group[:, :, :3])
                 idx = fps(xyz, self.npoints, random_start=True, generator=generator).numpy()
                 sampled.extend(np.take_along_axis(group, idx[:, :, None], axis=1))
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.cache_path.parent, delete=False) as f:
-            pickle.dump([sampled, labels], f)
-        os.replace(f.name, self.cache_path)
+        if not errors:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.cache_path.parent, delete=False) as f:
+                pickle.dump([sampled, labels], f)
+            os.replace(f.name, self.cache_path)
+        return sampled, [int(label[0]) for label in labels]
 
     def _read_cache(self) -> tuple[list[np.ndarray], list[int]]:
         path = self.cache_path

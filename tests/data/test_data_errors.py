@@ -79,6 +79,8 @@ def test_listed_file_absent(tmp_path, caplog):
         build("modelnet40", mn, npoints=16)  # building the cache
     with pytest.raises(FileNotFoundError, match="airplane_0002.txt"):
         build("modelnet40", mn, use_cache=False)
+    assert len(build("modelnet40", mn, npoints=16, skip_bad=True)) == 5
+    assert not (mn / "modelnet40_train_16pts_fps.dat").exists()  # partial caches stay in memory
 
 
 def test_unknown_class_and_bad_list_lines(tmp_path):
