@@ -246,26 +246,35 @@ def sweep_scan_configs() -> None:
     from map3d.ops.triton import selective_scan as scan
 
     original = (scan.CHUNK, scan.FWD_CONFIG, scan.BWD_CONFIG)
-    sizes = [(128, 768, 64), (32, 768, 256), (2, 768, 4096)]
+    sizes = [(128, 768, 64), (32, 768, 256), (8, 768, 1024)]
     inputs = {s: scan_inputs(*s) for s in sizes}
 
     def call(*t):
         return scan.selective_scan(*t[:6], z=t[6], delta_bias=t[7], delta_softplus=True)
 
+    def resources(kind):
+        kernel = scan.LAST_KERNELS.get(kind)
+        if kernel is None:
+            return {}
+        return {"regs": getattr(kernel, "n_regs", None), "spills": getattr(kernel, "n_spills", None),
+                "smem": getattr(getattr(kernel, "metadata", None), "shared", None)}
+
     try:
-        for chunk in (32, 64):
-            for fwd in ((2, 4), (4, 4), (8, 4), (8, 8)):
+        for chunk in (32, 64, 128):
+            for fwd in ((1, 2), (2, 2), (2, 4), (4, 4), (4, 8)):
                 scan.CHUNK, scan.FWD_CONFIG = chunk, fwd
                 for s in sizes:
                     with torch.no_grad():
                         ms = timed(lambda s=s: call(*inputs[s]))
-                    record("sweep-fwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} fwd={fwd}", ms)
+                    record("sweep-fwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} fwd={fwd}", ms,
+                           **resources("fwd"))
             scan.FWD_CONFIG = original[1]
-            for bwd in ((2, 4), (4, 4), (8, 4), (8, 8)):
+            for bwd in ((1, 2), (2, 2), (2, 4), (4, 4), (4, 8)):
                 scan.BWD_CONFIG = bwd
                 for s in sizes:
                     ms = timed(fwd_bwd(call, inputs[s]))
-                    record("sweep-bwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} bwd={bwd}", ms)
+                    record("sweep-bwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} bwd={bwd}", ms,
+                           **resources("bwd"))
     finally:
         scan.CHUNK, scan.FWD_CONFIG, scan.BWD_CONFIG = original
 

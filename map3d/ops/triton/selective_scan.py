@@ -23,6 +23,10 @@ CHUNK = 64
 FWD_CONFIG = (2, 4)
 BWD_CONFIG = (4, 4)
 
+# The last compiled kernel of each pass ("fwd", "bwd"), for resource reports in benchmarks
+# (registers, spills, shared memory).
+LAST_KERNELS: dict = {}
+
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STATE = 256
 
@@ -111,7 +115,7 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
         else None
     )
     grid = (batch, -(-E // block_e))
-    k._scan_fwd_kernel[grid](
+    LAST_KERNELS["fwd"] = k._scan_fwd_kernel[grid](
         u, delta, A, B4, C4,
         D if D is not None else u, z if z is not None else u,
         bias if bias is not None else u, out,
@@ -152,7 +156,7 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     dD_part = torch.empty(batch, E, **f32) if D is not None else None
     dbias_part = torch.empty(batch, E, **f32) if bias is not None else None
     grid = (batch, n_eblocks)
-    k._scan_bwd_kernel[grid](
+    LAST_KERNELS["bwd"] = k._scan_bwd_kernel[grid](
         u, delta, A, B4, C4,
         D if D is not None else u, z if z is not None else u,
         bias if bias is not None else u, dout,
