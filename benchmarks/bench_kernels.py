@@ -260,7 +260,7 @@ def sweep_scan_configs() -> None:
                 "smem": getattr(getattr(kernel, "metadata", None), "shared", None)}
 
     try:
-        for chunk in (32, 64, 128):
+        for chunk in (64, 128):
             for fwd in ((1, 2), (2, 2), (2, 4), (4, 4), (4, 8)):
                 scan.CHUNK, scan.FWD_CONFIG = chunk, fwd
                 for s in sizes:
