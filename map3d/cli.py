@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "map3d.engine.commands:PRETRAIN",
     "finetune": "map3d.engine.commands:FINETUNE",
     "eval": "map3d.engine.commands:EVAL",
+    "export": "map3d.engine.commands:EXPORT",
     "viz": "map3d.viz.command:VIZ",
     "backends": "map3d.ops.dispatch:BACKENDS_COMMAND",
     "bench": "map3d.bench:BENCH",

@@ -1,0 +1,158 @@
+"""Self-describing checkpoints, written atomically, loaded with `weights_only=True`.
+
+A checkpoint is a dict of tensors and plain Python values only (dicts, lists, strings, numbers):
+```
+format_version, map3d_version, task, model_name, model_config (dict), config (experiment dict),
+model (state dict), optimizer, scheduler, scaler (state dicts or None),
+epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
+step (optimizer steps), best_metric, best_metric_name, rng (all RNG states), time
+```
+Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed over
+the target with `os.replace` (atomic on POSIX): a crash at any point leaves the previous file
+intact. The encoder can be exported as safetensors (`export_encoder`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "map3d-checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable map3d checkpoint; the message names the file and why."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save` to `path` so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a map3d checkpoint (weights_only=True) and check its format version."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, ...
+        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not a map3d checkpoint (no format '{FORMAT_NAME}')")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {ckpt['format_version']} is newer than this map3d "
+            f"understands ({FORMAT_VERSION}); upgrade map3d"
+        )
+    return ckpt
+
+
+def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a map3d checkpoint or of an exported `.safetensors` encoder.
+
+    Exported encoders store keys without their prefix; they come back under `encoder.`.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise FileNotFoundError(f"weights not found: {path}")
+        return {f"encoder.{k}": v for k, v in load_file(str(path)).items()}
+    return load_checkpoint(path)["model"]
+
+
+# ----------------------------------------------------------------------------- RNG states
+
+
+def capture_rng(generators: dict[str, torch.Generator]) -> dict:
+    """All RNG states as tensors/lists (weights_only-loadable): torch, CUDA, numpy, python, named generators."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
+    """Inverse of `capture_rng`; named generators missing from `state` are left as they are."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    nps = state["numpy"]
+    np.random.set_state(
+        ("MT19937", nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
+         nps["cached_gaussian"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    for name, g in generators.items():
+        if name in state["generators"]:
+            g.set_state(state["generators"][name])
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_encoder(
+    state_dict: dict[str, torch.Tensor],
+    path: str | Path,
+    *,
+    prefix: str = "encoder.",
+    metadata: dict[str, Any] | None = None,
+) -> int:
+    """Write the `prefix`-ed weights (prefix stripped) as safetensors; returns the tensor count.
+
+    `metadata` values are stored JSON-encoded in the safetensors header.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {
+        k[len(prefix):]: v.detach().cpu().contiguous()
+        for k, v in state_dict.items()
+        if k.startswith(prefix)
+    }
+    if not tensors:
+        raise ValueError(f"no weights under prefix {prefix!r} to export to {path}")
+    meta = {"format": "map3d-encoder", "prefix": prefix}
+    meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return len(tensors)

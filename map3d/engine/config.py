@@ -1,0 +1,384 @@
+"""Typed experiment configuration: dataclasses filled from YAML with strict keys.
+
+An experiment is `model + data + optim + schedule + train + eval + output`. YAML only fills the
+dataclasses below; an unknown key is an error that names its full path (`optim.lrr`), a value of
+the wrong type names the key and the expected type. `--set a.b=value` overrides parse the value
+as YAML and check it the same way. A YAML file may start from another one with
+`base: relative/or/absolute.yaml` (deep-merged, the including file wins).
+
+Dict-typed fields (`model.overrides`, `data.options`) are free-form: they are forwarded as
+keyword arguments to `map3d.create_model` / `map3d.data.build_dataset`, which validate them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    """Which preset to build; `overrides` go to `create_model(name, task=..., **overrides)`."""
+
+    name: str = "hybridmt3d_tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Dataset, batch-time sampling and augmentation.
+
+    `batch_size` is the GLOBAL batch (split evenly over processes, then over `train.accum_steps`
+    micro-batches), so a recipe means the same thing on 1 or 8 GPUs. Batch-time pipeline
+    (DATASETS.md A6): FPS to `point_all` points (None: 1200 for 1024, 2400 for 2048, 4800 for
+    4096, else `npoints`; capped at the cloud size), one random `npoints` subset shared by the
+    batch, then the `augment` transforms, all on the device. Evaluation uses FPS to `npoints`
+    without augmentation; votes use `vote_augment` on fresh subsets of the FPS `point_all` set.
+    `options` go to `build_dataset` for every split, `test_options` on top for the test split.
+    """
+
+    name: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    test_options: dict[str, Any] = field(default_factory=dict)
+    train_split: str = "train"
+    test_split: str = "test"
+    npoints: int = 1024
+    point_all: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    augment: list[str] = field(default_factory=list)
+    vote_augment: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW; weight decay is not applied to biases, norms, tokens and position embeddings."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    grad_clip: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-step cosine decay to `min_lr` after a linear warm-up of `warmup_epochs` from ~0."""
+
+    epochs: int = 300
+    warmup_epochs: float = 10
+    min_lr: float = 1e-6
+
+
+@dataclass
+class TrainConfig:
+    """Task, seed, device, precision, logging and checkpoint cadence.
+
+    precision: `auto` (bf16 autocast on a GPU that supports it, else fp32), `fp32`, `bf16`,
+    `fp16` (with a GradScaler); autocast is only used on CUDA. `max_steps` stops early (with a
+    checkpoint) while the schedule still spans all epochs: a time-limited job can be resumed.
+    `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
+    epoch's training mean of the task's metric). `accum_steps` splits each process's share of
+    the batch into micro-batches (gradient accumulation).
+    """
+
+    task: str = "pretrain"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    accum_steps: int = 1
+    log_every_steps: int = 10
+    checkpoint_every_steps: int = 500
+    eval_every_epochs: int = 1
+    max_steps: int | None = None
+    pretrained: str | None = None
+    pretrained_prefix: str = "encoder."
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol: `votes` passes with `data.vote_augment` (logits averaged).
+
+    `fewshot_folds` lists the folds `--fold all` runs (DATASETS.md A3: mean ± std of the best
+    test accuracy over folds); `svm` adds a linear-SVM probe on frozen encoder features.
+    """
+
+    votes: int = 10
+    fewshot_folds: list[int] = field(default_factory=lambda: list(range(10)))
+    svm: bool = False
+
+
+@dataclass
+class OutputConfig:
+    """Run directory (`{task}` and `{time}` are filled in), TensorBoard and progress bar."""
+
+    dir: str = "runs/{task}-{time}"
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# ----------------------------------------------------------------------------- typed filling
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against type `tp`, converting int→float; error names `path`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _from_dict(tp, value, path)
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
+
+
+def _from_dict(cls: type, data: dict, path: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = unknown[0]
+        where = f"{path}.{key}" if path else str(key)
+        close = difflib.get_close_matches(str(key), names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown config key '{where}'{hint} (known: {', '.join(names)})")
+    defaults = cls()
+    values = {}
+    for name in names:
+        sub = f"{path}.{name}" if path else name
+        if name not in data:
+            values[name] = getattr(defaults, name)
+            continue
+        value = data[name]
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, {**asdict(getattr(defaults, name)), **value}, sub)
+        else:
+            value = _coerce(value, hint, sub)
+        values[name] = value
+    return cls(**values)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base' include")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _deep_merge(_read_yaml(path.parent / base, seen + (path,)), data)
+    return data
+
+
+def config_from_dict(data: dict, *, defaults: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Fill an ExperimentConfig (starting from `defaults`) from a nested dict, strictly."""
+    start = asdict(defaults if defaults is not None else ExperimentConfig())
+    unknown = [k for k in data if k not in start]
+    if unknown:
+        _from_dict(ExperimentConfig, {unknown[0]: None})  # raises with the key path
+    merged = {k: {**start[k], **v} if isinstance(v, dict) else v for k, v in data.items()}
+    return _from_dict(ExperimentConfig, {**start, **merged})
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    defaults: ExperimentConfig | None = None,
+) -> ExperimentConfig:
+    """YAML file (or just `defaults`) + `a.b=value` overrides → validated ExperimentConfig."""
+    cfg = defaults if defaults is not None else ExperimentConfig()
+    if path is not None:
+        try:
+            cfg = config_from_dict(_read_yaml(Path(path)), defaults=cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    return apply_overrides(cfg, overrides or [])
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"optim.lr=1e-4"` → (["optim", "lr"], 0.0001); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=1e-4), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {err}") from err
+    if isinstance(value, str) and _looks_like_float(value):
+        value = float(value)  # YAML 1.1 reads "1e-4" as a string
+    return key.split("."), value
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "infinity", "-infinity")
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply `a.b=value` strings in order; each is type-checked against the schema."""
+    data = asdict(cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for i, key in enumerate(keys[:-1]):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(keys[: i + 1])
+                raise ConfigError(f"--set {text}: unknown config key '{where}'")
+            node = node[key]
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {text}: '{'.'.join(keys[:-1])}' is not a section")
+        node[keys[-1]] = value  # unknown leaf keys are caught by _from_dict below
+    try:
+        return _from_dict(ExperimentConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"--set: {err}") from None
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    """Plain nested dict (YAML/JSON/`weights_only` checkpoint friendly)."""
+    return asdict(cfg)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML; `load_config(path)` gives it back."""
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- defaults per task
+
+
+def default_config(task: str) -> ExperimentConfig:
+    """The built-in synthetic-shapes experiment run by `map3d pretrain|finetune` without --config.
+
+    Small enough to finish in minutes on a laptop CPU; configs/{pretrain,finetune}/synthetic.yaml
+    are the same settings as files (a test keeps them equal).
+    """
+    if task == "pretrain":
+        return ExperimentConfig(
+            model=ModelConfig(
+                name="hybridmt3d_tiny",
+                overrides={"num_groups": 32, "group_size": 16, "num_regions": 4},
+            ),
+            data=DataConfig(
+                name="synthetic",
+                options={"task": "pretrain", "num_samples": 1024, "num_points": 512},
+                npoints=512,
+                batch_size=32,
+                augment=["rotate_y"],
+            ),
+            optim=OptimConfig(lr=1e-3, weight_decay=0.05),
+            schedule=ScheduleConfig(epochs=6, warmup_epochs=1, min_lr=1e-5),
+            train=TrainConfig(
+                task="pretrain", log_every_steps=4, checkpoint_every_steps=100, eval_every_epochs=0
+            ),
+        )
+    if task == "classify":
+        return ExperimentConfig(
+            model=ModelConfig(name="hybridmt3d_tiny", overrides={"num_groups": 32, "group_size": 16}),
+            data=DataConfig(
+                name="synthetic",
+                options={"task": "classify", "num_samples": 512, "num_points": 600},
+                test_options={"num_samples": 256},
+                npoints=512,
+                point_all=600,
+                batch_size=32,
+                augment=["scale_translate"],
+                vote_augment=["scale_translate"],
+            ),
+            optim=OptimConfig(lr=5e-4, weight_decay=0.05, grad_clip=10.0),
+            schedule=ScheduleConfig(epochs=6, warmup_epochs=1, min_lr=1e-6),
+            train=TrainConfig(task="classify", log_every_steps=4, checkpoint_every_steps=100),
+        )
+    raise ConfigError(f"no built-in default config for task {task!r}; pass --config")

@@ -1,0 +1,107 @@
+"""Classification metrics accumulated on the device, voting and few-shot aggregation.
+
+Nothing here syncs with the host until `compute()`: meters add into device tensors, so a training
+or evaluation loop can update them every batch and read them (after `all_reduce`) once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from map3d.engine.distributed import all_reduce_sum
+
+
+class ConfusionMeter:
+    """Confusion matrix `(num_classes, num_classes)` (rows = truth) summed over batches."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+        if num_classes < 1:
+            raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """pred (B,) and target (B,) int64 class ids."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        flat = target.long() * self.num_classes + pred.long()
+        self.matrix += torch.bincount(flat, minlength=self.num_classes**2).view_as(self.matrix)
+
+    def all_reduce(self, reduce_fn: Callable[[Tensor], Tensor] = all_reduce_sum) -> None:
+        reduce_fn(self.matrix)
+
+    def compute(self) -> dict[str, float]:
+        """`oa` and `macc` in percent, and the sample count `n`."""
+        return {
+            "oa": overall_accuracy(self.matrix),
+            "macc": mean_class_accuracy(self.matrix),
+            "n": int(self.matrix.sum()),
+        }
+
+
+def overall_accuracy(confusion: Tensor) -> float:
+    """100 · correct / total from a confusion matrix (rows = truth)."""
+    total = int(confusion.sum())
+    return 100.0 * int(confusion.diagonal().sum()) / total if total else float("nan")
+
+
+def mean_class_accuracy(confusion: Tensor) -> float:
+    """Mean over classes present in the truth of their per-class accuracy, in percent."""
+    per_class = confusion.sum(1)
+    present = per_class > 0
+    if not bool(present.any()):
+        return float("nan")
+    acc = confusion.diagonal()[present].double() / per_class[present].double()
+    return 100.0 * float(acc.mean())
+
+
+def vote_logits(logits: Sequence[Tensor] | Tensor) -> Tensor:
+    """Average V passes of logits: list of (B,C) or a (V,B,C) tensor → (B,C)."""
+    stacked = torch.stack(list(logits)) if not isinstance(logits, Tensor) else logits
+    if stacked.dim() != 3:
+        raise ValueError(f"logits: expected V passes of (B,C), got shape {tuple(stacked.shape)}")
+    return stacked.float().mean(0)
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for one value) of per-fold/per-seed results."""
+    if len(values) == 0:
+        raise ValueError("mean_std: no values")
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": math.sqrt(var), "n": len(values)}
+
+
+class RunningMean:
+    """Sums of named scalars weighted by sample count, kept on the device until `compute()`."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.sums: dict[str, Tensor] = {}
+        self.count = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def update(self, values: dict[str, Tensor], n: int) -> None:
+        for name, value in values.items():
+            add = value.detach().double() * n
+            self.sums[name] = self.sums[name] + add if name in self.sums else add
+        self.count += n
+
+    def compute(self, reduce: bool = True) -> dict[str, float]:
+        """Weighted means over everything since the last reset (summed over processes)."""
+        if not self.sums:
+            return {}
+        names = sorted(self.sums)
+        packed = torch.stack([self.sums[n] for n in names] + [self.count])
+        if reduce:
+            all_reduce_sum(packed)
+        values = packed.tolist()
+        count = values[-1]
+        return {n: v / count for n, v in zip(names, values[:-1])} if count else {}
+
+    def reset(self) -> None:
+        self.sums = {}
+        self.count = torch.zeros((), dtype=torch.float64, device=self.device)

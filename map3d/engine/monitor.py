@@ -1,0 +1,91 @@
+"""Run observability: metrics.jsonl (one JSON object per line), optional TensorBoard, progress bar.
+
+Only the main process writes; other ranks get a `MetricsWriter(None)` that drops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class MetricsWriter:
+    """Appends records to `<run_dir>/metrics.jsonl` and, if asked, scalars to TensorBoard."""
+
+    def __init__(self, run_dir: str | Path | None, *, tensorboard: bool = False):
+        self.path = Path(run_dir) / "metrics.jsonl" if run_dir is not None else None
+        self._tb = None
+        if run_dir is not None and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:  # tensorboard is an optional dependency
+                raise ImportError(
+                    "output.tensorboard=true needs the tensorboard package: pip install tensorboard"
+                ) from err
+            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        """One record `{"kind", "step", "time", **values}`; numbers also go to TensorBoard."""
+        if self.path is None:
+            return
+        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{kind}/{name}", value, step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after `step` (a resumed run redoes that work)."""
+        if self.path is None or not self.path.exists():
+            return
+        kept = [
+            line for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
+    """Records of a metrics.jsonl (optionally only one `kind`)."""
+    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in records if kind is None or r["kind"] == kind]
+
+
+def progress_bar(total: int, initial: int, *, enabled: bool, desc: str):
+    """A tqdm bar over optimizer steps, or a silent stand-in when disabled or not a terminal."""
+    show = enabled and sys.stderr.isatty()
+    if show:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            log.warning("tqdm is not installed; no progress bar (pip install tqdm)")
+            show = False
+    if not show:
+        return _NoBar()
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, unit="step")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def set_description(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

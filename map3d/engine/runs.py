@@ -1,0 +1,233 @@
+"""High-level jobs behind the CLI (and usable from Python): train, few-shot folds, evaluate, probe.
+
+```
+result = train(cfg, "runs/pre")                       # RunResult (last.pt, best.pt, metrics)
+summary = train_fewshot(cfg, "runs/fs", folds=range(10))  # mean ± std of the best OA per fold
+results = evaluate_checkpoint("runs/ft/best.pt")      # OA, mAcc, 10-vote OA/mAcc + protocol
+probe = svm_probe("runs/pre/last.pt", cfg)            # linear-SVM accuracy on frozen features
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from map3d.engine.checkpoint import export_encoder, load_checkpoint
+from map3d.engine.config import ExperimentConfig, apply_overrides, config_from_dict
+from map3d.engine.distributed import (
+    DistInfo,
+    broadcast_object,
+    init_distributed,
+    is_main_process,
+)
+from map3d.engine.metrics import mean_std
+from map3d.engine.tasks import TaskContext, get_task
+from map3d.engine.trainer import (
+    EpochBatchSampler,
+    RunResult,
+    Trainer,
+    make_loader,
+    resolve_device,
+    resolve_precision,
+)
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.safetensors"
+
+
+def resolve_run_dir(cfg: ExperimentConfig, out: str | os.PathLike | None) -> Path:
+    """`out`, or `output.dir` with `{task}`/`{time}` filled (same on every process)."""
+    if out is not None:
+        return Path(out)
+    stamp = broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
+    return Path(cfg.output.dir.format(task=cfg.train.task, time=stamp))
+
+
+def setup_logging(run_dir: Path | None, dist: DistInfo, *, verbose: bool = True) -> None:
+    """INFO to stderr (main process; others warnings only) and to `<run_dir>/train.log`."""
+    logger = logging.getLogger("map3d")
+    logger.setLevel(logging.INFO if dist.is_main and verbose else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_map3d", False):
+            logger.removeHandler(handler)
+            handler.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if run_dir is not None and dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        handler._map3d = True
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def train(
+    cfg: ExperimentConfig, run_dir: str | os.PathLike | None, *, resume: str | None = None
+) -> RunResult:
+    """Train `cfg` into `run_dir` (resuming from a checkpoint if given); pretraining runs also
+    export their encoder to `<run_dir>/encoder.safetensors`."""
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    result = trainer.fit()
+    if (
+        trainer.task.model_task == "pretrain"
+        and result.stopped is None
+        and trainer.dist.is_main
+        and result.run_dir is not None
+    ):
+        export_encoder(
+            trainer.model.state_dict(),
+            result.run_dir / ENCODER_FILE,
+            metadata={"model_name": cfg.model.name, "step": result.step},
+        )
+    return result
+
+
+def train_fewshot(
+    cfg: ExperimentConfig, run_dir: str | os.PathLike, *, folds: list[int]
+) -> dict[str, Any]:
+    """One finetuning run per fold (`data.options.fold`), in `<run_dir>/fold<k>`; writes and
+    returns `fewshot.json`: best test OA per fold and their mean ± std (DATASETS.md A3)."""
+    run_dir = Path(run_dir)
+    per_fold: dict[str, float] = {}
+    for fold in folds:
+        fold_cfg = apply_overrides(cfg, [f"data.options.fold={fold}"])
+        result = train(fold_cfg, run_dir / f"fold{fold}")
+        if result.stopped is not None:
+            raise RuntimeError(f"fold {fold} stopped early ({result.stopped}); rerun it")
+        per_fold[str(fold)] = result.best_metric
+        log.info("fold %d: best %s %.2f", fold, result.best_metric_name, result.best_metric)
+    stats = mean_std(list(per_fold.values()))
+    summary = {
+        "metric": "best test overall accuracy (%) per fold, then mean ± sample std over folds",
+        "way": cfg.data.options.get("way"),
+        "shot": cfg.data.options.get("shot"),
+        "folds": per_fold,
+        **stats,
+    }
+    if is_main_process():
+        (run_dir / "fewshot.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _model_from_checkpoint(ckpt: dict, cfg: ExperimentConfig, dataset) -> torch.nn.Module:
+    task = get_task(ckpt["task"])
+    model = task.build_model(cfg, dataset)
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def checkpoint_config(ckpt: dict, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The experiment config stored in a checkpoint, with `a.b=value` overrides applied."""
+    return apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
+
+
+def _context(cfg: ExperimentConfig, dist: DistInfo) -> TaskContext:
+    device = resolve_device(cfg.train.device, dist)
+    amp = resolve_precision(cfg.train.precision, device)
+
+    def autocast():
+        import contextlib
+
+        if amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp)
+
+    g = torch.Generator(device).manual_seed(cfg.train.seed)
+    return TaskContext(cfg=cfg, device=device, generator=g, model_generator=g, dist=dist,
+                       autocast=autocast)
+
+
+def _loader(dataset, cfg: ExperimentConfig, dist: DistInfo, device: torch.device):
+    batch = cfg.data.eval_batch_size or cfg.data.batch_size
+    batch = max(dist.world_size, batch - batch % dist.world_size)
+    sampler = EpochBatchSampler(len(dataset), batch, rank=dist.rank, world_size=dist.world_size,
+                                shuffle=False, drop_last=False)
+    return make_loader(dataset, sampler, cfg, device)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    cfg: ExperimentConfig | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Run the checkpoint's task test protocol on `cfg.data.test_split` (cfg defaults to the one
+    stored in the checkpoint); writes the results (with their protocol) as JSON to `out`."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = cfg if cfg is not None else checkpoint_config(ckpt)
+    task = get_task(ckpt["task"])
+    dist = init_distributed(resolve_device(cfg.train.device).type)
+    ctx = _context(cfg, dist)
+    dataset = task.build_dataset(cfg, cfg.data.test_split)
+    model = _model_from_checkpoint(ckpt, cfg, dataset).to(ctx.device).eval()
+    results = task.test(model, _loader(dataset, cfg, dist, ctx.device), ctx)
+    results["checkpoint"] = {
+        "path": str(checkpoint), "epoch": ckpt["epoch"], "step": ckpt["step"],
+        "model_name": ckpt["model_name"], "map3d_version": ckpt["map3d_version"],
+    }
+    if out is not None and dist.is_main:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+@torch.no_grad()
+def _features(model, dataset, cfg, ctx, dist) -> tuple[torch.Tensor, torch.Tensor]:
+    from map3d.engine.batching import fps_points
+
+    feats, labels = [], []
+    for batch in _loader(dataset, cfg, dist, ctx.device):
+        points = batch["points"].to(ctx.device)
+        points = fps_points(points, min(cfg.data.npoints, points.shape[1]))
+        with ctx.autocast():
+            feats.append(model.features(points).float().cpu())
+        labels.append(torch.as_tensor(batch["label"]).view(-1))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def svm_probe(
+    checkpoint: str | os.PathLike, cfg: ExperimentConfig, *, c: float = 1.0
+) -> dict[str, Any]:
+    """Linear-SVM probe (DATASETS.md A7): frozen encoder of `checkpoint` (any task), features of
+    a classifier built from `cfg` on its train/test splits, `sklearn.svm.LinearSVC(C=c)`;
+    returns the test accuracy (%). Single process."""
+    try:
+        from sklearn.svm import LinearSVC
+    except ImportError as err:
+        raise ImportError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
+    from map3d.models import load_pretrained
+
+    dist = DistInfo()
+    ctx = _context(cfg, dist)
+    task = get_task("classify")
+    train_set = task.build_dataset(cfg, cfg.data.train_split)
+    test_set = task.build_dataset(cfg, cfg.data.test_split)
+    model = task.build_model(cfg, train_set)
+    ckpt = load_checkpoint(checkpoint)
+    load_pretrained(model, ckpt["model"], prefix=cfg.train.pretrained_prefix)
+    model = model.to(ctx.device).eval()
+    x_train, y_train = _features(model, train_set, cfg, ctx, dist)
+    x_test, y_test = _features(model, test_set, cfg, ctx, dist)
+    svm = LinearSVC(C=c).fit(x_train.numpy(), y_train.numpy())
+    acc = 100.0 * float((svm.predict(x_test.numpy()) == y_test.numpy()).mean())
+    return {
+        "svm_oa": acc,
+        "protocol": {
+            "probe": f"sklearn LinearSVC(C={c}) on frozen classifier features "
+            "(encoder from the checkpoint, head unused)",
+            "dataset": cfg.data.name, "train_split": cfg.data.train_split,
+            "test_split": cfg.data.test_split, "npoints": cfg.data.npoints,
+            "train_samples": len(train_set), "test_samples": len(test_set),
+        },
+    }

@@ -1,0 +1,100 @@
+"""The `Task` interface between the engine's loops and one kind of job.
+
+The trainer owns everything generic (devices, DDP, precision, optimizer, schedule, checkpoints,
+logging); a task says how to build its datasets and model, what one training step computes and
+how it is evaluated. Batches are dicts; the model input is under `points` (B,N,3) or `image`
+(B,3,H,W), so the same tasks serve both modalities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from map3d.engine.config import ExperimentConfig
+from map3d.engine.distributed import DistInfo
+
+INPUT_KEYS = ("points", "image")
+
+
+def batch_input(batch: dict[str, Any]) -> tuple[str, Tensor]:
+    """The model input of a batch and its key: `points` or `image`."""
+    for key in INPUT_KEYS:
+        if key in batch:
+            return key, batch[key]
+    raise ValueError(f"batch: expected one of the keys {INPUT_KEYS}, got {sorted(batch)}")
+
+
+@dataclass
+class TaskContext:
+    """What a task's step and evaluation need from the engine.
+
+    `generator` drives batch-time sampling/augmentation, `model_generator` the model's own random
+    choices (masking); both live on `device`. `autocast()` enters the configured precision.
+    """
+
+    cfg: ExperimentConfig
+    device: torch.device
+    generator: torch.Generator
+    model_generator: torch.Generator
+    dist: DistInfo = field(default_factory=DistInfo)
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext
+
+
+class Task:
+    """Base class; subclasses register with `@register_task(name)`.
+
+    `model_task` is the `task=` passed to `map3d.create_model`; `best_metric`/`best_mode` pick the
+    checkpoint saved as best.pt from `evaluate()` (or from the epoch's training means).
+    """
+
+    name: str = ""
+    model_task: str = ""
+    best_metric: str = "loss"
+    best_mode: str = "min"
+
+    # -- construction ----------------------------------------------------------------------
+    def build_dataset(self, cfg: ExperimentConfig, split: str) -> Dataset:
+        from map3d.data import build_dataset
+
+        return build_dataset(
+            cfg.data.name, split=split, root=cfg.data.root, **self.dataset_options(cfg, split)
+        )
+
+    def dataset_options(self, cfg: ExperimentConfig, split: str) -> dict[str, Any]:
+        """`data.options`, plus `data.test_options` for the test split."""
+        if split == cfg.data.test_split:
+            return {**cfg.data.options, **cfg.data.test_options}
+        return dict(cfg.data.options)
+
+    def model_overrides(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
+        return dict(cfg.model.overrides)
+
+    def build_model(self, cfg: ExperimentConfig, train_set: Dataset | None) -> nn.Module:
+        from map3d.models import create_model
+
+        return create_model(
+            cfg.model.name, task=self.model_task, **self.model_overrides(cfg, train_set)
+        )
+
+    # -- work --------------------------------------------------------------------------------
+    def training_step(
+        self, model: nn.Module, batch: dict[str, Any], ctx: TaskContext
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss to backpropagate and extra per-batch scalars (device tensors, no host sync)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, ctx: TaskContext) -> dict[str, float]:
+        """Per-epoch validation metrics, reduced over processes; {} when the task has none."""
+        return {}
+
+    def test(self, model: nn.Module, loader: DataLoader, ctx: TaskContext) -> dict[str, Any]:
+        """The full evaluation protocol of `map3d eval` (metrics plus a `protocol` dict)."""
+        return {**self.evaluate(model, loader, ctx), "protocol": {"task": self.name}}

@@ -1,0 +1,570 @@
+"""The training loop shared by every task: one process or many (torchrun), CPU or GPU.
+
+Per optimizer step: the process's share of the global batch is split into `train.accum_steps`
+micro-batches; each goes through the task's `training_step` under the configured autocast; fp16
+uses a GradScaler; gradients are clipped to `optim.grad_clip`; the LR schedule advances per step.
+Scalars are accumulated on the device and read (one host sync, reduced over ranks) every
+`train.log_every_steps` steps. Checkpoints (`last.pt`) are written every epoch, every
+`train.checkpoint_every_steps` steps, at `train.max_steps`, and when SIGTERM or Ctrl-C asks the
+run to stop (after the step in flight); `best.pt` follows the task's best metric. `resume` restores
+model, optimizer, scheduler, scaler, position inside the epoch and every RNG, so the resumed run
+repeats the uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+import map3d
+from map3d.engine.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    atomic_torch_save,
+    capture_rng,
+    load_checkpoint,
+    model_state_dict,
+    restore_rng,
+)
+from map3d.engine.config import ExperimentConfig, config_to_dict, save_config
+from map3d.engine.distributed import DistInfo, barrier, init_distributed
+from map3d.engine.metrics import RunningMean
+from map3d.engine.monitor import MetricsWriter, progress_bar
+from map3d.engine.optim import build_optimizer, build_scheduler
+from map3d.engine.tasks import Task, TaskContext, get_task
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- devices, seeds
+
+
+def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
+    """`auto` → CUDA if available, else CPU; under torchrun CUDA means `cuda:LOCAL_RANK`."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name!r} but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", dist.local_rank if dist else 0)
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = fp32). `auto`: bf16 on a CUDA device that supports it."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"train.precision: expected auto|fp32|bf16|fp16, got {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed for an independent stream named by integers (seed, rank, stream, ...)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+# Stream ids of the generators a run owns.
+_AUGMENT_STREAM, _MODEL_STREAM, _LOADER_STREAM = 1, 2, 3
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """This process's index batches for one epoch, resumable at any batch.
+
+    The epoch's order is a permutation seeded by (seed, epoch) (identity when not shuffling), cut
+    into global batches of `global_batch`; process `rank` of `world_size` takes the contiguous
+    slice `[rank·B, (rank+1)·B)` of each (B = global_batch / world_size), so one process with
+    the same global batch sees exactly the union of what N processes see. `drop_last=False` (for
+    evaluation) spreads a short final batch over the ranks without padding or duplicates.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        global_batch: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+    ):
+        if global_batch % world_size:
+            raise ValueError(
+                f"data.batch_size={global_batch} must be divisible by the {world_size} processes"
+            )
+        self.size, self.global_batch = size, global_batch
+        self.rank, self.world_size = rank, world_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.size // self.global_batch
+        return math.ceil(self.size / self.global_batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        per_rank = self.global_batch // self.world_size
+        for b in range(self.start_batch, len(self)):
+            chunk = order[b * self.global_batch : (b + 1) * self.global_batch]
+            if len(chunk) == self.global_batch:
+                mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
+            else:
+                mine = chunk[self.rank :: self.world_size]
+            if mine:
+                yield mine
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (nested) batch on `device` (non-blocking)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def make_loader(
+    dataset: Dataset, sampler: EpochBatchSampler, cfg: ExperimentConfig, device: torch.device
+) -> DataLoader:
+    """DataLoader over `sampler`'s batches; its own generator keeps the global RNG untouched."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(derive_seed(cfg.train.seed, _LOADER_STREAM)),
+    )
+
+
+def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+
+
+# ----------------------------------------------------------------------------- stop signals
+
+
+class StopFlag:
+    """Set by SIGTERM or the first Ctrl-C; the loop checkpoints and stops after the current step.
+
+    A second Ctrl-C raises KeyboardInterrupt as usual (the last complete checkpoint stays).
+    """
+
+    def __init__(self):
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.reason is not None:
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+        log.warning("%s received: stopping after this step and writing a checkpoint", self.reason)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    run_dir: Path | None
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    epoch: int
+    step: int
+    best_metric_name: str
+    best_metric: float | None
+    stopped: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+class Trainer:
+    """Builds everything for `cfg` and runs `fit()`; also used by `map3d eval` for setup."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: str | Path | None,
+        *,
+        resume: str | Path | None = None,
+    ):
+        self.cfg = cfg
+        self.task: Task = get_task(cfg.train.task)
+        self.dist = init_distributed(resolve_device(cfg.train.device).type)
+        self.device = resolve_device(cfg.train.device, self.dist)
+        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        if cfg.train.accum_steps < 1:
+            raise ValueError(f"train.accum_steps: expected >= 1, got {cfg.train.accum_steps}")
+
+        seed, rank = cfg.train.seed, self.dist.rank
+        torch.manual_seed(derive_seed(seed, rank))
+        np.random.seed(derive_seed(seed, rank) % 2**32)
+        self.generators = {
+            "augment": torch.Generator(self.device).manual_seed(
+                derive_seed(seed, rank, _AUGMENT_STREAM)
+            ),
+            "model": torch.Generator(self.device).manual_seed(
+                derive_seed(seed, rank, _MODEL_STREAM)
+            ),
+        }
+
+        self.train_set = self.task.build_dataset(cfg, cfg.data.train_split)
+        self.test_set = self._maybe_test_set()
+        torch.manual_seed(seed)  # identical initial weights on every rank
+        self.model = self.task.build_model(cfg, self.train_set).to(self.device)
+        torch.manual_seed(derive_seed(seed, rank))
+        if cfg.train.pretrained and resume is None:
+            self._load_pretrained(cfg.train.pretrained, cfg.train.pretrained_prefix)
+
+        per_process = cfg.data.batch_size // self.dist.world_size
+        if per_process % cfg.train.accum_steps:
+            raise ValueError(
+                f"data.batch_size={cfg.data.batch_size} over {self.dist.world_size} process(es) "
+                f"is not divisible into train.accum_steps={cfg.train.accum_steps} micro-batches"
+            )
+        self.train_sampler = EpochBatchSampler(
+            len(self.train_set), cfg.data.batch_size, rank=rank,
+            world_size=self.dist.world_size, shuffle=True, drop_last=True, seed=seed,
+        )
+        self.steps_per_epoch = len(self.train_sampler)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"data.batch_size={cfg.data.batch_size} is larger than the {len(self.train_set)} "
+                f"training samples of {cfg.data.name!r}"
+            )
+        self.train_loader = make_loader(self.train_set, self.train_sampler, cfg, self.device)
+        self.test_loader = self._test_loader()
+
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.schedule, base_lr=cfg.optim.lr,
+            steps_per_epoch=self.steps_per_epoch,
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_metric: float | None = None
+        if resume is not None:
+            self._resume(resume)
+        self.ddp_model = self._wrap_ddp()
+        self.ctx = TaskContext(
+            cfg=cfg, device=self.device, generator=self.generators["augment"],
+            model_generator=self.generators["model"], dist=self.dist, autocast=self.autocast,
+        )
+        self.writer = MetricsWriter(
+            self.run_dir if self.dist.is_main else None, tensorboard=cfg.output.tensorboard
+        )
+
+    # -- setup helpers -------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _maybe_test_set(self) -> Dataset | None:
+        if not self.cfg.data.test_split or self.cfg.train.eval_every_epochs <= 0:
+            return None
+        return self.task.build_dataset(self.cfg, self.cfg.data.test_split)
+
+    def _test_loader(self) -> DataLoader | None:
+        if self.test_set is None:
+            return None
+        cfg = self.cfg
+        batch = cfg.data.eval_batch_size or cfg.data.batch_size
+        batch = max(self.dist.world_size, batch - batch % self.dist.world_size)
+        sampler = EpochBatchSampler(
+            len(self.test_set), batch, rank=self.dist.rank, world_size=self.dist.world_size,
+            shuffle=False, drop_last=False, seed=cfg.train.seed,
+        )
+        return make_loader(self.test_set, sampler, cfg, self.device)
+
+    def _load_pretrained(self, path: str, prefix: str) -> None:
+        from map3d.models import load_pretrained
+
+        state = model_state_dict(path)
+        missing, unexpected = load_pretrained(self.model, state, prefix=prefix)
+        log.info(
+            "loaded pretrained weights %s (prefix %r): %d missing, %d unexpected keys",
+            path, prefix, len(missing), len(unexpected),
+        )
+        if missing:
+            log.info("missing (trained from scratch): %s", ", ".join(missing))
+        if unexpected:
+            log.info("unexpected (ignored): %s", ", ".join(unexpected))
+
+    def _wrap_ddp(self) -> nn.Module:
+        if not self.dist.enabled:
+            return self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        model = _unwrap(self.model)
+        model_config = getattr(model, "config", None)
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "map3d_version": map3d.__version__,
+            "task": self.task.name,
+            "model_name": self.cfg.model.name,
+            "model_task": self.task.model_task,
+            "model_config": _plain(model_config),
+            "config": config_to_dict(self.cfg),
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.dist.world_size,
+            "best_metric": self.best_metric,
+            "best_metric_name": self.task.best_metric,
+            "rng": capture_rng(self.generators),
+            "time": time.time(),
+        }
+
+    def save(self, name: str) -> Path | None:
+        """Write `<run_dir>/<name>` atomically (main process only); returns its path."""
+        if self.run_dir is None or not self.dist.is_main:
+            return None
+        path = self.run_dir / name
+        atomic_torch_save(self.checkpoint_state(), path)
+        return path
+
+    def _resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if ckpt["task"] != self.task.name:
+            raise ValueError(f"{path}: a {ckpt['task']!r} checkpoint cannot resume a "
+                             f"{self.task.name!r} run")
+        if ckpt.get("steps_per_epoch") not in (None, self.steps_per_epoch):
+            raise ValueError(
+                f"{path}: saved with {ckpt['steps_per_epoch']} steps per epoch, this run has "
+                f"{self.steps_per_epoch} (dataset or global batch size changed)"
+            )
+        _unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"] is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.batch_in_epoch, self.step = (
+            ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+        )
+        self.best_metric = ckpt["best_metric"]
+        if ckpt.get("world_size", 1) == self.dist.world_size:
+            restore_rng(ckpt["rng"], self.generators)
+        else:
+            log.warning("resuming with %d processes (saved with %d): RNG streams start afresh",
+                        self.dist.world_size, ckpt.get("world_size", 1))
+        log.info("resumed from %s at epoch %d, batch %d, step %d",
+                 path, self.epoch, self.batch_in_epoch, self.step)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _optimizer_step(self, batch: dict[str, Any], meters: list[RunningMean]) -> None:
+        """One optimizer step on this process's share of a global batch; scalars go to `meters`."""
+        cfg = self.cfg
+        micro = cfg.train.accum_steps
+        size = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
+        chunk = size // micro
+        for i in range(micro):
+            part = {
+                k: v[i * chunk : (i + 1) * chunk] if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and i < micro - 1:
+                sync = self.ddp_model.no_sync()
+            with sync:
+                loss, stats = self.task.training_step(self.ddp_model, part, self.ctx)
+                self.scaler.scale(loss / micro).backward()
+            for meter in meters:
+                meter.update({"loss": loss.detach().float(), **stats}, chunk)
+        if cfg.optim.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            for meter in meters:
+                meter.update({"grad_norm": norm.detach().float()}, size)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def fit(self) -> RunResult:
+        cfg = self.cfg
+        total_steps = cfg.schedule.epochs * self.steps_per_epoch
+        if self.run_dir is not None and self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            self.writer.truncate_after(self.step)
+        log.info(
+            "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
+            " %d epochs | run dir %s",
+            self.task.name, cfg.model.name,
+            sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
+            self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
+            self.run_dir,
+        )
+        bar = progress_bar(total_steps, self.step, enabled=cfg.output.progress and
+                           self.dist.is_main, desc=self.task.name)
+        window = RunningMean(self.device)
+        epoch_mean = RunningMean(self.device)
+        history: list[dict[str, Any]] = []
+        stopped = None
+        last_path = None
+        tick, tick_step = time.perf_counter(), self.step
+        with StopFlag() as stop:
+            while self.epoch < cfg.schedule.epochs and stopped is None:
+                self.ddp_model.train()
+                set_dataset_epoch(self.train_set, self.epoch)
+                self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+                for batch in self.train_loader:
+                    self._optimizer_step(move_to(batch, self.device), [window, epoch_mean])
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    bar.update(1)
+                    if self.step % cfg.train.log_every_steps == 0:
+                        values = window.compute()
+                        now = time.perf_counter()
+                        rate = (self.step - tick_step) * cfg.data.batch_size / max(now - tick, 1e-9)
+                        tick, tick_step = now, self.step
+                        self._check_finite(values)
+                        record = {"epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
+                                  **values, "samples_per_s": rate}
+                        self.writer.write("train", self.step, record)
+                        bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
+                        window.reset()
+                    if cfg.train.max_steps is not None and self.step >= cfg.train.max_steps:
+                        stopped = "max_steps"
+                    elif stop.reason is not None:
+                        stopped = stop.reason
+                    every = cfg.train.checkpoint_every_steps
+                    if stopped or (every and self.step % every == 0):
+                        last_path = self.save("last.pt") or last_path
+                    if stopped:
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    summary = self._end_epoch(epoch_mean)
+                    history.append(summary)
+                    last_path = self.save("last.pt") or last_path
+                    epoch_mean.reset()
+        bar.close()
+        barrier()
+        if stopped:
+            log.warning("run stopped (%s) at epoch %d, step %d; resume with --resume %s",
+                        stopped, self.epoch, self.step, last_path)
+        self.writer.close()
+        best = self.run_dir / "best.pt" if self.run_dir is not None else None
+        return RunResult(
+            run_dir=self.run_dir,
+            last_checkpoint=self.run_dir / "last.pt" if self.run_dir is not None else None,
+            best_checkpoint=best if best is not None and best.exists() else None,
+            epoch=self.epoch, step=self.step, best_metric_name=self.task.best_metric,
+            best_metric=self.best_metric, stopped=stopped, history=history,
+        )
+
+    def _check_finite(self, values: dict[str, float]) -> None:
+        if not math.isfinite(values.get("loss", 0.0)):
+            raise FloatingPointError(
+                f"loss became {values['loss']} at step {self.step} (epoch {self.epoch}); "
+                "lower optim.lr, set optim.grad_clip, or use train.precision=fp32"
+            )
+
+    def _end_epoch(self, epoch_mean: RunningMean) -> dict[str, Any]:
+        """Evaluate (if due), update best.pt, log an `epoch` record; returns it."""
+        cfg = self.cfg
+        train_values = epoch_mean.compute()
+        summary: dict[str, Any] = {"epoch": self.epoch, **{f"train_{k}": v
+                                                          for k, v in train_values.items()}}
+        due = self.epoch % max(1, cfg.train.eval_every_epochs) == 0
+        if self.test_loader is not None and (due or self.epoch == cfg.schedule.epochs):
+            self.ddp_model.eval()
+            metrics = self.task.evaluate(_unwrap(self.ddp_model), self.test_loader, self.ctx)
+            self.ddp_model.train()
+            summary.update({f"test_{k}": v for k, v in metrics.items()})
+            value = metrics.get(self.task.best_metric)
+        else:
+            value = None
+        if value is None and not any(k.startswith("test_") for k in summary):
+            value = train_values.get(self.task.best_metric)  # tasks without a test split
+        if _is_better(value, self.best_metric, self.task.best_mode):
+            self.best_metric = value
+            self.save("best.pt")
+        summary["best_" + self.task.best_metric] = self.best_metric
+        self.writer.write("epoch", self.step, summary)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items()
+                          if isinstance(v, float) and k != "epoch")
+        log.info("epoch %d/%d: %s", self.epoch, cfg.schedule.epochs, shown)
+        return summary
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses/tuples → dicts/lists of plain values (weights_only-safe)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
