@@ -107,8 +107,10 @@ def register(
             ("triton is not installed"). Called at most once (cached); may import lazily.
         supports: `(*tensors, **options) -> bool`: can it take these inputs? `tensors` are the
             op's tensor arguments in signature order (optional ones may be None), `options` its
-            non-tensor arguments that can matter (see `SELECTION_ARGS`). A function that
-            declares no `**options` is called with the tensors only. Called at every call of
+            non-tensor arguments that can matter: fps (num_samples, random_start), knn (k),
+            chamfer_distance (norm), selective_scan (delta_softplus, return_last_state),
+            causal_conv1d (activation), gather (none). A function without `**options`
+            receives only the options it names. Called at every call of
             the op: keep it cheap (device/dtype/shape tests, no host sync).
         priority: higher wins in automatic selection; reference is 0, external adapters 10-20.
         install: how to get it; shown when it was requested explicitly but is unavailable.
@@ -127,29 +129,20 @@ def register(
     _ordered.cache_clear()
 
 
-# Non-tensor arguments each op passes to `supports` as keywords.
-SELECTION_ARGS = {
-    "fps": ("num_samples", "random_start"),
-    "knn": ("k",),
-    "gather": (),
-    "chamfer_distance": ("norm",),
-    "selective_scan": ("delta_softplus", "return_last_state"),
-    "causal_conv1d": ("activation",),
-}
-
-
 def _accepting_options(supports: Callable[..., bool]) -> Callable[..., bool]:
+    """Wrap `supports` so that it receives only the options it declares (all with **options)."""
     try:
         params = inspect.signature(supports).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature: assume they take options
         return supports
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return supports
+    named = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
 
-    def tensors_only(*tensors, **_options):
-        return supports(*tensors)
+    def declared_options_only(*tensors, **options):
+        return supports(*tensors, **{k: v for k, v in options.items() if k in named})
 
-    return tensors_only
+    return declared_options_only
 
 
 def _load_backends() -> None:

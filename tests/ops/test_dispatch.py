@@ -1,0 +1,308 @@
+"""Backend selection: explicit argument > MAP3D_BACKEND > best available; errors; adapters."""
+
+import argparse
+import sys
+import types
+from collections import namedtuple
+
+import pytest
+import torch
+
+from map3d import ops
+from map3d.ops import dispatch, reference
+from map3d.ops import external as ext
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A private copy of the backend registry, restored afterwards; MAP3D_BACKEND unset."""
+    dispatch._load_backends()
+    saved = {op: dict(backends) for op, backends in dispatch._REGISTRY.items()}
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    yield dispatch._REGISTRY
+    dispatch._REGISTRY.clear()
+    dispatch._REGISTRY.update(saved)
+    dispatch._ordered.cache_clear()
+    dispatch._parse_env.cache_clear()
+
+
+def fake_knn(tag):
+    def knn(query, points, k):
+        return torch.full((1,), float(tag)), None
+
+    return knn
+
+
+def register_fakes(available_reason=None):
+    """`fast` (priority 50, available unless a reason is given) and `slow` (priority 5)."""
+    dispatch.register(
+        "knn",
+        "fast",
+        fake_knn(1),
+        lambda: available_reason,
+        lambda q, p: True,
+        50,
+        install="pip install fast",
+    )
+    dispatch.register("knn", "slow", fake_knn(2), lambda: None, lambda *t, **o: True, 5)
+
+
+def used(points, **kwargs):
+    """Which fake ran (1 fast, 2 slow), or 0 for the reference."""
+    dist2, idx = ops.knn(points, points, 1, **kwargs)
+    return int(dist2[0]) if idx is None else 0
+
+
+@pytest.fixture
+def points(generator):
+    return torch.rand(1, 5, 3, generator=generator)
+
+
+def test_best_available_wins(registry, points):
+    register_fakes()
+    assert used(points) == 1
+
+
+def test_unavailable_backends_are_skipped(registry, points):
+    register_fakes(available_reason="fast is not installed")
+    assert used(points) == 2
+
+
+def test_supports_decides_per_call(registry, points):
+    dispatch.register("knn", "fast", fake_knn(1), lambda: None, lambda q, p, *, k: k > 3, 50)
+    assert used(points) == 0  # k=1: not supported, falls to the reference (slow not registered)
+    assert int(ops.knn(points, points, 4)[0][0]) == 1
+
+
+def test_explicit_argument_beats_environment(registry, points, monkeypatch):
+    register_fakes()
+    monkeypatch.setenv("MAP3D_BACKEND", "slow")
+    assert used(points) == 2
+    assert used(points, backend="reference") == 0
+    assert used(points, backend="auto") == 2
+
+
+def test_environment_forms(registry, points, monkeypatch):
+    register_fakes()
+    monkeypatch.setenv("MAP3D_BACKEND", "knn=slow")
+    assert used(points) == 2
+    monkeypatch.setenv("MAP3D_BACKEND", "reference, fps=reference")
+    assert used(points) == 0
+    monkeypatch.setenv("MAP3D_BACKEND", "slow,knn=fast")
+    assert used(points) == 1
+    monkeypatch.setenv("MAP3D_BACKEND", "triton")  # a default name only applies where usable
+    assert used(points) == 1
+
+
+def test_environment_per_op_entry_is_strict(registry, points, monkeypatch):
+    register_fakes(available_reason="fast is not installed")
+    monkeypatch.setenv("MAP3D_BACKEND", "knn=fast")
+    with pytest.raises(dispatch.BackendUnavailableError, match="MAP3D_BACKEND=.*pip install fast"):
+        used(points)
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("knnn=reference", "unknown op"),
+        ("nonesuch", "unknown backend"),
+        ("reference,slow", "more than one"),
+    ],
+)
+def test_bad_environment_values(registry, points, monkeypatch, value, words):
+    register_fakes()
+    monkeypatch.setenv("MAP3D_BACKEND", value)
+    with pytest.raises(ValueError, match=words):
+        used(points)
+
+
+def test_explicit_unavailable_backend_says_why_and_how_to_install(registry, points):
+    register_fakes(available_reason="fast is not installed")
+    with pytest.raises(dispatch.BackendUnavailableError) as info:
+        used(points, backend="fast")
+    message = str(info.value)
+    assert "fast is not installed" in message and "pip install fast" in message
+
+
+def test_explicit_backend_that_rejects_inputs(registry, points):
+    dispatch.register("knn", "picky", fake_knn(3), lambda: None, lambda *t: False, 1)
+    with pytest.raises(dispatch.BackendUnavailableError, match="does not support these inputs"):
+        used(points, backend="picky")
+
+
+def test_unknown_backend_name(registry, points):
+    with pytest.raises(ValueError, match="knn has no backend 'cuda'.*reference"):
+        used(points, backend="cuda")
+
+
+@pytest.mark.parametrize("name", ["mamba_ssm", "causal_conv1d", "pytorch3d", "knn_cuda"])
+def test_real_external_backends_unavailable_here_raise_with_install_hint(registry, name):
+    if torch.cuda.is_available():
+        pytest.skip("this machine may have the library")
+    op = {
+        "mamba_ssm": "selective_scan",
+        "causal_conv1d": "causal_conv1d",
+        "pytorch3d": "fps",
+        "knn_cuda": "knn",
+    }[name]
+    chosen = registry[op][name]
+    assert chosen.available() is not None
+    with pytest.raises(dispatch.BackendUnavailableError, match="install"):
+        dispatch.resolve(op, name, torch.zeros(1, 4, 3))
+
+
+def test_availability_is_checked_once(registry, points):
+    calls = []
+
+    def available():
+        calls.append(1)
+
+    dispatch.register("knn", "counted", fake_knn(4), available, lambda *t: True, 99)
+    for _ in range(3):
+        used(points)
+    assert len(calls) == 1
+    dispatch.refresh()
+    used(points)
+    assert len(calls) == 2
+
+
+def test_reference_is_default_on_cpu_for_every_op(registry):
+    for op in dispatch.OPS:
+        fn = dispatch.resolve(op, None, torch.zeros(1, 4, 3))
+        assert fn is getattr(reference, op)
+
+
+def test_backend_table_and_command(registry, capsys):
+    register_fakes(available_reason="fast is not installed")
+    rows = dispatch.backend_table()
+    pairs = {(r.op, r.backend): r for r in rows}
+    assert pairs[("knn", "fast")].reason == "fast is not installed"
+    assert pairs[("selective_scan", "reference")].available
+    assert {r.op for r in rows} == set(dispatch.OPS)
+    assert dispatch.BACKENDS_COMMAND.run(argparse.Namespace(op="knn")) == 0
+    out = capsys.readouterr().out
+    assert "no: fast is not installed" in out and "selective_scan" not in out
+    header = out.splitlines()[0]
+    assert header.split() == ["op", "backend", "priority", "available"]
+
+
+def test_register_rejects_unknown_op():
+    with pytest.raises(ValueError, match="op must be one of"):
+        dispatch.register("fft", "x", print, lambda: None, lambda *t: True, 0)
+
+
+# --- external adapters, against fake libraries on CPU ----------------------------------------
+
+
+def fake_module(monkeypatch, name, **attrs):
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+def test_mamba_ssm_adapter_casts_and_checks_compiled_module(monkeypatch, generator):
+    seen = {}
+
+    def selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        seen.update(
+            dtypes=[getattr(t, "dtype", None) for t in (u, delta, A, B, C, D, z, delta_bias)]
+        )
+        return reference.selective_scan(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+        )
+
+    fake_module(monkeypatch, "mamba_ssm")
+    fake_module(monkeypatch, "mamba_ssm.ops")
+    fake_module(
+        monkeypatch, "mamba_ssm.ops.selective_scan_interface", selective_scan_fn=selective_scan_fn
+    )
+    assert "selective_scan_cuda" in ext._mamba_ssm_available()  # the package alone is not enough
+    fake_module(monkeypatch, "selective_scan_cuda")
+    assert ext._mamba_ssm_available() in (None, "no CUDA device")
+    ext._selective_scan_fn.cache_clear()
+    try:
+        u = torch.randn(1, 4, 6, generator=generator).bfloat16()
+        A = -torch.rand(4, 2, generator=generator, dtype=torch.float64)
+        B = torch.randn(1, 2, 6, generator=generator)
+        out = ext.selective_scan_mamba_ssm(
+            u, u.float(), A, B, B, torch.ones(4).bfloat16(), None, torch.zeros(4), True
+        )
+    finally:
+        ext._selective_scan_fn.cache_clear()
+    f32, bf16 = torch.float32, torch.bfloat16
+    assert seen["dtypes"] == [bf16, bf16, f32, bf16, bf16, f32, None, f32]
+    assert out.dtype == bf16
+
+
+def test_knn_cuda_adapter_sorts_and_recomputes_squared_distances(monkeypatch, generator):
+    class KNN:
+        def __init__(self, k, transpose_mode):
+            assert transpose_mode
+            self.k = k
+
+        def __call__(self, ref, query):
+            d = torch.cdist(query, ref)  # Euclidean, as KNN_CUDA returns; order reversed
+            dist, idx = d.topk(self.k, dim=-1, largest=False)
+            return dist.flip(-1), idx.flip(-1).int()
+
+    fake_module(monkeypatch, "knn_cuda", KNN=KNN)
+    points = torch.rand(2, 20, 3, generator=generator)
+    query = torch.rand(2, 6, 3, generator=generator)
+    dist2, idx = ext.knn_knn_cuda(query, points, 5)
+    ref_dist2, ref_idx = reference.knn(query, points, 5)
+    assert idx.dtype == torch.int64 and torch.equal(idx, ref_idx)
+    torch.testing.assert_close(dist2, ref_dist2)
+
+
+@pytest.mark.parametrize("norm", [1, 2])
+def test_pytorch3d_adapters_match_reference(monkeypatch, generator, norm):
+    KNN = namedtuple("KNN", "dists idx knn")
+
+    def knn_points(p1, p2, K=1, return_nn=False, return_sorted=True):
+        dists, idx = reference.knn(p1, p2, K)
+        return KNN(dists, idx, None)
+
+    def sample_farthest_points(points, K, random_start_point=False):
+        idx = reference.fps(points, K)
+        return reference.gather(points, idx), idx
+
+    fake_module(monkeypatch, "pytorch3d")
+    fake_module(
+        monkeypatch,
+        "pytorch3d.ops",
+        knn_points=knn_points,
+        sample_farthest_points=sample_farthest_points,
+    )
+    x = torch.rand(2, 9, 3, generator=generator)
+    y = torch.rand(2, 7, 3, generator=generator)
+    torch.testing.assert_close(
+        ext.chamfer_distance_pytorch3d(x, y, norm=norm), reference.chamfer_distance(x, y, norm=norm)
+    )
+    assert torch.equal(ext.fps_pytorch3d(x, 4), reference.fps(x, 4))
+    assert torch.equal(ext.knn_pytorch3d(x, y, 3)[1], reference.knn(x, y, 3)[1])
+    assert not ext._pytorch3d_supports(x, num_samples=4, random_start=True)
+
+
+def test_external_supports_need_cuda_tensors(generator):
+    x = torch.zeros(1, 4, 8)
+    assert not ext._causal_conv1d_supports(x, torch.zeros(4, 3), None)
+    assert not ext._mamba_ssm_supports(
+        x, x, torch.zeros(4, 2), torch.zeros(1, 2, 8), torch.zeros(1, 2, 8), None, None, None
+    )
+    assert not ext._knn_cuda_supports(x, x)
+    assert not ext._pytorch3d_supports(x, x, k=1)
+
+
+@pytest.mark.gpu
+def test_best_backend_on_cuda_agrees_with_reference(generator):
+    points = torch.rand(2, 256, 3, generator=generator).cuda()
+    for backend in (None, "reference"):
+        assert ops.fps(points, 16, backend=backend).shape == (2, 16)
+    d_auto, _ = ops.knn(points[:, :8], points, 4)
+    d_ref, _ = ops.knn(points[:, :8], points, 4, backend="reference")
+    torch.testing.assert_close(d_auto, d_ref)
+    torch.testing.assert_close(
+        ops.chamfer_distance(points, points.flip(1)),
+        ops.chamfer_distance(points, points.flip(1), backend="reference"),
+    )
