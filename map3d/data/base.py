@@ -64,7 +64,7 @@ def check_points(points: np.ndarray, path, *, where=None, columns=(3,), min_poin
         raise DatasetFormatError(
             path, f"expected a (N,{'|'.join(map(str, columns))}) point array, got {shape}", where
         )
-    if not (np.issubdtype(points.dtype, np.floating) or np.issubdtype(points.dtype, np.integer)):
+    if not np.issubdtype(points.dtype, np.floating):
         raise DatasetFormatError(
             path, f"expected float coordinates, got dtype {points.dtype}", where
         )

@@ -249,9 +249,9 @@ class SyntheticShapes(PointDataset):
             raise ValueError(f"synthetic: split must be one of {list(SPLITS)}, got {split!r}")
         if task not in ("classify", "pretrain"):
             raise ValueError(f"synthetic: task must be 'classify' or 'pretrain', got {task!r}")
-        self.classes = list(classes) if classes is not None else list(SHAPES)
-        unknown = [c for c in self.classes if c not in SHAPES]
-        if unknown or not self.classes:
+        self.class_names = list(classes) if classes is not None else list(SHAPES)
+        unknown = [c for c in self.class_names if c not in SHAPES]
+        if unknown or not self.class_names:
             raise ValueError(f"synthetic: unknown classes {unknown}; known: {list(SHAPES)}")
         if num_samples is None:
             sizes = {"classify": (4000, 1000), "pretrain": (8192, 1024)}[task]
@@ -264,8 +264,7 @@ class SyntheticShapes(PointDataset):
         self.split, self.task = split, task
         self.num_samples, self.num_points = int(num_samples), int(num_points)
         self.shape_options = {"deform": deform, "stretch": stretch, "noise": noise}
-        self.num_classes = len(self.classes)
-        self.class_names = self.classes
+        self.num_classes = len(self.class_names)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -273,5 +272,5 @@ class SyntheticShapes(PointDataset):
     def load(self, index: int, generator: torch.Generator) -> Sample:
         label = index % self.num_classes
         rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
-        points = generate_shape(self.classes[label], self.num_points, rng, **self.shape_options)
+        points = generate_shape(self.class_names[label], self.num_points, rng, **self.shape_options)
         return {"points": torch.from_numpy(points), "label": label}
