@@ -66,4 +66,4 @@ def test_generation_is_fast():
     start = time.perf_counter()
     for i in range(200):
         ds[i]
-    assert (time.perf_counter() - start) / 200 < 0.005  # generous bound for loaded CI machines
+    assert (time.perf_counter() - start) / 200 < 0.02  # ~0.7 ms idle; generous for loaded CI
