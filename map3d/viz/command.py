@@ -130,6 +130,10 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     bad = [i for i in args.index if not 0 <= i < len(dataset)]
     if bad:
         raise ValueError(f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)")
+    if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
+        from map3d.viz.images import visualize_images
+
+        return visualize_images(args, model, dataset, name, split, device)
     norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
     variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
     out = Path(args.out)

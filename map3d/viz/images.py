@@ -89,3 +89,50 @@ def save_image_grid(
     fig = image_grid_figure(original, reconstruction, mask, patch_size, max_images=max_images)
     fig.savefig(path, dpi=dpi)
     return path
+
+
+def save_reconstruction_grid(path: str | Path, reconstruction, *, max_images: int = 8) -> Path:
+    """Grid of an image pretrainer's `reconstruct(...)` output (`ImageReconstruction`)."""
+    return save_image_grid(
+        path,
+        reconstruction.images,
+        reconstruction.pred_images,
+        reconstruction.mask,
+        reconstruction.patch_size,
+        max_images=max_images,
+    )
+
+
+def visualize_images(args, model, dataset, name: str, split: str, device) -> list[dict]:
+    """`map3d viz` for image pretrainers: one grid PNG of the requested items, per-image loss.
+
+    Each item is masked with its own generator seeded from (`--seed`, index), as for shapes.
+    """
+    from map3d.engine.trainer import derive_seed
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images, preds, masks, rows = [], [], [], []
+    print(f"{name}/{split}, normalized-pixel MSE of masked patches:")
+    print(f"{'index':>7} {'loss':>10} {'masked':>8}")
+    for index in args.index:
+        image = dataset[index]["image"].to(device=device, dtype=torch.float32).unsqueeze(0)
+        generator = torch.Generator(device).manual_seed(derive_seed(args.seed, index))
+        with torch.no_grad():
+            rec = model.reconstruct(image, generator=generator)
+        images.append(rec.images.cpu())
+        preds.append(rec.pred_images.cpu())
+        masks.append(rec.mask.cpu())
+        loss, masked = float(rec.loss[0]), int(rec.mask.sum())
+        rows.append({"index": index, "loss": loss, "num_masked": masked})
+        print(f"{index:>7} {loss:>10.5f} {masked:>5}/{rec.mask.shape[1]}", flush=True)
+    png = save_image_grid(
+        out / f"{name}-{split}-grid.png",
+        torch.cat(images),
+        torch.cat(preds),
+        torch.cat(masks),
+        rec.patch_size,
+        max_images=len(rows),
+    )
+    print(f"wrote {png}")
+    return rows
