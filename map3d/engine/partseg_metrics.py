@@ -46,13 +46,20 @@ def category_part_mask(category_parts: Sequence[Sequence[int]], *, device=None) 
     return mask.to(device)
 
 
-def _check_inputs(seg: Tensor, category: Tensor, part_mask: Tensor) -> None:
-    if seg.dim() != 2:
-        raise ValueError(f"seg: expected (B,N), got shape {tuple(seg.shape)}")
-    if category.shape != seg.shape[:1]:
-        raise ValueError(f"category: expected shape ({seg.shape[0]},), got {tuple(category.shape)}")
-    if category.numel() and (category.min() < 0 or category.max() >= part_mask.shape[0]):
-        raise ValueError(f"category: ids must lie in [0, {part_mask.shape[0]})")
+def _check_ids(name: str, ids: Tensor, upper: int) -> None:
+    """Range check of integer ids, on CPU tensors only (on an accelerator it is a host sync)."""
+    if ids.device.type == "cpu" and ids.numel() and (ids.min() < 0 or ids.max() >= upper):
+        raise ValueError(f"{name}: ids must lie in [0, {upper}), got [{ids.min()}, {ids.max()}]")
+
+
+def _check_inputs(points_shape: torch.Size, category: Tensor, part_mask: Tensor) -> None:
+    if len(points_shape) != 2:
+        raise ValueError(f"seg: expected (B,N), got shape {tuple(points_shape)}")
+    if category.shape != points_shape[:1]:
+        raise ValueError(
+            f"category: expected shape ({points_shape[0]},), got {tuple(category.shape)}"
+        )
+    _check_ids("category", category, part_mask.shape[0])
 
 
 def restrict_to_category(logits: Tensor, category: Tensor, part_mask: Tensor) -> Tensor:
@@ -65,7 +72,7 @@ def restrict_to_category(logits: Tensor, category: Tensor, part_mask: Tensor) ->
         raise ValueError(
             f"logits: expected (B,N,{part_mask.shape[1]}), got shape {tuple(logits.shape)}"
         )
-    _check_inputs(logits[..., 0], category, part_mask)
+    _check_inputs(logits.shape[:2], category, part_mask)
     allowed = part_mask.to(logits.device)[category].unsqueeze(1)  # (B,1,P)
     masked = logits.masked_fill(~allowed, float("-inf"))
     return masked.argmax(dim=-1)
@@ -78,13 +85,12 @@ def shape_ious(pred: Tensor, seg: Tensor, category: Tensor, part_mask: Tensor) -
     A part of the category absent from both pred and seg counts as 1.0. A predicted id outside
     the category (unrestricted predictions) only counts as a miss for the true part.
     """
-    _check_inputs(seg, category, part_mask)
+    _check_inputs(seg.shape, category, part_mask)
     if pred.shape != seg.shape:
         raise ValueError(f"pred: expected shape {tuple(seg.shape)}, got {tuple(pred.shape)}")
     num_parts = part_mask.shape[1]
-    for name, ids in (("seg", seg), ("pred", pred)):
-        if ids.numel() and (ids.min() < 0 or ids.max() >= num_parts):
-            raise ValueError(f"{name}: part ids must lie in [0, {num_parts})")
+    _check_ids("seg", seg, num_parts)
+    _check_ids("pred", pred, num_parts)
     batch = seg.shape[0]
     ones = torch.ones_like(seg, dtype=torch.float64)
     pred_count = torch.zeros(batch, num_parts, dtype=torch.float64, device=seg.device)
@@ -133,7 +139,8 @@ class PartSegMeter:
         """Add a batch; returns the batch's restricted predictions (B,N)."""
         if self.state.device != logits.device:
             self.state = self.state.to(logits.device)
-        part_mask = self.part_mask.to(logits.device)
+            self.part_mask = self.part_mask.to(logits.device)
+        part_mask = self.part_mask
         pred = restrict_to_category(logits, category, part_mask)
         ious = shape_ious(pred, seg, category, part_mask)
         num_categories = part_mask.shape[0]

@@ -73,6 +73,12 @@ def test_table_validation():
         )
 
 
+def test_part_ids_out_of_range():
+    mask = category_part_mask(TABLE)
+    with pytest.raises(ValueError, match="seg"):
+        shape_ious(torch.zeros(1, 2).long(), torch.tensor([[0, 5]]), torch.tensor([0]), mask)
+
+
 def _reference_metrics(logits, seg, category):
     """The community's per-shape loop (PointNet++ / Point-MAE test code), re-written plainly."""
     shape_ious_by_cat = {c: [] for c in range(len(TABLE))}
