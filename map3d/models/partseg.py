@@ -88,7 +88,9 @@ class PointPartSegConfig:
     (4, 10, 15) for HybridMT3D-S's 16.
     propagation_widths / head_widths: None scales with the encoder width C as Point-MAE at
     C=384: propagation [4C, 8C/3] = [1536, 1024], head [4C/3, 2C/3] = [512, 256] (at least 64).
-    category_dim: width of the learned category embedding joined to the global feature.
+    category_dim: width of the learned category embedding joined to the global feature (an
+    `nn.Embedding` + LeakyReLU(0.2): the reference's bias-free 1x1 conv of the one-hot, without
+    its BatchNorm, which cannot train on a batch of one shape).
     interpolation_k: nearest centers each point interpolates from.
     check_finite: NaN/Inf input check: None = CPU inputs only (no host sync), True, False.
     """
