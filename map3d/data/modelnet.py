@@ -13,7 +13,8 @@ as the reference) the `.dat` cache is read if present, else built once from the 
 farthest point sampling (random start) and written atomically next to them (or to `cache_dir`).
 The cache is loaded with the restricted unpickler of `map3d.data.safe_pickle`. Items: all
 cached points, xyz unit-sphere normalized, normals dropped unless `use_normals`, point order
-shuffled for the train split; `label` int. Validation is eager (the split is held in memory).
+shuffled for the train split; `label` int. Validation and normalization happen once, eagerly,
+at construction (the split is held in memory).
 With `use_cache=False` the `.txt` files are read lazily and the first `npoints` rows are kept
 (the reference's non-uniform mode).
 
@@ -54,15 +55,20 @@ def class_dir(shape_id: str) -> str:
     return shape_id.rsplit("_", 1)[0]
 
 
-def _points_and_label(
-    points: np.ndarray, label: int, *, use_normals: bool, shuffle: bool, generator
-):
-    points = pc_normalize(points)
-    if not use_normals:
-        points = points[:, :3]
-    if shuffle:
-        points = points[torch.randperm(len(points), generator=generator).numpy()]
-    return {"points": torch.from_numpy(np.ascontiguousarray(points)), "label": label}
+def _normalized(points: np.ndarray, use_normals: bool) -> np.ndarray:
+    """(N,6) -> unit-sphere xyz (N,3), or (N,6) with normals kept; a float32 copy."""
+    return pc_normalize(points if use_normals else points[:, :3])
+
+
+def _normalize_in_place(clouds: list[np.ndarray], use_normals: bool) -> None:
+    """Normalize held clouds once, at construction, replacing each (peak memory: one cloud)."""
+    for i, cloud in enumerate(clouds):
+        clouds[i] = _normalized(cloud, use_normals)
+
+
+def _item(points: np.ndarray, label: int, *, shuffle: bool, generator) -> Sample:
+    order = torch.randperm(len(points), generator=generator).numpy() if shuffle else slice(None)
+    return {"points": torch.from_numpy(points[order].copy()), "label": label}
 
 
 class ModelNet40(PointDataset):
@@ -117,6 +123,7 @@ class ModelNet40(PointDataset):
                 self.points, self.labels = self._read_cache()
             else:
                 self.points, self.labels = self._build_cache()
+            _normalize_in_place(self.points, use_normals)
         else:
             missing = [str(path) for path, _ in self.shapes if not path.is_file()]
             if missing and not skip_bad:
@@ -208,14 +215,8 @@ class ModelNet40(PointDataset):
         else:
             path, label = self.shapes[index]
             points = check_points(self._read_txt(path), path, columns=(6,), min_points=self.npoints)
-            points = points[: self.npoints]
-        return _points_and_label(
-            points,
-            label,
-            use_normals=self.use_normals,
-            shuffle=self.split == "train",
-            generator=generator,
-        )
+            points = _normalized(points[: self.npoints], self.use_normals)
+        return _item(points, label, shuffle=self.split == "train", generator=generator)
 
 
 class ModelNet40FewShot(PointDataset):
@@ -272,7 +273,7 @@ class ModelNet40FewShot(PointDataset):
                     raise
                 errors.append(error)
                 continue
-            self.samples.append((cloud, label, original))
+            self.samples.append((_normalized(cloud, use_normals), label, original))
         warn_skipped(f"modelnet40_fewshot {path}", errors)
         if not self.samples:
             raise DatasetFormatError(path, f"no usable samples under key {split!r}")
@@ -283,12 +284,6 @@ class ModelNet40FewShot(PointDataset):
 
     def load(self, index: int, generator: torch.Generator) -> Sample:
         cloud, label, original = self.samples[index]
-        sample = _points_and_label(
-            cloud,
-            label,
-            use_normals=self.use_normals,
-            shuffle=self.split == "train",
-            generator=generator,
-        )
+        sample = _item(cloud, label, shuffle=self.split == "train", generator=generator)
         sample["orig_label"] = original
         return sample
