@@ -1,8 +1,9 @@
 """Pure-PyTorch point-cloud ops: farthest point sampling, kNN, gather, Chamfer distance.
 
-Inputs are assumed valid (`map3d.ops` checks them). Distances are computed coordinate by
-coordinate as sums of squared differences (exact, no |a|^2 - 2ab + |b|^2 cancellation), with
-memory bounded by processing queries in chunks.
+Inputs are assumed valid (`map3d.ops` checks them). Neighbours are selected on exact Euclidean
+distances (`torch.cdist` without the |a|^2 - 2ab + |b|^2 shortcut, which cancels badly), in
+chunks of queries to bound memory; the returned squared distances are then recomputed from the
+selected points, so they are differentiable and only O(output) memory is kept for backward.
 """
 
 from __future__ import annotations
@@ -17,28 +18,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _sq_dist(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """query (B,M,D), points (B,N,D) -> squared distances (B,M,N)."""
-    d2 = None
-    for c in range(query.shape[-1]):
-        diff = query[..., c, None] - points[..., None, :, c]
-        d2 = diff * diff if d2 is None else d2.add_(diff * diff)
-    return d2
-
-
 def squared_distances_to(query: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-    """query (B,M,D), neighbours (B,M,k,D) -> squared distances (B,M,k), same arithmetic as
-    `_sq_dist` so that values match bit for bit."""
-    d2 = None
-    for c in range(query.shape[-1]):
-        diff = query[..., c, None] - neighbours[..., c]
-        d2 = diff * diff if d2 is None else d2 + diff * diff
-    return d2
+    """query (B,M,D), neighbours (B,M,k,D) -> squared distances (B,M,k)."""
+    return (query.unsqueeze(2) - neighbours).square().sum(-1)
 
 
 @torch.no_grad()
 def _nearest(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (B,M,k) int64 of the k nearest `points` to each query, ascending distance."""
+    """Indices (B,M,k) int64 of the k nearest `points` to each query (k=1: argmin)."""
     B, M, _ = query.shape
     N = points.shape[1]
     dtype = _compute_dtype(points.dtype)
@@ -46,8 +33,13 @@ def _nearest(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
     chunk = max(1, _PAIR_BUDGET // max(1, B * N))
     parts = []
     for start in range(0, M, chunk):
-        d2 = _sq_dist(query[:, start : start + chunk], points)
-        parts.append(d2.topk(k, dim=-1, largest=False, sorted=True).indices)
+        dist = torch.cdist(
+            query[:, start : start + chunk], points, compute_mode="donot_use_mm_for_euclid_dist"
+        )
+        if k == 1:
+            parts.append(dist.argmin(dim=-1, keepdim=True))
+        else:
+            parts.append(dist.topk(k, dim=-1, largest=False, sorted=False).indices)
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
@@ -78,23 +70,25 @@ def fps(
     """
     B, N, _ = points.shape
     device = points.device
-    pts = points.detach().to(_compute_dtype(points.dtype))
+    # one contiguous (B,N) plane per coordinate: each step is a few flat vector ops
+    planes = points.detach().to(_compute_dtype(points.dtype)).unbind(-1)
+    planes = [plane.contiguous() for plane in planes]
     if random_start:
         gen_device = generator.device if generator is not None else "cpu"
-        start = torch.randint(N, (B,), generator=generator, device=gen_device).to(device)
+        farthest = torch.randint(N, (B, 1), generator=generator, device=gen_device).to(device)
     else:
-        start = torch.zeros(B, dtype=torch.long, device=device)
+        farthest = torch.zeros(B, 1, dtype=torch.long, device=device)
     idx = torch.empty(B, num_samples, dtype=torch.long, device=device)
-    min_d2 = torch.full((B, N), float("inf"), dtype=pts.dtype, device=device)
-    rows = torch.arange(B, device=device)
-    farthest = start
+    min_d2 = torch.full((B, N), float("inf"), dtype=planes[0].dtype, device=device)
     for i in range(num_samples):
-        idx[:, i] = farthest
-        chosen = pts[rows, farthest]  # (B,3)
-        d2 = ((pts - chosen[:, None, :]) ** 2).sum(-1)
+        idx[:, i : i + 1] = farthest
+        d2 = None
+        for plane in planes:
+            diff = plane - plane.gather(1, farthest)
+            d2 = diff.square_() if d2 is None else d2.add_(diff.square_())
         torch.minimum(min_d2, d2, out=min_d2)
-        min_d2[rows, farthest] = -1.0  # never pick a chosen point again
-        farthest = min_d2.argmax(dim=1)
+        min_d2.scatter_(1, farthest, -1.0)  # never pick a chosen point again
+        farthest = min_d2.argmax(dim=1, keepdim=True)
     return idx
 
 
@@ -107,7 +101,8 @@ def knn(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor
     idx = _nearest(query, points, k)
     dtype = _compute_dtype(points.dtype)
     dist2 = squared_distances_to(query.to(dtype), gather(points.to(dtype), idx))
-    return dist2.to(points.dtype), idx
+    dist2, order = dist2.sort(dim=-1)  # ascending on the returned values themselves
+    return dist2.to(points.dtype), idx.gather(-1, order)
 
 
 def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
