@@ -1,4 +1,31 @@
-"""Models: hybrid backbone, MAP pretrainer, classifier, presets registry."""
+"""Models: hybrid backbone, MAP pretrainer, classifier, presets registry.
+
+    create_model("hybridmt3d_s", task="pretrain" | "classify" | "partseg", **overrides)
+
+Faithfulness to the MAP / Mamba3D / Point-MAE releases. Everything below the line is a
+config field whose default is our choice; the other value reproduces the release.
+
+- Grouping, mini-PointNet, position MLP (SiLU for Mamba3D-based presets, GELU for Point-MAE),
+  LNP (k=4, softmax-weighted pooling), bidirectional Mamba, masking (per sample, floor(ratio*G),
+  0.6), decoder (4 blocks, drop path 0.1, GELU position MLP), Chamfer "cdl2" (the Point-MAE
+  and Mamba3D pretraining configs; the PointMAP code builds on Mamba3D and ships no config of
+  its own), classification head: as in the releases.
+- Decoder input: always the full sequence in serialized order with mask tokens in place (the
+  MAP 2D release's convention; the 3D release concatenates [visible, masked], which breaks the
+  spatial order the region-causal mask relies on). Not configurable, by design.
+- Drop path: linear over all blocks of the pattern (the release gives the T blocks the first
+  values of the M blocks' schedule). Not configurable; rates differ by at most one step.
+--------------------------------------------------------------------------------------------
+- serialization = "hilbert" (release: "none", FPS order).
+- BackboneConfig.lnp_std = "sample" (release: "batch", one std over the whole batch, which
+  makes a shape's features depend on the other shapes of its batch).
+- BackboneConfig.bimamba_flip = "sequence" (Vim v2 / MAP 2D; release 3D configs: "channel",
+  Mamba3D's bimamba v4), bimamba_divide_out = False (MAP 2D: True).
+- BackboneConfig.bimamba_init = "mamba_ssm" (release: "release", which re-initializes the
+  Mamba projections with trunc_normal and zeroes the dt bias).
+- BackboneConfig.attention_block = "prenorm" (release: "release", a ViT block nested in an
+  outer residual with an extra LayerNorm).
+"""
 
 from map3d.models.backbone import BackboneConfig, HybridBackbone
 from map3d.models.checkpoint import load_pretrained

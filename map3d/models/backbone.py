@@ -31,6 +31,10 @@ class BackboneConfig:
     lnp_std: "sample" (default) or "batch" (release) scope of LNP's normalizing std.
     bimamba_flip: "sequence" (Vim v2, default) or "channel" (Mamba3D's bimamba v4).
     bimamba_divide_out: average instead of sum the two scan directions (Vim's if_devide_out).
+    bimamba_init: "mamba_ssm" (default: dt/A/D init of mamba-ssm kept) or "release" (the
+      Mamba3D/PointMAP release re-initializes every Linear/Conv1d, dt bias included).
+    attention_block: "prenorm" (default, standard pre-norm block) or "release" (PointMAP's
+      Transformer block nested in an outer residual; see `AttentionBlock`).
     """
 
     dim: int = 384
@@ -47,6 +51,8 @@ class BackboneConfig:
     expand: int = 2
     bimamba_flip: str = "sequence"
     bimamba_divide_out: bool = False
+    bimamba_init: str = "mamba_ssm"
+    attention_block: str = "prenorm"
 
     def __post_init__(self):
         bad = sorted(set(self.pattern) - set(BLOCK_TYPES))
@@ -59,6 +65,12 @@ class BackboneConfig:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.lnp_std not in LNP_STD_SCOPES:
             raise ValueError(f"lnp_std={self.lnp_std!r} must be one of {LNP_STD_SCOPES}")
+        for name, choices in (
+            ("bimamba_init", ("mamba_ssm", "release")),
+            ("attention_block", ("prenorm", "release")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be one of {choices}")
         if self.bimamba_flip not in BIMAMBA_FLIPS:
             raise ValueError(f"bimamba_flip={self.bimamba_flip!r} must be one of {BIMAMBA_FLIPS}")
 
@@ -117,13 +129,25 @@ class MambaBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Block "T": [LNP residual], then a pre-norm Transformer block. (B,L,C)."""
+    """Block "T": [LNP residual], then a pre-norm Transformer block. (B,L,C).
+
+    `attention_block="release"` reproduces PointMAP's Trans3DBlock instead: the whole
+    Transformer block (its own residuals, no drop path) is the branch of an outer residual,
+    x + drop_path(block(norm2(x))), which also adds norm2(x) to the stream.
+    """
 
     def __init__(self, config: BackboneConfig, drop_path: float):
         super().__init__()
         self.local = LocalAggregation(config, drop_path) if config.local_aggregation else None
+        nested = config.attention_block == "release"
+        self.norm2 = nn.LayerNorm(config.dim) if nested else None
+        self.drop_path = DropPath(drop_path) if nested else None
         self.mixer = TransformerBlock(
-            config.dim, config.num_heads, config.mlp_ratio, config.qkv_bias, drop_path=drop_path
+            config.dim,
+            config.num_heads,
+            config.mlp_ratio,
+            config.qkv_bias,
+            drop_path=0.0 if nested else drop_path,
         )
 
     def forward(
@@ -135,19 +159,22 @@ class AttentionBlock(nn.Module):
     ) -> Tensor:
         if self.local is not None:
             x = self.local(x, centers, neighbors)
+        if self.norm2 is not None:
+            return x + self.drop_path(self.mixer(self.norm2(x), attn_mask))
         return self.mixer(x, attn_mask)
 
 
 BLOCKS = {"M": MambaBlock, "T": AttentionBlock}
 
 
-def init_weights(module: nn.Module, scheme: str = "trunc_normal") -> None:
+def init_weights(module: nn.Module, scheme: str = "trunc_normal", *, mamba: bool = False) -> None:
     """Point-MAE initialization: Linear/Conv1d weights trunc_normal(0.02) ("trunc_normal") or
     xavier_uniform ("xavier", the decoder's), zero biases, LayerNorm (1, 0). BiMamba mixers
-    keep mamba-ssm's own initialization (dt, A_log, D)."""
+    keep mamba-ssm's own initialization (dt, A_log, D) unless `mamba=True`, which
+    re-initializes their Linear/Conv1d layers too (dt bias zeroed), as the release does."""
 
     def visit(m: nn.Module) -> None:
-        if isinstance(m, BiMamba):
+        if isinstance(m, BiMamba) and not mamba:
             return
         if isinstance(m, (nn.Linear, nn.Conv1d)):
             if scheme == "xavier" and isinstance(m, nn.Linear):
@@ -182,7 +209,7 @@ class HybridBackbone(nn.Module):
             BLOCKS[kind](config, rate) for kind, rate in zip(config.pattern, rates)
         )
         self.norm = nn.LayerNorm(config.dim)
-        init_weights(self, init)
+        init_weights(self, init, mamba=config.bimamba_init == "release")
 
     def forward_features(
         self,

@@ -89,9 +89,9 @@ class Reconstruction:
 class ChamferObjective(nn.Module):
     """Each masked token predicts its K x 3 patch (relative to its center); Chamfer loss.
 
-    norm=2: squared-L2 Chamfer ("cdl2" of Point-MAE, used by the Point-MAE, Mamba3D and
-    PointMAP pretraining configs). norm=1: Euclidean Chamfer ("cdl1": mean Euclidean distance
-    both ways, divided by 2).
+    norm=2 (default): squared-L2 Chamfer ("cdl2" of Point-MAE; `loss: cdl2` in the Point-MAE
+    and Mamba3D pretraining configs, on which PointMAP builds). norm=1: Euclidean Chamfer
+    ("cdl1": mean Euclidean distance both ways, divided by 2).
     """
 
     def __init__(self, group_size: int, norm: int = 2):

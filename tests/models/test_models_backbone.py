@@ -50,3 +50,30 @@ def test_bad_shapes():
         backbone(torch.randn(2, 4, 8), torch.randn(2, 4, 8))
     with pytest.raises(ValueError, match="divisible"):
         BackboneConfig(dim=10, num_heads=3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"attention_block": "release"},
+        {"bimamba_init": "release"},
+        {"lnp_std": "batch", "bimamba_flip": "channel", "bimamba_divide_out": True},
+    ],
+)
+def test_release_options_run(options, generator):
+    config = BackboneConfig(dim=16, num_heads=2, pattern="MT", d_state=2, **options)
+    backbone = HybridBackbone(config)
+    x = torch.randn(2, 9, 16, generator=generator, requires_grad=True)
+    backbone(x, torch.zeros_like(x), torch.rand(2, 8, 3, generator=generator)).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    if options.get("bimamba_init") == "release":
+        assert backbone.blocks[0].mixer.dt_proj.bias.eq(0).all()
+    else:
+        assert backbone.blocks[0].mixer.dt_proj.bias.ne(0).all()
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="attention_block"):
+        BackboneConfig(attention_block="post")
+    with pytest.raises(ValueError, match="bimamba_flip"):
+        BackboneConfig(bimamba_flip="both")
