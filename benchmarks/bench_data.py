@@ -62,7 +62,18 @@ def configurations(base: Path, items: int):
         ),
         {"split": "train"},
     )
-    yield "synthetic classify (1024 pts)", "synthetic", None, {"num_samples": items * 4}
+    yield (
+        "synthetic, generated (cache=False)",
+        "synthetic",
+        None,
+        {"num_samples": items * 4, "cache": False},
+    )
+    yield (
+        "synthetic, cached (epochs after the first)",
+        "synthetic",
+        None,
+        {"num_samples": items * 4},
+    )
 
 
 def throughput(dataset, seconds: float, **loader) -> float:

@@ -228,6 +228,8 @@ class SyntheticShapes(PointDataset):
 
     task: "classify" (default 4,000 train / 1,000 test items) or "pretrain" (default 8,192 / 1,024;
     same items, `label` may be ignored). `classes` selects a subset of `SHAPES` by name.
+    `cache` keeps each generated cloud (per process; 12 KiB per 1,024-point item), so only the
+    first epoch pays for generation (~0.7 ms per item on one idle core).
     """
 
     def __init__(
@@ -242,6 +244,7 @@ class SyntheticShapes(PointDataset):
         stretch: float = 0.15,
         noise: float = 0.015,
         seed: int = 0,
+        cache: bool = True,
         transforms: Transform | None = None,
     ):
         super().__init__(seed=seed, transforms=transforms)
@@ -265,12 +268,20 @@ class SyntheticShapes(PointDataset):
         self.num_samples, self.num_points = int(num_samples), int(num_points)
         self.shape_options = {"deform": deform, "stretch": stretch, "noise": noise}
         self.num_classes = len(self.class_names)
+        # index -> generated points; items do not depend on the epoch, so caching is exact.
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self.num_samples
 
     def load(self, index: int, generator: torch.Generator) -> Sample:
         label = index % self.num_classes
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
-        points = generate_shape(self.class_names[label], self.num_points, rng, **self.shape_options)
-        return {"points": torch.from_numpy(points), "label": label}
+        points = None if self._cache is None else self._cache.get(index)
+        if points is None:
+            rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
+            points = generate_shape(
+                self.class_names[label], self.num_points, rng, **self.shape_options
+            )
+            if self._cache is not None:
+                self._cache[index] = points
+        return {"points": torch.from_numpy(points.copy()), "label": label}
