@@ -100,17 +100,11 @@ BATCH_AUGMENTS: dict[str, BatchAugment] = {
 
 def apply_augments(points: Tensor, names: Sequence[str], g: torch.Generator) -> Tensor:
     """Apply the named batch augmentations in order to xyz (B,N,3)."""
-    for name in names:
-        if name not in BATCH_AUGMENTS:
-            raise ValueError(
-                f"augmentation {name!r} unknown; choose from {', '.join(BATCH_AUGMENTS)}"
-            )
-        points = BATCH_AUGMENTS[name](points, g)
-    return points
-
-
-def check_augment_names(names: Sequence[str], where: str) -> None:
     unknown = [n for n in names if n not in BATCH_AUGMENTS]
     if unknown:
-        raise ValueError(f"{where}: unknown augmentation {unknown[0]!r}; choose from "
-                         f"{', '.join(BATCH_AUGMENTS)}")
+        raise ValueError(
+            f"augmentation {unknown[0]!r} unknown; choose from {', '.join(BATCH_AUGMENTS)}"
+        )
+    for name in names:
+        points = BATCH_AUGMENTS[name](points, g)
+    return points

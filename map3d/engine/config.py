@@ -88,8 +88,9 @@ class TrainConfig:
     """Task, seed, device, precision, logging and checkpoint cadence.
 
     precision: `auto` (bf16 autocast on a GPU that supports it, else fp32), `fp32`, `bf16`,
-    `fp16` (with a GradScaler); autocast is only used on CUDA. `max_steps` stops early (with a
-    checkpoint) while the schedule still spans all epochs: a time-limited job can be resumed.
+    `fp16` (with a GradScaler); autocast is only used on CUDA. `max_steps` stops this invocation
+    after that many optimizer steps (with a checkpoint) while the schedule still spans all
+    epochs: time-limited jobs continue with `--resume`.
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
     epoch's training mean of the task's metric). `accum_steps` splits each process's share of
     the batch into micro-batches (gradient accumulation).

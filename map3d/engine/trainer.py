@@ -468,6 +468,7 @@ class Trainer:
         stopped = None
         last_path = None
         tick, tick_step = time.perf_counter(), self.step
+        start = self.step
         with StopFlag() as stop:
             while self.epoch < cfg.schedule.epochs and stopped is None:
                 self.ddp_model.train()
@@ -489,22 +490,21 @@ class Trainer:
                         self.writer.write("train", self.step, record)
                         bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
                         window.reset()
-                    if cfg.train.max_steps is not None and self.step >= cfg.train.max_steps:
+                    epoch_done = self.batch_in_epoch == self.steps_per_epoch
+                    if epoch_done:
+                        self.epoch += 1
+                        self.batch_in_epoch = 0
+                        history.append(self._end_epoch(epoch_mean))
+                        epoch_mean.reset()
+                    if cfg.train.max_steps is not None and self.step - start >= cfg.train.max_steps:
                         stopped = "max_steps"
                     elif stop.reason is not None:
                         stopped = stop.reason
                     every = cfg.train.checkpoint_every_steps
-                    if stopped or (every and self.step % every == 0):
+                    if epoch_done or stopped or (every and self.step % every == 0):
                         last_path = self.save("last.pt") or last_path
-                    if stopped:
+                    if stopped or epoch_done:
                         break
-                else:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    summary = self._end_epoch(epoch_mean)
-                    history.append(summary)
-                    last_path = self.save("last.pt") or last_path
-                    epoch_mean.reset()
         bar.close()
         barrier()
         if stopped:

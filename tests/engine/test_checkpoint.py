@@ -1,0 +1,93 @@
+"""Checkpoints: atomic writes survive a kill mid-write, weights_only loading, RNG, export."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from map3d.engine.checkpoint import (
+    FORMAT_NAME,
+    CheckpointError,
+    atomic_torch_save,
+    capture_rng,
+    export_encoder,
+    load_checkpoint,
+    model_state_dict,
+    restore_rng,
+)
+
+
+def _ckpt(value: float) -> dict:
+    return {"format": FORMAT_NAME, "format_version": 1, "model": {"w": torch.full((4,), value)},
+            "config": {"a": [1, 2], "b": "x"}}
+
+
+def test_round_trip_weights_only(tmp_path):
+    atomic_torch_save(_ckpt(1.0), tmp_path / "last.pt")
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert torch.equal(ckpt["model"]["w"], torch.ones(4)) and ckpt["config"]["a"] == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp files left
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_kill_during_write_keeps_previous_checkpoint(tmp_path):
+    """A process SIGKILLed halfway through writing never leaves a corrupt last.pt."""
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        from map3d.engine.checkpoint import atomic_torch_save, FORMAT_NAME
+        path = {str(tmp_path / 'last.pt')!r}
+        atomic_torch_save({{"format": FORMAT_NAME, "format_version": 1,
+                            "model": {{"w": torch.ones(4)}}}}, path)
+        real_save = torch.save
+        def dying_save(obj, f, *a, **k):
+            f.write(b"PK partial bytes of a checkpoint")  # half-written file...
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)          # ...and the process dies
+        torch.save = dying_save
+        atomic_torch_save({{"format": FORMAT_NAME, "format_version": 1,
+                            "model": {{"w": torch.zeros(10**6)}}}}, path)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert torch.equal(ckpt["model"]["w"], torch.ones(4))
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    g = torch.Generator().manual_seed(5)
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    atomic_torch_save({"format": FORMAT_NAME, "format_version": 1,
+                       "rng": capture_rng({"aug": g})}, tmp_path / "r.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=g))
+    torch.manual_seed(9), np.random.seed(9), random.seed(9), g.manual_seed(9)
+    restore_rng(load_checkpoint(tmp_path / "r.pt")["rng"], {"aug": g})
+    got = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=g))
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    assert got[2] == expected[2] and torch.equal(got[3], expected[3])
+
+
+def test_export_encoder_safetensors(tmp_path):
+    from safetensors import safe_open
+
+    state = {"encoder.a.weight": torch.randn(2, 2), "head.weight": torch.randn(3)}
+    assert export_encoder(state, tmp_path / "enc.safetensors", metadata={"model_name": "m"}) == 1
+    with safe_open(str(tmp_path / "enc.safetensors"), "pt") as f:
+        assert list(f.keys()) == ["a.weight"] and f.metadata()["model_name"] == '"m"'
+    loaded = model_state_dict(tmp_path / "enc.safetensors")
+    assert torch.equal(loaded["encoder.a.weight"], state["encoder.a.weight"])
+    with pytest.raises(ValueError, match="no weights under prefix"):
+        export_encoder(state, tmp_path / "x.safetensors", prefix="decoder.")
+    assert not os.path.exists(tmp_path / "x.safetensors")

@@ -1,0 +1,110 @@
+"""Typed configs: every YAML in configs/ loads and builds its model config, strict keys, --set."""
+
+from pathlib import Path
+
+import pytest
+
+from map3d.engine.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    default_config,
+    load_config,
+    parse_override,
+    save_config,
+)
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+
+
+def test_configs_exist():
+    names = {str(p.relative_to(p.parents[1])) for p in CONFIGS}
+    for required in (
+        "pretrain/shapenet55_map.yaml", "pretrain/synthetic.yaml", "finetune/modelnet40.yaml",
+        "finetune/modelnet40_fewshot.yaml", "finetune/scanobjectnn_obj_bg.yaml",
+        "finetune/scanobjectnn_obj_only.yaml", "finetune/scanobjectnn_pb_t50_rs.yaml",
+        "finetune/synthetic.yaml", "smoke/pretrain.yaml", "smoke/finetune.yaml",
+    ):
+        assert required in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_config_loads_and_its_model_config_builds(path):
+    from map3d.data.registry import dataset_class
+    from map3d.engine.tasks import get_task
+    from map3d.models import build_config
+
+    cfg = load_config(path)
+    task = get_task(cfg.train.task)
+    overrides = dict(cfg.model.overrides)
+    if task.model_task == "classify":
+        overrides.setdefault("num_classes", 10)
+    build_config(cfg.model.name, task.model_task, **overrides)  # validates every override
+    dataset_class(cfg.data.name)  # the dataset name is registered
+
+
+def test_paper_hyperparameters():
+    pre = load_config("configs/pretrain/shapenet55_map.yaml")
+    assert (pre.optim.lr, pre.optim.weight_decay, pre.schedule.epochs) == (1e-3, 0.05, 300)
+    assert (pre.schedule.warmup_epochs, pre.data.batch_size, pre.data.augment) == (10, 128,
+                                                                                  ["rotate_y"])
+    ft = load_config("configs/finetune/modelnet40.yaml")
+    assert (ft.optim.lr, ft.optim.grad_clip, ft.data.batch_size, ft.eval.votes) == (5e-4, 10, 32, 10)
+    assert (ft.data.npoints, ft.data.point_all) == (1024, 1200)
+    hardest = load_config("configs/finetune/scanobjectnn_pb_t50_rs.yaml")  # via `base:`
+    assert hardest.data.options == {"variant": "pb_t50_rs"} and hardest.data.npoints == 2048
+
+
+@pytest.mark.parametrize("task,path", [("pretrain", "configs/pretrain/synthetic.yaml"),
+                                       ("classify", "configs/finetune/synthetic.yaml")])
+def test_builtin_defaults_match_their_yaml(task, path):
+    assert load_config(path) == default_config(task)
+
+
+def test_unknown_key_in_yaml_names_the_path(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("optim:\n  lr: 1.0e-3\n  lrr: 2\n")
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean 'lr'"):
+        load_config(f)
+    f.write_text("modle: {name: x}\n")
+    with pytest.raises(ConfigError, match="'modle'"):
+        load_config(f)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("data:\n  batch_size: many\n")
+    with pytest.raises(ConfigError, match=r"data\.batch_size: expected an integer"):
+        load_config(f)
+
+
+@pytest.mark.parametrize("text,keys,value", [
+    ("optim.lr=1e-4", ["optim", "lr"], 1e-4),
+    ("train.seed=3", ["train", "seed"], 3),
+    ("data.augment=[rotate_y, scale]", ["data", "augment"], ["rotate_y", "scale"]),
+    ("train.pretrained=null", ["train", "pretrained"], None),
+    ("output.tensorboard=true", ["output", "tensorboard"], True),
+    ("model.overrides.mask_ratio=[0.3, 0.7]", ["model", "overrides", "mask_ratio"], [0.3, 0.7]),
+])
+def test_parse_override(text, keys, value):
+    assert parse_override(text) == (keys, value)
+
+
+def test_apply_overrides_types_and_errors():
+    cfg = apply_overrides(ExperimentConfig(), [
+        "optim.lr=2e-4", "optim.grad_clip=5", "model.overrides.num_groups=32", "data.root=/d",
+    ])
+    assert cfg.optim.lr == 2e-4 and isinstance(cfg.optim.grad_clip, float)
+    assert cfg.model.overrides == {"num_groups": 32} and cfg.data.root == "/d"
+    for bad, match in [
+        ("optim.lrr=1", r"optim\.lrr"), ("nosuch.x=1", "nosuch"), ("optim.lr=fast", "optim.lr"),
+        ("train.seed=1.5", "train.seed"), ("optim.lr", "KEY=VALUE"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            apply_overrides(ExperimentConfig(), [bad])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = apply_overrides(default_config("classify"), ["optim.lr=3e-4", "data.augment=[]"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg

@@ -1,0 +1,52 @@
+"""Metrics on known inputs: OA, mean class accuracy, voting, few-shot mean ± std."""
+
+import math
+
+import pytest
+import torch
+
+from map3d.engine.metrics import ConfusionMeter, RunningMean, mean_std, vote_logits
+
+
+def test_confusion_oa_and_mean_class_accuracy():
+    meter = ConfusionMeter(3)
+    # class 0: 4 samples, 3 right; class 1: 1 sample, right; class 2: 1 sample, wrong
+    meter.update(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 0, 0]))
+    meter.update(torch.tensor([1, 0]), torch.tensor([1, 2]))
+    out = meter.compute()
+    assert out["n"] == 6
+    assert out["oa"] == pytest.approx(100 * 4 / 6)
+    assert out["macc"] == pytest.approx(100 * (0.75 + 1 + 0) / 3)
+
+
+def test_mean_class_accuracy_ignores_absent_classes():
+    meter = ConfusionMeter(5)
+    meter.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    assert meter.compute()["macc"] == pytest.approx(50.0)
+
+
+def test_voting_averages_logits_not_votes():
+    # Two of three votes prefer class 0 slightly, one prefers class 1 strongly: the mean of
+    # logits picks class 1, a majority vote would pick class 0.
+    votes = [torch.tensor([[1.0, 0.9]]), torch.tensor([[1.0, 0.9]]), torch.tensor([[0.0, 3.0]])]
+    mean = vote_logits(votes)
+    assert torch.allclose(mean, torch.tensor([[2 / 3, 4.8 / 3]]))
+    assert mean.argmax(-1).item() == 1
+    assert torch.equal(vote_logits(torch.stack(votes)), mean)
+    with pytest.raises(ValueError, match="V passes"):
+        vote_logits(torch.zeros(2, 3))
+
+
+def test_fewshot_mean_and_sample_std():
+    out = mean_std([90.0, 92.0, 94.0, 96.0])
+    assert out["mean"] == pytest.approx(93.0)
+    assert out["std"] == pytest.approx(math.sqrt(20 / 3))
+    assert out["n"] == 4
+    assert mean_std([50.0])["std"] == 0.0
+
+
+def test_running_mean_weights_by_count():
+    mean = RunningMean()
+    mean.update({"loss": torch.tensor(1.0)}, 1)
+    mean.update({"loss": torch.tensor(4.0)}, 3)
+    assert mean.compute()["loss"] == pytest.approx(13 / 4)
