@@ -1,0 +1,145 @@
+"""Does MAP pretraining help a 2D encoder when labels are scarce? Digits, CPU, several seeds.
+
+Protocol (everything through the engine, `map3d.engine.runs.train`, nothing on disk):
+1. per seed s: MAP-pretrain `map_nano_patch4_16` on the digits train split (1,438 real 8x8
+   scikit-learn digits upsampled to 16x16, labels unused) with configs/pretrain/image_tiny.yaml
+   (train.seed = s);
+2. per seed s and label fraction f: finetune configs/finetune/image_tiny_digits.yaml on the
+   stratified fraction f of the train labels drawn with data.options.seed = s, once from the
+   seed-s pretrained encoder and once from scratch (train.seed = s for both, so both arms see the
+   same labelled images, batches and head initialization seed);
+3. metric: overall accuracy (%) on the fixed 359-image test split after the last finetuning
+   epoch (evaluated once, at the end: no checkpoint selection on the test set); reported as
+   mean ± sample std over seeds, with the per-seed values.
+
+    nice python benchmarks/image_pretrain_vs_scratch.py --seeds 0 1 2 --fractions 0.05 0.1
+
+Writes <out>/results.json and prints a Markdown table for benchmarks/RESULTS.md. Uses one
+intra-op thread by default: on a shared 2-core machine more threads make it slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAIN_CONFIG = REPO / "configs/pretrain/image_tiny.yaml"
+FINETUNE_CONFIG = REPO / "configs/finetune/image_tiny_digits.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1])
+    p.add_argument("--pretrain-epochs", type=int, default=30)
+    p.add_argument("--finetune-epochs", type=int, default=40)
+    p.add_argument(
+        "--num-regions",
+        type=int,
+        default=None,
+        help="decoder regions (default: the config's R = H/p image rows; 1 = MAE decoder)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_image_pretrain_vs_scratch"))
+    return p.parse_args(argv)
+
+
+def final_test_oa(result) -> float:
+    """Test OA of the last epoch record (the only evaluated one)."""
+    for record in reversed(result.history):
+        if "test_oa" in record:
+            return float(record["test_oa"])
+    raise RuntimeError("the finetuning run recorded no test_oa")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from map3d.engine.config import load_config
+    from map3d.engine.distributed import DistInfo
+    from map3d.engine.metrics import mean_std
+    from map3d.engine.runs import setup_logging, train
+
+    setup_logging(None, DistInfo(), verbose=False)
+    logging.getLogger("map3d.bench").setLevel(logging.INFO)
+    quiet = ["output.progress=false"]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    pre_overrides = [f"schedule.epochs={args.pretrain_epochs}"]
+    pre_overrides.append(f"train.eval_every_epochs={args.pretrain_epochs}")
+    if args.num_regions is not None:
+        pre_overrides.append(f"model.overrides.num_regions={args.num_regions}")
+    started = time.time()
+    for seed in args.seeds:
+        pre_dir = args.out / f"pretrain_s{seed}"
+        pre_cfg = load_config(PRETRAIN_CONFIG, [*pre_overrides, f"train.seed={seed}", *quiet])
+        pre = train(pre_cfg, pre_dir)
+        print(
+            f"[{time.time() - started:6.0f}s] seed {seed}: pretrained, final test masked-patch "
+            f"loss {pre.history[-1].get('test_loss', float('nan')):.4f}",
+            flush=True,
+        )
+        for fraction in args.fractions:
+            for arm in ("pretrained", "scratch"):
+                overrides = [
+                    f"schedule.epochs={args.finetune_epochs}",
+                    f"train.eval_every_epochs={args.finetune_epochs}",
+                    f"data.options.label_fraction={fraction}",
+                    f"data.options.seed={seed}",
+                    f"train.seed={seed}",
+                    *quiet,
+                ]
+                if arm == "pretrained":
+                    overrides.append(f"train.pretrained={pre.last_checkpoint}")
+                cfg = load_config(FINETUNE_CONFIG, overrides)
+                run = train(cfg, args.out / f"finetune_f{fraction}_{arm}_s{seed}")
+                oa = final_test_oa(run)
+                results.setdefault(str(fraction), {}).setdefault(arm, {})[str(seed)] = oa
+                print(
+                    f"[{time.time() - started:6.0f}s] seed {seed} labels {fraction:.0%} "
+                    f"{arm}: test OA {oa:.2f}",
+                    flush=True,
+                )
+    summary = {
+        "protocol": {
+            "pretrain_config": str(PRETRAIN_CONFIG.relative_to(REPO)),
+            "finetune_config": str(FINETUNE_CONFIG.relative_to(REPO)),
+            "pretrain_epochs": args.pretrain_epochs,
+            "finetune_epochs": args.finetune_epochs,
+            "num_regions": args.num_regions,
+            "seeds": args.seeds,
+            "metric": "test OA (%) after the last finetuning epoch; mean ± sample std over seeds",
+            "threads": args.threads,
+            "wall_seconds": round(time.time() - started),
+        },
+        "results": {
+            fraction: {
+                arm: {"per_seed": v, **mean_std(list(v.values()))} for arm, v in arms.items()
+            }
+            for fraction, arms in results.items()
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n| labels | pretrained (MAP) OA % | scratch OA % | per-seed pretrained / scratch |")
+    print("|---|---|---|---|")
+    for fraction, arms in summary["results"].items():
+        pre, scr = arms["pretrained"], arms["scratch"]
+        pairs = ", ".join(
+            f"s{s}: {pre['per_seed'][s]:.1f}/{scr['per_seed'][s]:.1f}" for s in pre["per_seed"]
+        )
+        print(
+            f"| {float(fraction):.0%} | {pre['mean']:.2f} ± {pre['std']:.2f} | "
+            f"{scr['mean']:.2f} ± {scr['std']:.2f} | {pairs} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
