@@ -13,8 +13,6 @@ config field whose default is our choice; the other value reproduces the release
 - Decoder input: always the full sequence in serialized order with mask tokens in place (the
   MAP 2D release's convention; the 3D release concatenates [visible, masked], which breaks the
   spatial order the region-causal mask relies on). Not configurable, by design.
-- Drop path: linear over all blocks of the pattern (the release gives the T blocks the first
-  values of the M blocks' schedule). Not configurable; rates differ by at most one step.
 --------------------------------------------------------------------------------------------
 - serialization = "hilbert" (release: "none", FPS order).
 - BackboneConfig.lnp_std = "sample" (release: "batch", one std over the whole batch, which
@@ -25,6 +23,8 @@ config field whose default is our choice; the other value reproduces the release
   Mamba projections with trunc_normal and zeroes the dt bias).
 - BackboneConfig.attention_block = "prenorm" (release: "release", a ViT block nested in an
   outer residual with an extra LayerNorm).
+- BackboneConfig.drop_path_schedule = "linear" over all blocks (release: "release", the T
+  blocks reuse the first values of the M blocks' schedule).
 """
 
 from map3d.models.backbone import BackboneConfig, HybridBackbone

@@ -25,7 +25,8 @@ BLOCK_TYPES = {"M": "Mamba3D block (LNP + BiMamba)", "T": "attention block (LNP 
 class BackboneConfig:
     """Hybrid backbone. Defaults: HybridMT3D-S of the MAP paper (C=384, "MMMT" x 4).
 
-    drop_path_rate: stochastic depth, linearly increasing from 0 over all blocks.
+    drop_path_rate: stochastic depth of the last block; `drop_path_schedule` "linear" (default)
+      spreads it over all blocks, "release" as the Mamba3D/PointMAP code (see drop_path_rates).
     local_aggregation: build an LNP in every block (points); False for images / Point-MAE.
     lnp_k: nearest centers pooled by LNP (the MAP/Mamba3D pretraining config uses 4).
     lnp_std: "sample" (default) or "batch" (release) scope of LNP's normalizing std.
@@ -53,6 +54,7 @@ class BackboneConfig:
     bimamba_divide_out: bool = False
     bimamba_init: str = "mamba_ssm"
     attention_block: str = "prenorm"
+    drop_path_schedule: str = "linear"
 
     def __post_init__(self):
         bad = sorted(set(self.pattern) - set(BLOCK_TYPES))
@@ -68,6 +70,7 @@ class BackboneConfig:
         for name, choices in (
             ("bimamba_init", ("mamba_ssm", "release")),
             ("attention_block", ("prenorm", "release")),
+            ("drop_path_schedule", ("linear", "release")),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be one of {choices}")
@@ -192,6 +195,22 @@ def init_weights(module: nn.Module, scheme: str = "trunc_normal", *, mamba: bool
     visit(module)
 
 
+def drop_path_rates(config: BackboneConfig) -> list[float]:
+    """Per-block stochastic depth. "linear": 0 -> drop_path_rate over all blocks. "release":
+    the M blocks get linspace(0, rate, #M) and the j-th T block the j-th of those values
+    (patterns without M blocks: linear)."""
+    kinds = config.pattern
+    if config.drop_path_schedule == "linear" or "M" not in kinds:
+        return torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+    m_rates = torch.linspace(0, config.drop_path_rate, kinds.count("M")).tolist()
+    counters = {"M": 0, "T": 0}
+    rates = []
+    for kind in kinds:
+        rates.append(m_rates[min(counters[kind], len(m_rates) - 1)])
+        counters[kind] += 1
+    return rates
+
+
 class HybridBackbone(nn.Module):
     """Blocks from `config.pattern`, position added before every block, final LayerNorm.
 
@@ -204,7 +223,7 @@ class HybridBackbone(nn.Module):
     def __init__(self, config: BackboneConfig | None = None, *, init: str = "trunc_normal"):
         super().__init__()
         self.config = config = config or BackboneConfig()
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = drop_path_rates(config)
         self.blocks = nn.ModuleList(
             BLOCKS[kind](config, rate) for kind, rate in zip(config.pattern, rates)
         )

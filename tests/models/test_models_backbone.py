@@ -77,3 +77,14 @@ def test_bad_options():
         BackboneConfig(attention_block="post")
     with pytest.raises(ValueError, match="bimamba_flip"):
         BackboneConfig(bimamba_flip="both")
+
+
+def test_drop_path_schedules():
+    from map3d.models.backbone import drop_path_rates
+
+    linear = drop_path_rates(BackboneConfig(drop_path_rate=0.15))
+    assert len(linear) == 16 and linear[0] == 0 and abs(linear[-1] - 0.15) < 1e-7
+    release = drop_path_rates(BackboneConfig(drop_path_rate=0.11, drop_path_schedule="release"))
+    m_rates = [release[i] for i in range(16) if i % 4 != 3]
+    assert [release[i] for i in (3, 7, 11, 15)] == m_rates[:4]
+    assert abs(m_rates[-1] - 0.11) < 1e-7
