@@ -7,13 +7,22 @@ Entry points: `build_dataset(name, *, split, root=None, **options)` and
 
 from map3d.data.base import PointDataset, item_generator, pc_normalize
 from map3d.data.errors import DatasetFormatError, UnsafePickleError
+from map3d.data.modelnet import ModelNet40, ModelNet40FewShot
 from map3d.data.registry import build_dataset, dataset_class, list_datasets
+from map3d.data.scanobjectnn import ScanObjectNN
+from map3d.data.shapenet55 import ShapeNet55
+from map3d.data.shapenetpart import ShapeNetPart
 from map3d.data.synthetic import SyntheticShapes
 from map3d.data.transforms import build_transforms
 
 __all__ = [
     "DatasetFormatError",
+    "ModelNet40",
+    "ModelNet40FewShot",
     "PointDataset",
+    "ScanObjectNN",
+    "ShapeNet55",
+    "ShapeNetPart",
     "SyntheticShapes",
     "UnsafePickleError",
     "build_dataset",
