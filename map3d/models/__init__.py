@@ -49,6 +49,7 @@ from map3d.models.registry import (
     register_model,
     register_task,
 )
+from map3d.models.release import convert_release_state_dict
 
 __all__ = [
     "BackboneConfig",
@@ -67,6 +68,7 @@ __all__ = [
     "build_config",
     "build_point_encoder",
     "build_point_pretrainer",
+    "convert_release_state_dict",
     "create_model",
     "list_models",
     "list_tasks",
