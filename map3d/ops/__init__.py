@@ -11,6 +11,8 @@ Shapes: B batch, N points, M queries, S samples, E inner channels, L sequence le
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 
 from map3d.ops import dispatch
@@ -45,26 +47,16 @@ def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
 def _require_tensor(op: str, name: str, t, ndim: int, layout: str, floating: bool = True) -> None:
-    _require(
-        isinstance(t, torch.Tensor) and t.dim() == ndim,
-        f"{op}: {name} must be a {ndim}-D tensor {layout}, got shape {_shape(t)}",
-    )
-    if floating:
-        _require(
-            t.is_floating_point(),
-            f"{op}: {name} must be floating point {layout}, got dtype {t.dtype}",
-        )
+    if not (isinstance(t, torch.Tensor) and t.dim() == ndim):
+        raise ValueError(f"{op}: {name} must be a {ndim}-D tensor {layout}, got shape {_shape(t)}")
+    if floating and not t.is_floating_point():
+        raise ValueError(f"{op}: {name} must be floating point {layout}, got dtype {t.dtype}")
 
 
 def _require_finite_points(op: str, name: str, t: torch.Tensor) -> None:
-    if _check_nan and not torch.compiler.is_compiling():
-        _require(not bool(torch.isnan(t).any()), f"{op}: {name} {_shape(t)} contains NaN")
+    if _check_nan and not torch.compiler.is_compiling() and torch.isnan(t).any():
+        raise ValueError(f"{op}: {name} {_shape(t)} contains NaN")
 
 
 def fps(
@@ -82,16 +74,16 @@ def fps(
     """
     _require_tensor("fps", "points", points, 3, "(B,N,3)")
     N = points.shape[1]
-    _require(
-        isinstance(num_samples, int) and 1 <= num_samples <= N,
-        f"fps: num_samples={num_samples!r} must be an int in [1, N={N}] "
-        f"(points shape {_shape(points)})",
-    )
+    if not (isinstance(num_samples, Integral) and 1 <= num_samples <= N):
+        raise ValueError(
+            f"fps: num_samples={num_samples!r} must be an int in [1, N={N}] "
+            f"(points shape {_shape(points)})"
+        )
     _require_finite_points("fps", "points", points)
     fn = dispatch.resolve(
         "fps", backend, points, num_samples=num_samples, random_start=random_start
     )
-    return fn(points, num_samples, random_start=random_start, generator=generator)
+    return fn(points, int(num_samples), random_start=random_start, generator=generator)
 
 
 def knn(
@@ -104,18 +96,19 @@ def knn(
     """
     _require_tensor("knn", "query", query, 3, "(B,M,3)")
     _require_tensor("knn", "points", points, 3, "(B,N,3)")
-    _require(
-        query.shape[0] == points.shape[0] and query.shape[2] == points.shape[2],
-        f"knn: query {_shape(query)} and points {_shape(points)} must agree in batch size "
-        "and point dimension",
-    )
+    if not (query.shape[0] == points.shape[0] and query.shape[2] == points.shape[2]):
+        raise ValueError(
+            f"knn: query {_shape(query)} and points {_shape(points)} must agree in batch size "
+            "and point dimension"
+        )
     N = points.shape[1]
-    _require(
-        isinstance(k, int) and 1 <= k <= N,
-        f"knn: k={k!r} must be an int in [1, N={N}] (points shape {_shape(points)})",
-    )
+    if not (isinstance(k, Integral) and 1 <= k <= N):
+        raise ValueError(
+            f"knn: k={k!r} must be an int in [1, N={N}] (points shape {_shape(points)})"
+        )
     _require_finite_points("knn", "query", query)
     _require_finite_points("knn", "points", points)
+    k = int(k)
     return dispatch.resolve("knn", backend, query, points, k=k)(query, points, k)
 
 
@@ -125,19 +118,17 @@ def gather(values: torch.Tensor, idx: torch.Tensor, *, backend: str | None = Non
     Differentiable with respect to `values`. Indices are not range-checked here (that would
     need a host sync); out-of-range indices fail inside the backend.
     """
-    _require(
-        isinstance(values, torch.Tensor) and values.dim() >= 2,
-        f"gather: values must be a tensor (B,N,C), got shape {_shape(values)}",
-    )
-    _require(
-        isinstance(idx, torch.Tensor) and idx.dim() >= 1 and idx.dtype == torch.int64,
-        f"gather: idx must be an int64 tensor (B,...), got shape {_shape(idx)} and dtype "
-        f"{getattr(idx, 'dtype', None)}",
-    )
-    _require(
-        idx.shape[0] == values.shape[0],
-        f"gather: idx {_shape(idx)} and values {_shape(values)} must have the same batch size",
-    )
+    if not (isinstance(values, torch.Tensor) and values.dim() >= 2):
+        raise ValueError(f"gather: values must be a tensor (B,N,C), got shape {_shape(values)}")
+    if not (isinstance(idx, torch.Tensor) and idx.dim() >= 1 and idx.dtype == torch.int64):
+        raise ValueError(
+            f"gather: idx must be an int64 tensor (B,...), got shape {_shape(idx)} and dtype "
+            f"{getattr(idx, 'dtype', None)}"
+        )
+    if not (idx.shape[0] == values.shape[0]):
+        raise ValueError(
+            f"gather: idx {_shape(idx)} and values {_shape(values)} must have the same batch size"
+        )
     return dispatch.resolve("gather", backend, values, idx)(values, idx)
 
 
@@ -152,16 +143,17 @@ def chamfer_distance(
     """
     _require_tensor("chamfer_distance", "x", x, 3, "(B,P,3)")
     _require_tensor("chamfer_distance", "y", y, 3, "(B,Q,3)")
-    _require(
-        x.shape[0] == y.shape[0] and x.shape[2] == y.shape[2],
-        f"chamfer_distance: x {_shape(x)} and y {_shape(y)} must agree in batch size and "
-        "point dimension",
-    )
-    _require(
-        x.shape[1] > 0 and y.shape[1] > 0,
-        f"chamfer_distance: x {_shape(x)} and y {_shape(y)} must have at least one point",
-    )
-    _require(norm in (1, 2), f"chamfer_distance: norm must be 1 or 2, got {norm!r}")
+    if not (x.shape[0] == y.shape[0] and x.shape[2] == y.shape[2]):
+        raise ValueError(
+            f"chamfer_distance: x {_shape(x)} and y {_shape(y)} must agree in batch size and "
+            "point dimension"
+        )
+    if not (x.shape[1] > 0 and y.shape[1] > 0):
+        raise ValueError(
+            f"chamfer_distance: x {_shape(x)} and y {_shape(y)} must have at least one point"
+        )
+    if norm not in (1, 2):
+        raise ValueError(f"chamfer_distance: norm must be 1 or 2, got {norm!r}")
     fn = dispatch.resolve("chamfer_distance", backend, x, y, norm=norm)
     return fn(x, y, norm=norm)
 
@@ -194,34 +186,30 @@ def selective_scan(
     op = "selective_scan"
     _require_tensor(op, "u", u, 3, "(B,E,L)")
     batch, channels, length = u.shape
-    _require(
-        isinstance(delta, torch.Tensor) and delta.shape == u.shape,
-        f"{op}: delta must have u's shape {_shape(u)}, got {_shape(delta)}",
-    )
+    if not (isinstance(delta, torch.Tensor) and delta.shape == u.shape):
+        raise ValueError(f"{op}: delta must have u's shape {_shape(u)}, got {_shape(delta)}")
     _require_tensor(op, "A", A, 2, "(E,N)")
-    _require(
-        A.shape[0] == channels and not A.is_complex(),
-        f"{op}: A must be real (E={channels},N), got shape {_shape(A)} dtype {A.dtype}",
-    )
+    if not (A.shape[0] == channels and not A.is_complex()):
+        raise ValueError(
+            f"{op}: A must be real (E={channels},N), got shape {_shape(A)} dtype {A.dtype}"
+        )
     state = A.shape[1]
     for name, t in (("B", B), ("C", C)):
         ok = isinstance(t, torch.Tensor) and t.dim() in (3, 4) and not t.is_complex()
         ok = ok and t.shape[0] == batch and t.shape[-2:] == (state, length)
         ok = ok and (t.dim() == 3 or channels % t.shape[1] == 0)
-        _require(
-            ok,
-            f"{op}: {name} must be real (B={batch},N={state},L={length}) or (B,G,N,L) with "
-            f"E={channels} divisible by G, got shape {_shape(t)}",
-        )
+        if not (ok):
+            raise ValueError(
+                f"{op}: {name} must be real (B={batch},N={state},L={length}) or (B,G,N,L) with "
+                f"E={channels} divisible by G, got shape {_shape(t)}"
+            )
     for name, t, shape in (
         ("D", D, (channels,)),
         ("delta_bias", delta_bias, (channels,)),
         ("z", z, tuple(u.shape)),
     ):
-        _require(
-            t is None or (isinstance(t, torch.Tensor) and tuple(t.shape) == shape),
-            f"{op}: {name} must have shape {shape}, got {_shape(t)}",
-        )
+        if not (t is None or (isinstance(t, torch.Tensor) and tuple(t.shape) == shape)):
+            raise ValueError(f"{op}: {name} must have shape {shape}, got {_shape(t)}")
     fn = dispatch.resolve(
         op,
         backend,
@@ -252,17 +240,15 @@ def causal_conv1d(
     op = "causal_conv1d"
     _require_tensor(op, "x", x, 3, "(B,E,L)")
     _require_tensor(op, "weight", weight, 2, "(E,W)")
-    _require(
-        weight.shape[0] == x.shape[1],
-        f"{op}: weight {_shape(weight)} must have E={x.shape[1]} rows (x shape {_shape(x)})",
-    )
-    _require(
-        bias is None or (isinstance(bias, torch.Tensor) and tuple(bias.shape) == (x.shape[1],)),
-        f"{op}: bias must have shape ({x.shape[1]},), got {_shape(bias)}",
-    )
-    _require(
-        activation in (None, "silu", "swish"),
-        f"{op}: activation must be None, 'silu' or 'swish', got {activation!r}",
-    )
+    if not (weight.shape[0] == x.shape[1]):
+        raise ValueError(
+            f"{op}: weight {_shape(weight)} must have E={x.shape[1]} rows (x shape {_shape(x)})"
+        )
+    if not (
+        bias is None or (isinstance(bias, torch.Tensor) and tuple(bias.shape) == (x.shape[1],))
+    ):
+        raise ValueError(f"{op}: bias must have shape ({x.shape[1]},), got {_shape(bias)}")
+    if not (activation in (None, "silu", "swish")):
+        raise ValueError(f"{op}: activation must be None, 'silu' or 'swish', got {activation!r}")
     fn = dispatch.resolve(op, backend, x, weight, bias, activation=activation)
     return fn(x, weight, bias, activation)

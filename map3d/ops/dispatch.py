@@ -203,7 +203,7 @@ def resolve(op: str, backend: str | None, *tensors, **options) -> Callable:
         if name is not None and name != "auto":
             return _explicit(op, name, f"{ENV_VAR}=", tensors, options).fn
         if default is not None:
-            if default not in _known_names():
+            if default not in _known_names() and default not in INSTALL_HINTS:
                 raise ValueError(
                     f"{ENV_VAR}={env!r}: unknown backend {default!r}; known: {_known_names()}"
                 )
