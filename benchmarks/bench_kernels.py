@@ -227,18 +227,44 @@ def bench_geometry(quick: bool) -> None:
         same = bool(torch.equal(ref.fps(points, S), triton_fps(points, S)))
         record("fps", case, "reference", t_ref)
         record("fps", case, "triton", t_tri, speedup=round(t_ref / t_tri, 1), identical=same)
+    from map3d.ops.triton import geometry as tri
+
     points = torch.randn(128, 1024, 3, device="cuda")
     centers = points[:, :64]
-    record("knn", "k=32, 64 centers of 1024 x 128", "reference",
-           timed(lambda: ref.knn(centers, points, 32)))
+    tokens = torch.randn(128, 26, 3, device="cuda")
+    for name, mod in (("reference", ref), ("triton", tri)):
+        record("knn", "k=32, 64 centers of 1024 x 128", name,
+               timed(lambda mod=mod: mod.knn(centers, points, 32)))
+        record("knn", "k=4, 26 of 26 centers x 128 (LNP)", name,
+               timed(lambda mod=mod: mod.knn(tokens, tokens, 4)))
     pred = torch.randn(128 * 38, 32, 3, device="cuda", requires_grad=True)
     target = torch.randn(128 * 38, 32, 3, device="cuda")
-    for norm in (2, 1):
-        record("chamfer", f"32 vs 32 x {128 * 38} (norm {norm})", "reference fwd",
-               timed(lambda norm=norm: ref.chamfer_distance(pred, target, norm=norm)))
-        record("chamfer", f"32 vs 32 x {128 * 38} (norm {norm})", "reference fwd+bwd",
-               timed(lambda norm=norm: ref.chamfer_distance(pred, target, norm=norm)
-                     .sum().backward()))
+    for name, mod in (("reference", ref), ("triton", tri)):
+        case = f"32 vs 32 x {128 * 38} (norm 2)"
+        record("chamfer", case, f"{name} fwd",
+               timed(lambda mod=mod: mod.chamfer_distance(pred, target, norm=2)))
+        record("chamfer", case, f"{name} fwd+bwd",
+               timed(lambda mod=mod: mod.chamfer_distance(pred, target, norm=2).sum().backward()))
+    bench_conv()
+
+
+def bench_conv() -> None:
+    from map3d.ops.reference.scan import causal_conv1d as reference
+    from map3d.ops.triton.conv import causal_conv1d as triton_conv
+
+    for batch, L in ((128, 26), (128, 64), (32, 256)):
+        E = 768
+        xz = torch.randn(batch, L, 2 * E, device="cuda", dtype=torch.bfloat16)
+        x = xz[..., :E].transpose(1, 2).detach().requires_grad_(True)  # mixer layout
+        weight = torch.randn(E, 4, device="cuda", requires_grad=True)
+        bias = torch.randn(E, device="cuda", requires_grad=True)
+        case = f"B={batch} E={E} L={L} W=4 silu bf16"
+        for name, fn in (("reference (autocast)", reference), ("triton", triton_conv)):
+            def call(*t, fn=fn):
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    return fn(t[0], t[1], t[2], "silu")
+
+            record("conv1d", case, name, timed(fwd_bwd(call, [x, weight, bias])), kind="fwd+bwd")
 
 
 def sweep_scan_configs() -> None:

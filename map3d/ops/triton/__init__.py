@@ -1,6 +1,8 @@
-"""map3d's own GPU kernels in Triton: selective scan (forward and backward) and FPS.
+"""map3d's own GPU kernels in Triton: selective scan (forward and backward), FPS, neighbour
+selection for kNN and Chamfer distance, depthwise causal conv1d.
 
-Importing this package registers the `triton` backend of `selective_scan` and `fps` with
+Importing this package registers the `triton` backend of `selective_scan`, `fps`, `knn`,
+`chamfer_distance` and `causal_conv1d` with
 `map3d.ops.dispatch`; the backend is available when Triton imports and a CUDA device is present,
 and then it is the default on CUDA tensors. Triton itself is imported only inside functions, so
 this package imports on any machine.
@@ -17,10 +19,15 @@ import functools
 import torch
 
 from map3d.ops import dispatch
+from map3d.ops.triton import conv as _conv
 from map3d.ops.triton import fps as _fps
+from map3d.ops.triton import geometry as _geometry
 from map3d.ops.triton import selective_scan as _scan
 
-PRIORITY = 30  # above the compiled-extension adapters (10-20): no build step, measured faster
+PRIORITY = 30  # above the compiled-extension adapters (10-20)
+# The scan ranks below mamba-ssm's compiled kernel (20), measured faster at L >= 128 on an H100
+# (benchmarks/RESULTS.md): Triton is the default wherever mamba-ssm is not built.
+SCAN_PRIORITY = 15
 
 
 @functools.cache
@@ -72,8 +79,19 @@ def bidirectional_selective_scan(
 
 dispatch.register(
     "selective_scan", "triton", _scan.selective_scan, triton_unavailable_reason, _scan.supports,
-    PRIORITY,
+    SCAN_PRIORITY,
 )
 dispatch.register("fps", "triton", _fps.fps, triton_unavailable_reason, _fps.supports, PRIORITY)
+dispatch.register(
+    "knn", "triton", _geometry.knn, triton_unavailable_reason, _geometry.knn_supports, PRIORITY
+)
+dispatch.register(
+    "chamfer_distance", "triton", _geometry.chamfer_distance, triton_unavailable_reason,
+    _geometry.chamfer_supports, PRIORITY,
+)
+dispatch.register(
+    "causal_conv1d", "triton", _conv.causal_conv1d, triton_unavailable_reason, _conv.supports,
+    PRIORITY,
+)
 
 __all__ = ["bidirectional_selective_scan", "triton_unavailable_reason"]
