@@ -14,7 +14,9 @@ picks, in this order:
 Backend names: ``reference`` (pure PyTorch, always available, priority 0), ``triton`` (map3d's
 own kernels, registered by `map3d.ops.triton`), ``mamba_ssm``, ``causal_conv1d``, ``pytorch3d``,
 ``knn_cuda`` (thin adapters in `map3d.ops.external`). Availability checks may import optional
-packages, so each runs once and is cached; `refresh()` forgets them (after installing a package).
+packages, so each runs once and is remembered; `refresh()` forgets them (after installing a
+package). Once they are known, `resolve` is plain dict lookups and `supports` calls, which
+`torch.compile` traces without graph breaks.
 
 A registered backend function takes exactly the public op's arguments (without ``backend``).
 """
@@ -22,7 +24,6 @@ A registered backend function takes exactly the public op's arguments (without `
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import inspect
 import logging
@@ -76,13 +77,18 @@ class Backend:
     op: str
     name: str
     fn: Callable
-    available: Callable[[], str | None]  # cached; None if usable here, else the reason why not
+    available: Callable[[], str | None]  # None if usable here, else the reason why not
     supports: Callable[..., bool]  # (*tensors, **options) -> can this backend take these inputs
     priority: int
     install: str
 
 
+# Plain dicts, not functools caches, so that torch.compile traces `resolve` without breaks
+# once the availability of the backends it looks at is known.
 _REGISTRY: dict[str, dict[str, Backend]] = {op: {} for op in OPS}
+_ORDERED: dict[str, tuple[Backend, ...]] = {op: () for op in OPS}  # best first
+_REASONS: dict[tuple[str, str], str | None] = {}  # (op, backend) -> why unavailable, or None
+_ENV: dict[str, tuple[str | None, dict[str, str]]] = {}  # MAP3D_BACKEND value -> parsed
 _loaded = False
 _module_errors: dict[str, str] = {}  # backend module -> why it could not be imported
 
@@ -121,12 +127,13 @@ def register(
         op=op,
         name=backend_name,
         fn=fn,
-        available=functools.cache(available),
+        available=available,
         supports=_accepting_options(supports),
         priority=priority,
         install=install or INSTALL_HINTS.get(backend_name, "see the map3d README"),
     )
-    _ordered.cache_clear()
+    _REASONS.pop((op, backend_name), None)
+    _sort(op)
 
 
 def _accepting_options(supports: Callable[..., bool]) -> Callable[..., bool]:
@@ -161,12 +168,31 @@ def _load_backends() -> None:
             logger.warning("backend module %s failed to import: %s", module, error)
 
 
-@functools.cache
-def _ordered(op: str) -> tuple[Backend, ...]:
-    return tuple(sorted(_REGISTRY[op].values(), key=lambda b: -b.priority))
+def _sort(op: str) -> None:
+    _ORDERED[op] = tuple(sorted(_REGISTRY[op].values(), key=lambda b: -b.priority))
 
 
-@functools.lru_cache(maxsize=16)
+def _unavailable(backend: Backend) -> str | None:
+    """Why `backend` cannot run here (None if it can); checked once, then looked up."""
+    key = (backend.op, backend.name)
+    if key in _REASONS:
+        return _REASONS[key]
+    return _check_availability(backend)
+
+
+@torch.compiler.disable
+def _check_availability(backend: Backend) -> str | None:
+    reason = backend.available()
+    _REASONS[(backend.op, backend.name)] = reason
+    return reason
+
+
+def _environment(value: str) -> tuple[str | None, dict[str, str]]:
+    if value not in _ENV:
+        _ENV[value] = _parse_env(value)
+    return _ENV[value]
+
+
 def _parse_env(value: str) -> tuple[str | None, dict[str, str]]:
     """`MAP3D_BACKEND` -> (default name or None, {op: name})."""
     default, per_op = None, {}
@@ -198,7 +224,7 @@ def resolve(op: str, backend: str | None, *tensors, **options) -> Callable:
         return _explicit(op, backend, "backend=", tensors, options).fn
     env = os.environ.get(ENV_VAR)
     if env:
-        default, per_op = _parse_env(env)
+        default, per_op = _environment(env)
         name = per_op.get(op)
         if name is not None and name != "auto":
             return _explicit(op, name, f"{ENV_VAR}=", tensors, options).fn
@@ -208,10 +234,10 @@ def resolve(op: str, backend: str | None, *tensors, **options) -> Callable:
                     f"{ENV_VAR}={env!r}: unknown backend {default!r}; known: {_known_names()}"
                 )
             chosen = _REGISTRY[op].get(default)
-            if chosen and chosen.available() is None and chosen.supports(*tensors, **options):
+            if chosen and _unavailable(chosen) is None and chosen.supports(*tensors, **options):
                 return chosen.fn
-    for candidate in _ordered(op):
-        if candidate.available() is None and candidate.supports(*tensors, **options):
+    for candidate in _ORDERED[op]:
+        if _unavailable(candidate) is None and candidate.supports(*tensors, **options):
             return candidate.fn
     raise BackendUnavailableError(
         f"no backend of {op} supports these inputs ({_describe(tensors)}, {options})"
@@ -226,7 +252,7 @@ def _explicit(op, name, source, tensors, options) -> Backend:
             f"its backends are {sorted(_REGISTRY[op])}"
             + "".join(f"; {m} not loaded: {e}" for m, e in _module_errors.items())
         )
-    reason = chosen.available()
+    reason = _unavailable(chosen)
     if reason is not None:
         raise BackendUnavailableError(
             f"{source}{name!r} was requested for {op} but is unavailable: {reason}. "
@@ -255,10 +281,8 @@ def _describe(tensors) -> str:
 
 def refresh() -> None:
     """Forget cached availability checks (e.g. after installing a package)."""
-    for backends in _REGISTRY.values():
-        for b in backends.values():
-            b.available.cache_clear()
-    _parse_env.cache_clear()
+    _REASONS.clear()
+    _ENV.clear()
 
 
 @dataclass(frozen=True)
@@ -275,8 +299,8 @@ def backend_table() -> list[BackendRow]:
     _load_backends()
     rows = []
     for op in OPS:
-        for b in _ordered(op):
-            reason = b.available()
+        for b in _ORDERED[op]:
+            reason = _unavailable(b)
             rows.append(BackendRow(op, b.name, b.priority, reason is None, reason or ""))
     return rows
 
