@@ -181,8 +181,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
                  f"  map3d finetune --resume {result.last_checkpoint}"], dist)
         return 0 if result.stopped == "max_steps" else 128 + 15
     best = result.best_checkpoint or result.last_checkpoint
+    score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
     _report([
-        f"finetuning done: best test {result.best_metric_name} {result.best_metric:.2f}",
+        f"finetuning done: best test {result.best_metric_name} {score}",
         f"checkpoints: {result.last_checkpoint}, {best}",
         "evaluate with voting:",
         f"  map3d eval --checkpoint {best}",

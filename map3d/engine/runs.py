@@ -191,7 +191,8 @@ def _features(model, dataset, cfg, ctx, dist) -> tuple[torch.Tensor, torch.Tenso
         points = batch["points"].to(ctx.device)
         points = fps_points(points, min(cfg.data.npoints, points.shape[1]))
         with ctx.autocast():
-            feats.append(model.features(points).float().cpu())
+            tokens = model.features(points)[:, 1:].float()  # (B,G,C), cls token dropped
+        feats.append(torch.cat([tokens.amax(1), tokens.mean(1)], dim=-1).cpu())  # (B,2C)
         labels.append(torch.as_tensor(batch["label"]).view(-1))
     return torch.cat(feats), torch.cat(labels)
 
@@ -224,8 +225,8 @@ def svm_probe(
     return {
         "svm_oa": acc,
         "protocol": {
-            "probe": f"sklearn LinearSVC(C={c}) on frozen classifier features "
-            "(encoder from the checkpoint, head unused)",
+            "probe": f"sklearn LinearSVC(C={c}) on frozen encoder features concat[max, mean] "
+            "of the G tokens (encoder from the checkpoint; head unused)",
             "dataset": cfg.data.name, "train_split": cfg.data.train_split,
             "test_split": cfg.data.test_split, "npoints": cfg.data.npoints,
             "train_samples": len(train_set), "test_samples": len(test_set),

@@ -1,6 +1,7 @@
 """AdamW groups and the per-step cosine schedule with warm-up."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -13,9 +14,9 @@ from map3d.engine.optim import build_optimizer, build_scheduler, cosine_warmup_f
 def test_cosine_warmup_shape():
     f = [cosine_warmup_factor(s, total_steps=100, warmup_steps=10, min_factor=0.01)
          for s in range(100)]
-    assert all(a < b for a, b in zip(f[:10], f[1:11]))  # linear ramp up
+    assert all(a < b for a, b in pairwise(f[:11]))  # linear ramp up
     assert f[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # then monotone decay
+    assert all(a >= b for a, b in pairwise(f[10:]))  # then monotone decay
     assert f[55] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert cosine_warmup_factor(100, total_steps=100, warmup_steps=10,
                                 min_factor=0.01) == pytest.approx(0.01)

@@ -1,0 +1,81 @@
+"""`map3d pretrain | finetune | eval | export` end to end on the smoke configs (CPU, seconds)."""
+
+import json
+
+import pytest
+
+from map3d.cli import build_parser, main
+from map3d.engine.checkpoint import load_checkpoint, model_state_dict
+
+PRETRAIN = "configs/smoke/pretrain.yaml"
+FINETUNE = "configs/smoke/finetune.yaml"
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "eval", "export"])
+def test_help_explains_every_option(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    options = {"pretrain": ["--config", "--data", "--out", "--set", "--resume", "--device",
+                            "--seed"],
+               "finetune": ["--pretrained", "--fold", "--resume", "--set"],
+               "eval": ["--checkpoint", "--votes", "--svm", "--out"],
+               "export": ["--prefix"]}[command]
+    for option in options:
+        assert option in text
+
+
+def test_pretrain_finetune_eval_export(tmp_path, capsys, caplog):
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert main(["pretrain", "--config", PRETRAIN, "--out", str(pre)]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint: {pre / 'last.pt'}" in out and "map3d finetune --pretrained" in out
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "best.pt",
+                 "encoder.safetensors"):
+        assert (pre / name).exists(), name
+    ckpt = load_checkpoint(pre / "last.pt")
+    assert ckpt["model_name"] == "hybridmt3d_tiny" and ckpt["task"] == "pretrain"
+    assert ckpt["model_config"]["num_groups"] == 8 and ckpt["step"] == 4
+
+    caplog.set_level("INFO", logger="map3d")
+    assert main(["finetune", "--config", FINETUNE, "--out", str(ft),
+                 "--pretrained", str(pre / "last.pt"), "--seed", "1"]) == 0
+    assert "0 missing, 0 unexpected keys" in (ft / "train.log").read_text()
+    assert "map3d eval --checkpoint" in capsys.readouterr().out
+    assert load_checkpoint(ft / "best.pt")["config"]["train"]["seed"] == 1
+
+    assert main(["eval", "--checkpoint", str(ft / "best.pt"), "--svm",
+                 "--out", str(tmp_path / "results.json")]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in ("oa", "macc", "vote_oa", "vote_macc"):
+        assert 0.0 <= results[key] <= 100.0
+    assert results["n"] == 8 and results["protocol"]["votes"] == 2
+    assert results["protocol"]["vote_augment"] == ["scale_translate"]
+    assert 0.0 <= results["svm"]["svm_oa"] <= 100.0
+
+    assert main(["export", str(pre), str(tmp_path / "enc.safetensors")]) == 0
+    weights = model_state_dict(tmp_path / "enc.safetensors")
+    assert weights and all(k.startswith("encoder.") for k in weights)
+
+
+def test_config_errors_are_one_line(tmp_path, capsys):
+    assert main(["pretrain", "--config", PRETRAIN, "--set", "optim.lrr=1"]) == 2
+    assert "optim.lrr" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(tmp_path)]) == 2
+    assert "--data needs a config" in capsys.readouterr().err
+    assert main(["finetune", "--config", PRETRAIN]) == 2
+    assert "map3d pretrain" in capsys.readouterr().err
+
+
+def test_fewshot_all_folds(tmp_path, capsys):
+    from tests.data.fixtures import make_modelnet_fewshot
+
+    root = make_modelnet_fewshot(tmp_path / "data", way=5, shot=10, folds=2, num_points=256)
+    out = tmp_path / "fs"
+    assert main(["finetune", "--config", "configs/smoke/fewshot.yaml", "--data", str(root),
+                 "--out", str(out), "--fold", "all"]) == 0
+    summary = json.loads((out / "fewshot.json").read_text())
+    assert set(summary["folds"]) == {"0", "1"} and summary["n"] == 2
+    assert summary["way"] == 5 and summary["shot"] == 10
+    assert "few-shot 5-way 10-shot" in capsys.readouterr().out
+    assert (out / "fold1" / "best.pt").exists()
