@@ -210,3 +210,13 @@ def test_nan_points_are_rejected_unless_checks_are_off(generator):
         ops.fps(points, 2)
     finally:
         ops.set_nan_checks(previous)
+
+
+def test_chunked_neighbour_search_matches_one_pass(generator, monkeypatch):
+    from map3d.ops.reference import geometry
+
+    x, y = cloud(generator, 2, 40, 3), cloud(generator, 2, 33, 3)
+    whole = (ops.chamfer_distance(x, y), ops.knn(x, y, 5))
+    monkeypatch.setattr(geometry, "_PAIR_BUDGET", 2 * 33 * 6)  # chunks of 6 queries
+    torch.testing.assert_close(ops.chamfer_distance(x, y), whole[0])
+    assert torch.equal(ops.knn(x, y, 5)[1], whole[1][1])

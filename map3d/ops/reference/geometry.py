@@ -43,6 +43,28 @@ def _nearest(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
+@torch.no_grad()
+def _nearest_both_ways(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest y of each x (B,P,1) and nearest x of each y (B,Q,1), from one distance matrix."""
+    B, P, _ = x.shape
+    Q = y.shape[1]
+    chunk = max(1, _PAIR_BUDGET // max(1, B * Q))
+    to_y, best, to_x = [], None, None
+    for start in range(0, P, chunk):
+        dist = torch.cdist(
+            x[:, start : start + chunk], y, compute_mode="donot_use_mm_for_euclid_dist"
+        )
+        to_y.append(dist.argmin(dim=2, keepdim=True))
+        value, index = dist.min(dim=1)  # (B,Q): best x of this chunk for each y
+        if best is None:
+            best, to_x = value, index
+        else:
+            closer = value < best
+            best = torch.where(closer, value, best)
+            to_x = torch.where(closer, index + start, to_x)
+    return torch.cat(to_y, dim=1), to_x.unsqueeze(-1)
+
+
 def gather(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """values (B,N,C...), idx (B,...) int64 -> (B,...,C...): out[b, i...] = values[b, idx[b, i...]].
 
@@ -122,8 +144,9 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor, *, norm: int = 2) -> torc
     """
     dtype = _compute_dtype(torch.promote_types(x.dtype, y.dtype))
     xs, ys = x.to(dtype), y.to(dtype)
-    d_xy = squared_distances_to(xs, gather(ys, _nearest(xs, ys, 1)))[..., 0]  # (B,P)
-    d_yx = squared_distances_to(ys, gather(xs, _nearest(ys, xs, 1)))[..., 0]  # (B,Q)
+    to_y, to_x = _nearest_both_ways(xs, ys)
+    d_xy = squared_distances_to(xs, gather(ys, to_y))[..., 0]  # (B,P)
+    d_yx = squared_distances_to(ys, gather(xs, to_x))[..., 0]  # (B,Q)
     if norm == 2:
         out = d_xy.mean(1) + d_yx.mean(1)
     else:
