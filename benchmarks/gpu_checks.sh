@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU session checks and timings; logs under $OUT. Stages (any order, several allowed):
+# GPU session checks and timings; logs under $OUT (JSON rows under /tmp, echoed in the logs). Stages (any order, several allowed):
 #   tests     Triton parity + step tests (tests/ops/test_triton_*.py)
 #   alltests  every GPU test of the repository (pytest -m gpu)
 #   kernels   bench_kernels.py (ops, scan, bidirectional, mixer) [SWEEP=1 adds the config sweep]
-#   step      bench_step.py (pretrain + finetune step per backend)
+#   step      bench_step.py (pretrain + finetune step per backend, NaN checks off, CUDA graph)
 #   mamba     after building mamba-ssm's scan extension (from .whl/, in the background from the
 #             start): mamba parity test, scan/mixer kernels and the pretrain step with its scan
 set -uo pipefail
@@ -26,18 +26,19 @@ if [[ $stages == *" tests "* ]]; then
     tail -8 "$OUT/pytest_triton.log"; echo "[tests done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" alltests "* ]]; then
-    python3 -m pytest -q -m gpu tests -p no:cacheprovider >"$OUT/pytest_gpu.log" 2>&1
+    timeout "${ALLTESTS_TIMEOUT:-240}" python3 -m pytest -q -m gpu tests -p no:cacheprovider \
+        >"$OUT/pytest_gpu.log" 2>&1
     tail -15 "$OUT/pytest_gpu.log"; echo "[alltests done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" step "* ]]; then
-    python3 benchmarks/bench_step.py --no-nan-checks --json "$OUT/step.json" \
+    python3 benchmarks/bench_step.py --no-nan-checks --cuda-graph --json /tmp/step.json \
         >"$OUT/bench_step.log" 2>&1
     grep -v '^{' "$OUT/bench_step.log" | tail -12; echo "[step done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" kernels "* ]]; then
     sweep=""; [[ ${SWEEP:-0} = 1 ]] && sweep="--sweep"
     python3 benchmarks/bench_kernels.py --only "${KERNELS:-geometry,scan,bidirectional,mixer}" \
-        $sweep --json "$OUT/kernels.json" >"$OUT/bench_kernels.log" 2>&1
+        $sweep --json /tmp/kernels.json >"$OUT/bench_kernels.log" 2>&1
     grep -v '^{' "$OUT/bench_kernels.log" | tail -90; echo "[kernels done at $((SECONDS - t0)) s]"
 fi
 if [[ -n ${build_pid:-} ]]; then
@@ -45,10 +46,10 @@ if [[ -n ${build_pid:-} ]]; then
     export PYTHONPATH=/tmp/mamba/build:/tmp/mamba/src:$PYTHONPATH
     python3 -m pytest -q -m gpu tests/ops/test_triton_scan.py -k mamba -p no:cacheprovider 2>&1 | tail -3
     python3 benchmarks/bench_kernels.py --only "${MAMBA_KERNELS:-scan,mixer}" \
-        --json "$OUT/kernels_mamba.json" >"$OUT/bench_kernels_mamba.log" 2>&1
+        --json /tmp/kernels_mamba.json >"$OUT/bench_kernels_mamba.log" 2>&1
     grep -v '^{' "$OUT/bench_kernels_mamba.log" | grep -i "mamba\|skipped" | tail -30
     python3 benchmarks/bench_step.py --task "${MAMBA_STEP_TASK:-pretrain}" --backend auto \
-        --backend selective_scan=mamba_ssm --json "$OUT/step_mamba.json" \
+        --backend selective_scan=mamba_ssm --json /tmp/step_mamba.json \
         >"$OUT/bench_step_mamba.log" 2>&1
     grep -v '^{' "$OUT/bench_step_mamba.log" | tail -6; echo "[mamba done at $((SECONDS - t0)) s]"
 fi

@@ -5,7 +5,7 @@ K=32, batch 128, bf16 autocast, AdamW) and the classification finetuning step (G
 reports samples/s, peak GPU memory and a per-stage breakdown (grouping, embed, encoder,
 decoder, loss, backward, optimizer) measured with CUDA events placed by forward hooks on the
 model's own modules, for each backend setting (`auto`, `reference`, `mamba_ssm` when
-installed). benchmarks/bench_step.py runs the same; benchmarks/bench_kernels.py times the ops.
+installed); optionally with the whole step replayed from a CUDA graph (`graphed_step`). benchmarks/bench_step.py runs the same; benchmarks/bench_kernels.py times the ops.
 """
 
 from __future__ import annotations
@@ -103,10 +103,13 @@ def _build(task: str, preset: str, device: torch.device):
     return model, build_optimizer(model, OptimConfig())
 
 
-def _step_fn(task, model, optimizer, marks, points, labels, generator):
+def _step_fn(task, model, optimizer, marks, points, labels, generator, *, zero_grad=True):
+    """One training step: bf16 autocast forward, backward, AdamW step (then grads to None)."""
+
     def step():
         marks.mark("start")
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        # no autocast weight cache: the step may be captured in a CUDA graph
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
             if task == "pretrain":
                 loss = model(points, generator=generator).loss
             else:
@@ -118,10 +121,35 @@ def _step_fn(task, model, optimizer, marks, points, labels, generator):
         loss.backward()
         marks.mark("backward")
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
         marks.mark("optimizer")
 
     return step
+
+
+def graphed_step(step_body, optimizer, warmup: int = 3):
+    """Capture `step_body` (forward, backward, optimizer step; no zero_grad) in a CUDA graph
+    after `warmup` eager steps on a side stream; returns the replay function.
+
+    Needs: static input tensors (copy new batches into them), no host syncs in the step
+    (`map3d.ops.set_nan_checks(False)`), randomness from the default CUDA generator, and an
+    optimizer with `capturable=True` (set here).
+    """
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            optimizer.zero_grad(set_to_none=True)
+            step_body()
+    torch.cuda.current_stream().wait_stream(side)
+    optimizer.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step_body()
+    return graph.replay
 
 
 def bench_step(
@@ -134,8 +162,10 @@ def bench_step(
     steps: int = 20,
     warmup: int = 3,
     nan_checks: bool = True,
+    cuda_graph: bool = False,
 ) -> StepResult:
-    """Time `steps` training steps (after `warmup`) of `task` with MAP3D_BACKEND=`backend`."""
+    """Time `steps` training steps (after `warmup`) of `task` with MAP3D_BACKEND=`backend`;
+    `cuda_graph` replays the whole step from a CUDA graph (no per-stage times then)."""
     from map3d import ops
 
     device = torch.device("cuda")
@@ -146,12 +176,17 @@ def bench_step(
     _hook_stages(model, task, marks)
     points = torch.rand(batch, num_points, 3, device=device, generator=generator) * 2 - 1
     labels = torch.randint(0, 40, (batch,), device=device, generator=generator)
-    step = _step_fn(task, model, optimizer, marks, points, labels, generator)
-    previous = ops.set_nan_checks(nan_checks)
+    previous = ops.set_nan_checks(nan_checks and not cuda_graph)
     try:
         with backend_env(backend):
-            for _ in range(warmup):
-                step()
+            if cuda_graph:  # default generator: graph-safe
+                body = _step_fn(task, model, optimizer, marks, points, labels, None,
+                                zero_grad=False)
+                step = graphed_step(body, optimizer, warmup)
+            else:
+                step = _step_fn(task, model, optimizer, marks, points, labels, generator)
+                for _ in range(warmup):
+                    step()
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -163,8 +198,8 @@ def bench_step(
             ms = start.elapsed_time(end) / steps
             peak = torch.cuda.max_memory_allocated() / 2**30
             per_stage: dict[str, list[float]] = {name: [] for name in STAGES[task]}
-            marks.enabled = True
-            for _ in range(max(3, steps // 2)):
+            marks.enabled = not cuda_graph
+            for _ in range(max(3, steps // 2) if not cuda_graph else 0):
                 marks.events.clear()
                 step()
                 for name, value in marks.durations().items():
@@ -183,7 +218,8 @@ def bench_step(
         peak_mem_gib=round(peak, 2),
         stages_ms=stages,
         grouping_share=round(stages.get("grouping", 0.0) / total, 4),
-        note="" if nan_checks else "ops NaN checks off",
+        note="CUDA graph (NaN checks off)" if cuda_graph
+        else "" if nan_checks else "ops NaN checks off",
     )
 
 
@@ -229,6 +265,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed steps for the slow reference backend")
     parser.add_argument("--no-nan-checks", action="store_true",
                         help="also time `auto` with map3d.ops NaN checks (host syncs) off")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="also time `auto` with the whole step replayed from a CUDA graph")
     parser.add_argument("--json", help="write the results to this file")
 
 
@@ -250,9 +288,14 @@ def _run(args: argparse.Namespace) -> int:
                                 num_points=args.points, steps=steps)
             results.append(result)
             print(json.dumps(asdict(result)), flush=True)
+            variants = []
             if setting is None and args.no_nan_checks:
+                variants.append({"nan_checks": False})
+            if setting is None and args.cuda_graph:
+                variants.append({"cuda_graph": True})
+            for variant in variants:
                 result = bench_step(task, None, preset=args.preset, batch=args.batch,
-                                    num_points=args.points, steps=steps, nan_checks=False)
+                                    num_points=args.points, steps=steps, **variant)
                 results.append(result)
                 print(json.dumps(asdict(result)), flush=True)
     if args.json:
