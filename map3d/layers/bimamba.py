@@ -6,8 +6,10 @@ A_b_log / D_b. Each direction is mamba-ssm's `mamba_inner_ref` without the outpu
 (causal depthwise conv + SiLU, input-dependent dt/B/C, selective scan with D skip and SiLU(z)
 gating); the backward output is flipped back and the two are summed before `out_proj`.
 Parameter names and initialization are those of mamba-ssm's `Mamba` / Mamba3D's bimamba, so
-their state dicts map onto this module. The scan and conv go through `map3d.ops`, which picks
-the fastest available backend.
+their state dicts map onto this module. The conv goes through `map3d.ops.causal_conv1d`; the
+two scans through `map3d.ops.triton.bidirectional_selective_scan` (sequence flip: one fused
+call on the Triton backend, `map3d.ops.selective_scan` with flips on any other backend) or
+`map3d.ops.selective_scan` (channel flip); the dispatcher picks the backend.
 """
 
 from __future__ import annotations
@@ -99,46 +101,56 @@ class BiMamba(nn.Module):
         proj.bias._no_reinit = True
         return proj
 
-    def _scan(
-        self,
-        xz: Tensor,
-        conv: nn.Conv1d,
-        x_proj: nn.Linear,
-        dt_proj: nn.Linear,
-        a_log: Tensor,
-        d: Tensor,
-    ) -> Tensor:
+    def _scan_inputs(self, x: Tensor, backward: bool) -> tuple[Tensor, ...]:
+        """One direction up to the scan: x (B,E,L) -> (u, delta, A, B, C, D, delta_bias) with
+        u, delta (B,E,L) (delta without its bias), A (E,N), B, C (B,N,L), D, delta_bias (E,)."""
+        from map3d import ops
+
+        if backward:
+            conv, x_proj, dt_proj, a_log, d = (
+                self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
+            )  # fmt: skip
+        else:
+            conv, x_proj, dt_proj, a_log, d = (
+                self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D
+            )  # fmt: skip
+        u = ops.causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu")
+        dt, b, c = torch.split(
+            x_proj(u.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)
+        a = -torch.exp(_at_least_fp32(a_log))
+        return (u, delta, a, b.transpose(1, 2), c.transpose(1, 2), _at_least_fp32(d),
+                _at_least_fp32(dt_proj.bias))  # fmt: skip
+
+    def _scan(self, xz: Tensor, backward: bool) -> Tensor:
         """One direction of mamba_inner_ref without out_proj: (B,2E,L) -> (B,E,L)."""
         from map3d import ops
 
         x, z = xz.chunk(2, dim=1)
-        x = ops.causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation="silu")
-        dt, b, c = torch.split(
-            x_proj(x.transpose(1, 2)), [self.dt_rank, self.d_state, self.d_state], dim=-1
-        )
-        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (B,E,L), bias added in the scan
+        u, delta, a, b, c, d, delta_bias = self._scan_inputs(x, backward)
         return ops.selective_scan(
-            x,
-            delta,
-            -torch.exp(_at_least_fp32(a_log)),
-            b.transpose(1, 2).contiguous(),
-            c.transpose(1, 2).contiguous(),
-            _at_least_fp32(d),
-            z=z,
-            delta_bias=_at_least_fp32(dt_proj.bias),
-            delta_softplus=True,
+            u, delta, a, b, c, d, z=z, delta_bias=delta_bias, delta_softplus=True
         )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"BiMamba expects (B,L,{self.dim}), got shape {tuple(x.shape)}")
         xz = self.in_proj(x).transpose(1, 2)  # (B,2E,L)
-        axis = -1 if self.flip == "sequence" else 1
-        out = self._scan(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
-        out_b = self._scan(
-            xz.flip(axis), self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
-        ).flip(axis)
-        y = out + out_b
+        if self.flip == "sequence":
+            # both directions in one call: two launches of one kernel and no flipped copies of
+            # z or of the output with the Triton backend, flips around ops.selective_scan else
+            from map3d.ops.triton import bidirectional_selective_scan
+
+            x_in, z = xz.chunk(2, dim=1)
+            y = bidirectional_selective_scan(
+                *self._scan_inputs(x_in, backward=False),
+                *self._scan_inputs(x_in.flip(-1), backward=True),
+                z=z,
+                delta_softplus=True,
+            )
+        else:  # Mamba3D's bi-SSM: the second scan runs over the channel-reversed features
+            y = self._scan(xz, backward=False) + self._scan(xz.flip(1), backward=True).flip(1)
         if self.divide_out:
             y = y / 2
         return self.out_proj(y.transpose(1, 2).to(x.dtype))
