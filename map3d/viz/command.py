@@ -26,13 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         default=None,
-        help="dataset name (see map3d.data.list_datasets); default: the checkpoint's dataset",
+        help="dataset name (see map3d.data.list_datasets); None = the checkpoint's dataset",
     )
     parser.add_argument(
         "--data", default=None, metavar="ROOT", help="the dataset's top folder (file datasets)"
     )
     parser.add_argument(
-        "--split", default=None, help="dataset split; default: the checkpoint's test split"
+        "--split", default=None, help="dataset split; None = the checkpoint's test split"
     )
     parser.add_argument(
         "--index", type=int, nargs="+", default=[0, 1, 2, 3], help="dataset item indices"
@@ -191,5 +191,12 @@ VIZ = Command(
     help="reconstruct shapes with a pretrained model: PNG figures, PLY files, Chamfer CSV",
     add_arguments=add_arguments,
     run=run,
-    description=__doc__.split("\n\n")[0],
+    description=(
+        "Reconstruct dataset shapes with a pretrained MAP checkpoint (one seeded random masking "
+        "per shape). Writes per shape NAME.png (input with masked patches grey | reconstruction "
+        "| ground truth) and NAME.ply (layer property: 0 visible, 1 reconstructed masked, "
+        "2 ground-truth masked), and chamfer.csv with the per-shape Chamfer distance. "
+        "Data: the checkpoint's dataset and test split unless --dataset/--data/--split say "
+        "otherwise."
+    ),
 )
