@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +122,8 @@ def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "con
             current = getattr(config, key)
             if dataclasses.is_dataclass(current) and isinstance(value, dict):
                 value = apply_overrides(current, value, where=f"{where}.{key}")
+            else:
+                value = _checked(config, key, value, where)
             direct[key] = value
             continue
         owners = [
@@ -139,6 +143,40 @@ def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "con
         base = direct.get(owner, getattr(config, owner))
         direct[owner] = apply_overrides(base, values, where=f"{where}.{owner}")
     return dataclasses.replace(config, **direct)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` fits a (resolved) type hint: unions, tuples, lists, scalars, dataclasses."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (tuple, list):
+        args = typing.get_args(hint)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(_matches, value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _checked(config: Any, key: str, value: Any, where: str) -> Any:
+    """`value` for field `key` of dataclass `config`, or ValueError naming the field."""
+    hint = typing.get_type_hints(type(config)).get(key, Any)
+    if not _matches(value, hint):
+        raise ValueError(
+            f"override {key}={value!r} for {type(config).__name__} ({where}) does not match "
+            f"its type {hint}"
+        )
+    return value
 
 
 def _has_field(config: Any, key: str) -> bool:

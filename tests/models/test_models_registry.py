@@ -118,6 +118,12 @@ def test_unknown_and_invalid_overrides_are_errors():
         build_config("hybridmt3d_tiny", "pretrain", num_groups=64, num_regions=7)
     with pytest.raises(ValueError, match="pattern"):
         build_config("hybridmt3d_tiny", "pretrain", pattern="MXT")
+    with pytest.raises(ValueError, match="num_groups='64'.*type"):
+        build_config("hybridmt3d_tiny", "pretrain", num_groups="64")
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        build_config("hybridmt3d_tiny", "classify", drop_path_rate="0.1")
+    with pytest.raises(ValueError, match="mask_ratio"):
+        build_config("hybridmt3d_tiny", "pretrain", mask_ratio=(0.3, 0.5, 0.7))
 
 
 @pytest.mark.parametrize("task", ["pretrain", "classify"])
