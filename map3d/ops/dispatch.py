@@ -279,6 +279,15 @@ def _describe(tensors) -> str:
     return "; ".join(parts)
 
 
+def unavailable_reason(op: str, backend: str) -> str | None:
+    """None if `backend` of `op` can run here, else why not (also when it is not registered)."""
+    _load_backends()
+    chosen = _REGISTRY.get(op, {}).get(backend)
+    if chosen is None:
+        return f"{op} has no backend {backend!r}"
+    return _unavailable(chosen)
+
+
 def refresh() -> None:
     """Forget cached availability checks (e.g. after installing a package)."""
     _REASONS.clear()

@@ -146,8 +146,8 @@ def test_real_external_backends_unavailable_here_raise_with_install_hint(registr
         "pytorch3d": "fps",
         "knn_cuda": "knn",
     }[name]
-    chosen = registry[op][name]
-    assert dispatch._unavailable(chosen) is not None
+    assert dispatch.unavailable_reason(op, name) is not None
+    assert dispatch.unavailable_reason(op, "reference") is None
     with pytest.raises(dispatch.BackendUnavailableError, match="install"):
         dispatch.resolve(op, name, torch.zeros(1, 4, 3))
 
