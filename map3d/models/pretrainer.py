@@ -58,6 +58,16 @@ class PretrainObjective(Protocol):
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """pred (B,M,out_features), target (B,M,...) of the masked tokens -> (B,) loss."""
 
+    def reconstruction(
+        self,
+        tokens: PatchTokens,
+        mask: Tensor,
+        masked_idx: Tensor,
+        pred: Tensor,
+        per_sample_loss: Tensor,
+    ) -> object:
+        """What `MAPPretrainer.reconstruct` returns (points: `Reconstruction`)."""
+
 
 @dataclass
 class PretrainOutput:
@@ -217,9 +227,11 @@ class _Pass:
 class MAPPretrainer(nn.Module):
     """tokenizer + encoder + MAPDecoder + head + objective (see the module docstring).
 
-    forward(inputs, generator=None) -> PretrainOutput; reconstruct(...) -> the objective's
-    reconstruction (points: `Reconstruction`). Randomness (FPS start, masking, mask ratio)
-    comes from `generator`; no host syncs.
+    forward(inputs (B,N,3) points | images, generator=None) -> PretrainOutput;
+    reconstruct(...) -> the objective's reconstruction (points: `Reconstruction`).
+    Randomness (FPS start, masking, mask ratio) comes from `generator`; pass one on the
+    model's device: then the forward has no host sync (a (min,max) mask ratio draws one
+    number from it, a sync if it lives on an accelerator).
     """
 
     def __init__(
