@@ -88,3 +88,17 @@ def test_drop_path_schedules():
     m_rates = [release[i] for i in range(16) if i % 4 != 3]
     assert [release[i] for i in (3, 7, 11, 15)] == m_rates[:4]
     assert abs(m_rates[-1] - 0.11) < 1e-7
+
+
+def test_forward_features_match_calling_the_blocks_one_by_one(generator):
+    """Shared LNP neighbours (computed once) give what each block computing its own gives."""
+    torch.manual_seed(0)
+    backbone = HybridBackbone(BackboneConfig(dim=16, num_heads=2, pattern="MMT", d_state=2))
+    x, pos = torch.randn(2, 9, 16, generator=generator), torch.randn(2, 9, 16, generator=generator)
+    centers = torch.rand(2, 8, 3, generator=generator)
+    features = backbone.forward_features(x, pos, centers)
+    h = x
+    for block, expected in zip(backbone.blocks, features):
+        h = block(h + pos, centers)
+        assert torch.allclose(h, expected, atol=1e-6)
+    assert torch.allclose(backbone(x, pos, centers), backbone.norm(features[-1]))
