@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ("op", "shape", "pass", "ms (median)", "peak MiB")
     print(
         f"\n{describe_device(device)}; torch {torch.__version__}; backend {args.backend or 'auto'}"
+        + (f"; load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
     )
     if args.markdown:
         print("| " + " | ".join(header) + " |")
