@@ -93,7 +93,7 @@ def test_drop_path_schedules():
 def test_forward_features_match_calling_the_blocks_one_by_one(generator):
     """Shared LNP neighbours (computed once) give what each block computing its own gives."""
     torch.manual_seed(0)
-    backbone = HybridBackbone(BackboneConfig(dim=16, num_heads=2, pattern="MMT", d_state=2))
+    backbone = HybridBackbone(BackboneConfig(dim=16, num_heads=2, pattern="MMT", d_state=2)).eval()
     x, pos = torch.randn(2, 9, 16, generator=generator), torch.randn(2, 9, 16, generator=generator)
     centers = torch.rand(2, 8, 3, generator=generator)
     features = backbone.forward_features(x, pos, centers)
