@@ -39,7 +39,8 @@ def test_transformer_block_mask_is_respected(generator):
     assert (diff[:4] == 0).all() and diff[4] > 0
 
 
-def test_drop_path(generator):
+def test_drop_path():
+    torch.manual_seed(0)
     x = torch.ones(1000, 4)
     drop = DropPath(0.3)
     assert torch.equal(drop.eval()(x), x)
