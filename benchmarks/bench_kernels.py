@@ -268,10 +268,11 @@ def bench_conv() -> None:
 
 
 def sweep_scan_configs() -> None:
-    """Time kernel configurations of the Triton scan (fwd+bwd) at three sizes."""
+    """Time kernel configurations of the Triton scan (fwd, fwd+bwd) at three sizes, with the
+    compiler's register / spill / shared-memory report of each."""
     from map3d.ops.triton import selective_scan as scan
 
-    original = (scan.CHUNK, scan.FWD_CONFIG, scan.BWD_CONFIG)
+    original = (dict(scan.SHORT), dict(scan.LONG))
     sizes = [(128, 768, 64), (32, 768, 256), (8, 768, 1024)]
     inputs = {s: scan_inputs(*s) for s in sizes}
 
@@ -286,23 +287,25 @@ def sweep_scan_configs() -> None:
                 "smem": getattr(getattr(kernel, "metadata", None), "shared", None)}
 
     try:
-        for chunk in (64, 128):
-            for fwd in ((1, 2), (2, 2), (2, 4), (4, 4), (4, 8)):
-                scan.CHUNK, scan.FWD_CONFIG = chunk, fwd
+        for chunk in (32, 64):
+            for cfg in ((1, 2), (2, 2), (2, 4), (4, 4)):
                 for s in sizes:
+                    for table in (scan.SHORT, scan.LONG):
+                        table.update(chunk=chunk, fwd=cfg, bwd=original[0]["bwd"])
                     with torch.no_grad():
                         ms = timed(lambda s=s: call(*inputs[s]))
-                    record("sweep-fwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} fwd={fwd}", ms,
+                    record("sweep-fwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} fwd={cfg}", ms,
                            **resources("fwd"))
-            scan.FWD_CONFIG = original[1]
-            for bwd in ((1, 2), (2, 2), (2, 4), (4, 4), (4, 8)):
-                scan.BWD_CONFIG = bwd
-                for s in sizes:
+                    for table in (scan.SHORT, scan.LONG):
+                        table.update(fwd=original[0]["fwd"], bwd=cfg)
                     ms = timed(fwd_bwd(call, inputs[s]))
-                    record("sweep-bwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} bwd={bwd}", ms,
+                    record("sweep-bwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} bwd={cfg}", ms,
                            **resources("bwd"))
     finally:
-        scan.CHUNK, scan.FWD_CONFIG, scan.BWD_CONFIG = original
+        scan.SHORT.clear()
+        scan.SHORT.update(original[0])
+        scan.LONG.clear()
+        scan.LONG.update(original[1])
 
 
 def print_table() -> None:

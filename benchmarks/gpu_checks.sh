@@ -3,7 +3,8 @@
 #   tests     Triton parity + step tests (tests/ops/test_triton_*.py)
 #   alltests  every GPU test of the repository (pytest -m gpu)
 #   kernels   bench_kernels.py (ops, scan, bidirectional, mixer) [SWEEP=1 adds the config sweep]
-#   step      bench_step.py (pretrain + finetune step per backend, NaN checks off, CUDA graph)
+#   step      bench_step.py (pretrain + finetune step per backend, NaN checks off, CUDA graph;
+#             STEP_ARGS adds options, e.g. "--backend auto")
 #   mamba     after building mamba-ssm's scan extension (from .whl/, in the background from the
 #             start): mamba parity test, scan/mixer kernels and the pretrain step with its scan
 set -uo pipefail
@@ -31,7 +32,7 @@ if [[ $stages == *" alltests "* ]]; then
     tail -15 "$OUT/pytest_gpu.log"; echo "[alltests done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" step "* ]]; then
-    python3 benchmarks/bench_step.py --no-nan-checks --cuda-graph --json /tmp/step.json \
+    python3 benchmarks/bench_step.py ${STEP_ARGS:-} --no-nan-checks --cuda-graph --json /tmp/step.json \
         >"$OUT/bench_step.log" 2>&1
     grep -v '^{' "$OUT/bench_step.log" | tail -12; echo "[step done at $((SECONDS - t0)) s]"
 fi

@@ -239,6 +239,11 @@ def _scan_bwd_kernel(
             g = dout * (z * sig)
         else:
             g = dout
+        # Finish with the states here, so that only one (BLOCK_E, BLOCK_N, CHUNK) tile of them
+        # stays live through the adjoint scan (fewer registers, more programs per SM).
+        dC_part = tl.sum(hs * g[:, None, :], axis=0)  # (BLOCK_N, CHUNK)
+        tl.store(dC_ptr + part_rows + t[None, :], dC_part, mask=mask_nt)
+        h_prev = hs - dBu  # a_t * h_{t-1}
         if HAS_D:
             dD_acc += tl.sum(g * u, axis=1)
             du = g * Dv[:, None]
@@ -258,9 +263,11 @@ def _scan_bwd_kernel(
         lam_all = tl.where(valid, lam_part + p_cum * lam[:, :, None], 0.0)
         lam = tl.sum(tl.where(offs_t[None, None, :] == 0, lam_all, 0.0), axis=2)
 
+        dB_part = tl.sum(lam_all * dtu[:, None, :], axis=0)  # (BLOCK_N, CHUNK)
+        tl.store(dB_ptr + part_rows + t[None, :], dB_part, mask=mask_nt)
         lam_B = tl.sum(lam_all * Bt[None, :, :], axis=1)  # (BLOCK_E, CHUNK)
         du += dt * lam_B
-        w = lam_all * (hs - dBu)  # lam * a_t * h_{t-1}
+        w = lam_all * h_prev
         dA_acc += tl.sum(w * dt[:, None, :], axis=2)
         ddt = tl.sum(w * A[:, :, None], axis=1) + u * lam_B
         if SOFTPLUS:
@@ -270,11 +277,6 @@ def _scan_bwd_kernel(
             dbias_acc += tl.sum(ddt, axis=1)
         tl.store(du_ptr + grad_rows + t[None, :], du.to(du_ptr.dtype.element_ty), mask=mask_et)
         tl.store(ddt_ptr + grad_rows + t[None, :], ddt.to(ddt_ptr.dtype.element_ty), mask=mask_et)
-
-        dB_part = tl.sum(lam_all * dtu[:, None, :], axis=0)  # (BLOCK_N, CHUNK)
-        dC_part = tl.sum(hs * g[:, None, :], axis=0)
-        tl.store(dB_ptr + part_rows + t[None, :], dB_part, mask=mask_nt)
-        tl.store(dC_ptr + part_rows + t[None, :], dC_part, mask=mask_nt)
 
     en_rows = (pid_b * E + offs_e) * DSTATE
     tl.store(dA_ptr + en_rows[:, None] + offs_n[None, :], dA_acc, mask=mask_en)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import torch
 
-# Time steps per tile (the backward pass restarts from states saved at these boundaries),
-# and (BLOCK_E channels per program, num_warps) of each kernel; benchmarks/bench_kernels.py
-# sweeps alternatives.
-CHUNK = 64
-FWD_CONFIG = (2, 4)
-BWD_CONFIG = (4, 4)
+# Kernel configurations: CHUNK time steps per tile (the backward pass restarts from states
+# saved at these boundaries) and (BLOCK_E channels per program, num_warps) of each kernel, for
+# sequences of at most SHORT_L steps (one tile) and for longer ones; chosen from the sweeps of
+# benchmarks/bench_kernels.py on an H100 (benchmarks/NOTES-gpu.md).
+SHORT_L = 64
+SHORT = {"chunk": 64, "fwd": (2, 4), "bwd": (4, 4)}
+LONG = {"chunk": 32, "fwd": (2, 4), "bwd": (2, 4)}
 
 # The last compiled kernel of each pass ("fwd", "bwd"), for resource reports in benchmarks
 # (registers, spills, shared memory).
@@ -44,8 +45,12 @@ def _block_e(E: int, chan_per_group: int, grouped: bool, want: int) -> int:
     return max(block, 1)
 
 
+def _config(L: int) -> dict:
+    return SHORT if L <= SHORT_L else LONG
+
+
 def _chunk(L: int) -> int:
-    return min(CHUNK, max(16, _pow2(L)))
+    return min(_config(L)["chunk"], max(16, _pow2(L)))
 
 
 def _groups(M: torch.Tensor) -> torch.Tensor:
@@ -104,7 +109,7 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
-    want_e, warps = FWD_CONFIG
+    want_e, warps = _config(L)["fwd"]
     block_e = _block_e(E, E // G, G > 1, want_e)
     chunk = _chunk(L)
     n_chunks = -(-L // chunk)
@@ -141,7 +146,7 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
-    want_e, warps = BWD_CONFIG
+    want_e, warps = _config(L)["bwd"]
     block_e = _block_e(E, E // G, G > 1, want_e)
     chunk = _chunk(L)
     n_chunks = -(-L // chunk)
