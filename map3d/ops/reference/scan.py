@@ -8,10 +8,10 @@ N state size, L sequence length, G groups of B/C):
 
 It is linear in L for forward and backward. Intermediates are laid out time-major (L, B, E, N),
 so each time step is one contiguous slab, and the recurrence h[t] = a[t] h[t-1] + b[t] is
-solved in chunks of T ~ sqrt(L) steps: one in-place step loop runs inside all chunks at once,
-then one loop over chunks carries the state (cumulative decays inside a chunk come from
-`cumprod`; only products of decays are formed, never quotients, so it is stable for any
-delta * A <= 0). That is about 2 sqrt(L) vectorized ops, with no autograd graph: a custom
+solved in chunks of T ~ sqrt(L) steps: one in-place step loop runs inside all chunks at once
+(also accumulating each chunk's running product of decays), then one loop over chunks carries
+the state. Only products of decays are formed, never quotients, so it is stable for any
+delta * A <= 0. That is about 2 sqrt(L) vectorized ops, with no autograd graph: a custom
 autograd function solves the adjoint recurrence g[t] = dy/dh[t] + a[t+1] g[t+1] the same way in
 backward and recomputes the (L,B,E,N) intermediates block by block of channels, so memory stays
 O(inputs) + one block.
@@ -33,33 +33,43 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Time-major h[t] = a[t] * h[t-1] + b[t] along dim 0, h[-1] = 0: (L, ...) -> (L, ...).
+def _linear_recurrence(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Time-major h[t] = a[t] * h[t-1] + b[t] along dim 0, h[-1] = 0: (L, ...) -> (L, ...);
+    with `reverse`, h[t] = a[t] * h[t+1] + b[t], h[L] = 0.
 
     Overwrites `b` (used as the output buffer) when it is contiguous.
     """
     L = a.shape[0]
     T = max(1, math.isqrt(L))
     pad = (-L) % T
-    if pad:  # identity steps at the end
+    if pad:  # steps after the end that leave a forward scan unchanged and stay 0 in reverse
         a = torch.cat([a, a.new_ones((pad, *a.shape[1:]))])
         b = torch.cat([b, b.new_zeros((pad, *b.shape[1:]))])
     chunks = a.shape[0] // T
     a = a.reshape(chunks, T, *a.shape[1:])
     h = b.reshape(chunks, T, *b.shape[1:])
-    for t in range(1, T):  # state of every chunk from a zero start
-        h[:, t].addcmul_(a[:, t], h[:, t - 1])
+    back = 1 if reverse else -1  # offset of the step each state depends on
+    decay = None  # product of a since the chunk's first step
     if chunks > 1:
-        decay = torch.cumprod(a, dim=1)  # decay since the chunk start
-        for c in range(1, chunks):
-            h[c].addcmul_(decay[c], h[c - 1, -1])
+        decay = torch.empty_like(a)
+        first = T - 1 if reverse else 0
+        decay[:, first] = a[:, first]
+    for t in range(T - 2, -1, -1) if reverse else range(1, T):  # every chunk from a zero start
+        h[:, t].addcmul_(a[:, t], h[:, t + back])
+        if decay is not None:
+            torch.mul(a[:, t], decay[:, t + back], out=decay[:, t])
+    if decay is not None:  # carry each chunk's final state into the next chunk
+        edge = slice(0, 1) if reverse else slice(T - 1, T)
+        for c in range(chunks - 2, -1, -1) if reverse else range(1, chunks):
+            h[c].addcmul_(decay[c], h[c + back, edge])
     return h.reshape(chunks * T, *h.shape[2:])[:L]
 
 
 def _reverse_recurrence(a: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor:
-    """Adjoint of `_linear_recurrence`: g[t] = g_out[t] + a[t+1] * g[t+1], g[L] = 0."""
+    """Adjoint of `_linear_recurrence`: g[t] = g_out[t] + a[t+1] * g[t+1], g[L] = 0.
+    Overwrites `g_out` when it is contiguous."""
     a_next = torch.cat([a[1:], torch.zeros_like(a[:1])])
-    return _linear_recurrence(a_next.flip(0), g_out.flip(0)).flip(0)
+    return _linear_recurrence(a_next, g_out, reverse=True)
 
 
 def _channel_blocks(u: torch.Tensor, state: int):
@@ -84,12 +94,20 @@ def _take(x: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
     return x if groups is None else x.index_select(2, groups)
 
 
-def _put(total: torch.Tensor, part: torch.Tensor, groups: torch.Tensor | None) -> None:
-    """Add a block's (L, B, E_block, N) gradient into its groups of `total` (L,B,G,N)."""
-    if groups is None:
-        total[:, :, 0] += part.sum(2)
+def _put(total: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: torch.Tensor | None):
+    """Add x * w, x (L,B,E_block,N), w (L,B,E_block,1), summed over the channels of each group,
+    into `total` (L,B,G,N)."""
+    if groups is None:  # one group: a batched (1 x E_block) @ (E_block x N) product
+        total[:, :, 0] += torch.matmul(w.transpose(-1, -2), x).squeeze(-2)
     else:
-        total.index_add_(2, groups, part)
+        total.index_add_(2, groups, x * w)
+
+
+def _state_dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """sum_n x * y: x (L,B,E_block,N), y (L,B,E_block or 1,N) -> (L,B,E_block)."""
+    if y.shape[2] == 1:  # shared over channels: a batched matrix-vector product
+        return torch.matmul(x, y.transpose(-1, -2)).squeeze(-1)
+    return (x * y).sum(-1)
 
 
 def _time_major(x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +130,7 @@ class _SelectiveScanCore(torch.autograd.Function):
             dt_b = dtT[:, :, start:stop, None]  # (L,B,Eb,1)
             a = torch.exp(dt_b * A[start:stop])  # (L,B,Eb,N)
             h = _linear_recurrence(a, (dt_b * uT[:, :, start:stop, None]) * _take(BT, groups))
-            yT[:, :, start:stop] = (h * _take(CT, groups)).sum(-1)
+            yT[:, :, start:stop] = _state_dot(h, _take(CT, groups))
             last[:, start:stop] = h[-1]
         ctx.save_for_backward(u, dt, A, Bm, Cm)
         return yT.movedim(0, -1), last
@@ -136,9 +154,9 @@ class _SelectiveScanCore(torch.autograd.Function):
             grad_h = C_b * gy
             grad_h[-1] += grad_last[:, start:stop]
             g = _reverse_recurrence(a, grad_h)  # d loss / d h[t] through all later steps
-            _put(grad_CT, h * gy, groups)
-            _put(grad_BT, g * du, groups)
-            grad_du = (g * B_b).sum(-1)
+            _put(grad_CT, h, gy, groups)
+            _put(grad_BT, g, du, groups)
+            grad_du = _state_dot(g, B_b)
             grad_uT[:, :, start:stop] = grad_du * dt_b[..., 0]
             grad_log_a = g.mul_(a)  # d loss / d (dt A) = g[t] a[t] h[t-1]
             grad_log_a[1:] *= h[:-1]
