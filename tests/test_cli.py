@@ -44,14 +44,19 @@ def test_pretrain_finetune_eval_export(tmp_path, capsys, caplog):
     assert "map3d eval --checkpoint" in capsys.readouterr().out
     assert load_checkpoint(ft / "best.pt")["config"]["train"]["seed"] == 1
 
-    assert main(["eval", "--checkpoint", str(ft / "best.pt"), "--svm",
+    assert main(["eval", "--checkpoint", str(ft / "best.pt"),
                  "--out", str(tmp_path / "results.json")]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("oa", "macc", "vote_oa", "vote_macc"):
         assert 0.0 <= results[key] <= 100.0
     assert results["n"] == 8 and results["protocol"]["votes"] == 2
     assert results["protocol"]["vote_augment"] == ["scale_translate"]
-    assert 0.0 <= results["svm"]["svm_oa"] <= 100.0
+
+    # linear-SVM probe on the frozen pretrained encoder (the pretraining config's decoder
+    # overrides are dropped, the synthetic set switches to labelled items)
+    assert main(["eval", "--checkpoint", str(pre), "--svm", "--out", str(tmp_path / "svm.json")]) == 0
+    svm = json.loads((tmp_path / "svm.json").read_text())["svm"]
+    assert 0.0 <= svm["svm_oa"] <= 100.0 and svm["protocol"]["test_samples"] == 16
 
     assert main(["export", str(pre), str(tmp_path / "enc.safetensors")]) == 0
     weights = model_state_dict(tmp_path / "enc.safetensors")

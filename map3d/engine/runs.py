@@ -10,6 +10,7 @@ probe = svm_probe("runs/pre/last.pt", cfg)            # linear-SVM accuracy on f
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -197,6 +198,21 @@ def _features(model, dataset, cfg, ctx, dist) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat(feats), torch.cat(labels)
 
 
+def _classifier_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The model overrides a classifier accepts (a pretraining config also sets decoder ones)."""
+    from map3d.models import build_config
+
+    kept = {}
+    for key, value in overrides.items():
+        try:
+            build_config(name, "classify", **{key: value})
+        except ValueError:
+            log.info("SVM probe: classifier ignores model override %s=%r", key, value)
+            continue
+        kept[key] = value
+    return kept
+
+
 def svm_probe(
     checkpoint: str | os.PathLike, cfg: ExperimentConfig, *, c: float = 1.0
 ) -> dict[str, Any]:
@@ -212,6 +228,8 @@ def svm_probe(
     dist = DistInfo()
     ctx = _context(cfg, dist)
     task = get_task("classify")
+    cfg = copy.deepcopy(cfg)
+    cfg.model.overrides = _classifier_overrides(cfg.model.name, cfg.model.overrides)
     train_set = task.build_dataset(cfg, cfg.data.train_split)
     test_set = task.build_dataset(cfg, cfg.data.test_split)
     model = task.build_model(cfg, train_set)
