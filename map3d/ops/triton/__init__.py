@@ -2,10 +2,11 @@
 selection for kNN and Chamfer distance, depthwise causal conv1d.
 
 Importing this package registers the `triton` backend of `selective_scan`, `fps`, `knn`,
-`chamfer_distance` and `causal_conv1d` with
-`map3d.ops.dispatch`; the backend is available when Triton imports and a CUDA device is present,
-and then it is the default on CUDA tensors. Triton itself is imported only inside functions, so
-this package imports on any machine.
+`chamfer_distance` and `causal_conv1d` with `map3d.ops.dispatch`; it is available when Triton
+imports and a CUDA device is present. Priorities follow the H100 measurements in
+benchmarks/RESULTS.md: the default for fps, knn, chamfer_distance and (unless mamba-ssm's
+compiled scan is installed) selective_scan; causal_conv1d only when asked for by name. Triton
+itself is imported only inside functions, so this package imports on any machine.
 
 `bidirectional_selective_scan` is the entry point for bidirectional (Vision-Mamba style) mixers:
 both directions in two launches of one kernel without flipped copies of z or of the output,
@@ -28,6 +29,10 @@ PRIORITY = 30  # above the compiled-extension adapters (10-20)
 # The scan ranks below mamba-ssm's compiled kernel (20), measured faster at L >= 128 on an H100
 # (benchmarks/RESULTS.md): Triton is the default wherever mamba-ssm is not built.
 SCAN_PRIORITY = 15
+# The causal conv1d kernel measured no faster than cuDNN's depthwise conv inside the training
+# step (~2.5 ms/step either way on an H100): available by name (MAP3D_BACKEND=
+# causal_conv1d=triton), below the reference in automatic selection.
+CONV_PRIORITY = -1
 
 
 @functools.cache
@@ -91,7 +96,7 @@ dispatch.register(
 )
 dispatch.register(
     "causal_conv1d", "triton", _conv.causal_conv1d, triton_unavailable_reason, _conv.supports,
-    PRIORITY,
+    CONV_PRIORITY,
 )
 
 __all__ = ["bidirectional_selective_scan", "triton_unavailable_reason"]
