@@ -57,7 +57,7 @@ def _linear_recurrence(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) 
     for t in range(T - 2, -1, -1) if reverse else range(1, T):  # every chunk from a zero start
         h[:, t].addcmul_(a[:, t], h[:, t + back])
         if decay is not None:
-            torch.mul(a[:, t], decay[:, t + back], out=decay[:, t])
+            decay[:, t] = a[:, t] * decay[:, t + back]
     if decay is not None:  # carry each chunk's final state into the next chunk
         edge = slice(0, 1) if reverse else slice(T - 1, T)
         for c in range(chunks - 2, -1, -1) if reverse else range(1, chunks):
