@@ -180,8 +180,9 @@ def selective_scan(
     (softplus'ed if `delta_softplus`), per channel e and state n:
         h[t] = exp(dt[t] A[e,n]) h[t-1] + dt[t] B[n,t] u[t],  h[-1] = 0
         out[t] = (sum_n C[n,t] h[t] + D[e] u[t]) * silu(z[t])
-    State in float32; returns out (B,E,L) in u's dtype, and (out, last_state (B,E,N) float32)
-    if `return_last_state`.
+    State in float32 (float64 for float64 inputs); returns out (B,E,L) in u's dtype, and
+    (out, last_state (B,E,N)) if `return_last_state`. The reference back-propagates through
+    last_state; mamba-ssm's kernel does not.
     """
     op = "selective_scan"
     _require_tensor(op, "u", u, 3, "(B,E,L)")
