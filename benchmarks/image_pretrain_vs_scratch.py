@@ -38,8 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1])
-    p.add_argument("--pretrain-epochs", type=int, default=30)
-    p.add_argument("--finetune-epochs", type=int, default=40)
+    p.add_argument("--pretrain-epochs", type=int, default=40)
+    p.add_argument("--finetune-epochs", type=int, default=100)
+    p.add_argument("--dim", type=int, default=64, help="encoder width C (the preset's is 32)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads of the encoder")
     p.add_argument(
         "--num-regions",
         type=int,
@@ -64,30 +66,36 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from map3d.engine.config import load_config
     from map3d.engine.distributed import DistInfo
-    from map3d.engine.metrics import mean_std
-    from map3d.engine.runs import setup_logging, train
+    from map3d.engine.runs import ENCODER_FILE, setup_logging, train
 
     setup_logging(None, DistInfo(), verbose=False)
     logging.getLogger("map3d.bench").setLevel(logging.INFO)
     quiet = ["output.progress=false"]
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    pre_overrides = [f"schedule.epochs={args.pretrain_epochs}"]
+    width = [f"model.overrides.dim={args.dim}", f"model.overrides.num_heads={args.heads}"]
+    pre_overrides = [*width, f"schedule.epochs={args.pretrain_epochs}"]
     pre_overrides.append(f"train.eval_every_epochs={args.pretrain_epochs}")
     if args.num_regions is not None:
         pre_overrides.append(f"model.overrides.num_regions={args.num_regions}")
     started = time.time()
     for seed in args.seeds:
         pre_dir = args.out / f"pretrain_s{seed}"
-        pre_cfg = load_config(PRETRAIN_CONFIG, [*pre_overrides, f"train.seed={seed}", *quiet])
-        pre = train(pre_cfg, pre_dir)
-        print(
-            f"[{time.time() - started:6.0f}s] seed {seed}: pretrained, final test masked-patch "
-            f"loss {pre.history[-1].get('test_loss', float('nan')):.4f}",
-            flush=True,
-        )
+        checkpoint = pre_dir / "last.pt"
+        if (pre_dir / ENCODER_FILE).is_file():  # written when a pretraining run completes
+            print(f"seed {seed}: reusing the finished pretraining run {pre_dir}", flush=True)
+        else:
+            pre_cfg = load_config(PRETRAIN_CONFIG, [*pre_overrides, f"train.seed={seed}", *quiet])
+            pre = train(pre_cfg, pre_dir)
+            checkpoint = pre.last_checkpoint
+            print(
+                f"[{time.time() - started:6.0f}s] seed {seed}: pretrained, final test "
+                f"masked-patch loss {pre.history[-1].get('test_loss', float('nan')):.4f}",
+                flush=True,
+            )
+        results: dict[str, dict[str, float]] = {}
         for fraction in args.fractions:
             for arm in ("pretrained", "scratch"):
                 overrides = [
+                    *width,
                     f"schedule.epochs={args.finetune_epochs}",
                     f"train.eval_every_epochs={args.finetune_epochs}",
                     f"data.options.label_fraction={fraction}",
@@ -96,7 +104,7 @@ def main(argv=None) -> int:
                     *quiet,
                 ]
                 if arm == "pretrained":
-                    overrides.append(f"train.pretrained={pre.last_checkpoint}")
+                    overrides.append(f"train.pretrained={checkpoint}")
                 cfg = load_config(FINETUNE_CONFIG, overrides)
                 run = train(cfg, args.out / f"finetune_f{fraction}_{arm}_s{seed}")
                 oa = final_test_oa(run)
@@ -106,39 +114,61 @@ def main(argv=None) -> int:
                     f"{arm}: test OA {oa:.2f}",
                     flush=True,
                 )
-    summary = {
-        "protocol": {
-            "pretrain_config": str(PRETRAIN_CONFIG.relative_to(REPO)),
-            "finetune_config": str(FINETUNE_CONFIG.relative_to(REPO)),
-            "pretrain_epochs": args.pretrain_epochs,
-            "finetune_epochs": args.finetune_epochs,
-            "num_regions": args.num_regions,
-            "seeds": args.seeds,
-            "metric": "test OA (%) after the last finetuning epoch; mean ± sample std over seeds",
-            "threads": args.threads,
-            "wall_seconds": round(time.time() - started),
-        },
-        "results": {
-            fraction: {
-                arm: {"per_seed": v, **mean_std(list(v.values()))} for arm, v in arms.items()
-            }
-            for fraction, arms in results.items()
-        },
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print("\n| labels | pretrained (MAP) OA % | scratch OA % | per-seed pretrained / scratch |")
-    print("|---|---|---|---|")
-    for fraction, arms in summary["results"].items():
-        pre, scr = arms["pretrained"], arms["scratch"]
-        pairs = ", ".join(
-            f"s{s}: {pre['per_seed'][s]:.1f}/{scr['per_seed'][s]:.1f}" for s in pre["per_seed"]
-        )
-        print(
-            f"| {float(fraction):.0%} | {pre['mean']:.2f} ± {pre['std']:.2f} | "
-            f"{scr['mean']:.2f} ± {scr['std']:.2f} | {pairs} |"
-        )
+                write_json(
+                    args.out / f"results_s{seed}.json", {"protocol": protocol(args), **results}
+                )
+    summarize(args.out)
     return 0
+
+
+def protocol(args: argparse.Namespace) -> dict:
+    return {
+        "pretrain_config": str(PRETRAIN_CONFIG.relative_to(REPO)),
+        "finetune_config": str(FINETUNE_CONFIG.relative_to(REPO)),
+        "dim": args.dim,
+        "heads": args.heads,
+        "pretrain_epochs": args.pretrain_epochs,
+        "finetune_epochs": args.finetune_epochs,
+        "num_regions": args.num_regions,
+        "metric": "test OA (%) after the last finetuning epoch; mean ± sample std over seeds",
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def summarize(out: Path) -> dict:
+    """Merge every results_s<seed>.json under `out` (runs of one seed each may run in parallel)
+    into results.json and print the Markdown table."""
+    from map3d.engine.metrics import mean_std
+
+    merged: dict[str, dict[str, dict[str, float]]] = {}
+    for path in sorted(out.glob("results_s*.json")):
+        data = json.loads(path.read_text())
+        data.pop("protocol", None)
+        for fraction, arms in data.items():
+            for arm, per_seed in arms.items():
+                merged.setdefault(fraction, {}).setdefault(arm, {}).update(per_seed)
+    table = {
+        fraction: {arm: {"per_seed": v, **mean_std(list(v.values()))} for arm, v in arms.items()}
+        for fraction, arms in merged.items()
+    }
+    write_json(out / "results.json", table)
+    print("\n| labels | pretrained (MAP) OA % | scratch OA % | per seed: pretrained / scratch |")
+    print("|---|---|---|---|")
+    for fraction, arms in table.items():
+        if set(arms) != {"pretrained", "scratch"}:
+            continue
+        pre, scr = arms["pretrained"], arms["scratch"]
+        seeds = sorted(set(pre["per_seed"]) & set(scr["per_seed"]), key=int)
+        pairs = ", ".join(f"s{s}: {pre['per_seed'][s]:.1f}/{scr['per_seed'][s]:.1f}" for s in seeds)
+        print(
+            f"| {float(fraction):.0%} | {pre['mean']:.2f} ± {pre['std']:.2f} (n={pre['n']}) | "
+            f"{scr['mean']:.2f} ± {scr['std']:.2f} (n={scr['n']}) | {pairs} |"
+        )
+    return table
 
 
 if __name__ == "__main__":

@@ -209,7 +209,8 @@ class PixelObjective(nn.Module):
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """pred, target (B,M,p*p*C) of the masked tokens -> (B,) mean squared error."""
-        return (pred.float() - target.float()).pow(2).mean(dim=(1, 2))
+        dtype = torch.promote_types(pred.dtype, torch.float32)  # half precision -> float32
+        return (pred.to(dtype) - target.to(dtype)).pow(2).mean(dim=(1, 2))
 
     def reconstruction(
         self,
