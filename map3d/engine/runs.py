@@ -35,6 +35,7 @@ from map3d.engine.trainer import (
     EpochBatchSampler,
     RunResult,
     Trainer,
+    autocast_context,
     make_loader,
     resolve_device,
     resolve_precision,
@@ -135,15 +136,7 @@ def checkpoint_config(ckpt: dict, overrides: list[str] | None = None) -> Experim
 
 def _context(cfg: ExperimentConfig, dist: DistInfo) -> TaskContext:
     device = resolve_device(cfg.train.device, dist)
-    amp = resolve_precision(cfg.train.precision, device)
-
-    def autocast():
-        import contextlib
-
-        if amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=amp)
-
+    autocast = autocast_context(device, resolve_precision(cfg.train.precision, device))
     g = torch.Generator(device).manual_seed(cfg.train.seed)
     return TaskContext(cfg=cfg, device=device, generator=g, model_generator=g, dist=dist,
                        autocast=autocast)

@@ -76,6 +76,17 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """A callable entering autocast to `dtype` on `device` (a no-op context for fp32)."""
+
+    def enter():
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    return enter
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed for an independent stream named by integers (seed, rank, stream, ...)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -303,18 +314,14 @@ class Trainer:
         self.ddp_model = self._wrap_ddp()
         self.ctx = TaskContext(
             cfg=cfg, device=self.device, generator=self.generators["augment"],
-            model_generator=self.generators["model"], dist=self.dist, autocast=self.autocast,
+            model_generator=self.generators["model"], dist=self.dist,
+            autocast=autocast_context(self.device, self.amp_dtype),
         )
         self.writer = MetricsWriter(
             self.run_dir if self.dist.is_main else None, tensorboard=cfg.output.tensorboard
         )
 
     # -- setup helpers -------------------------------------------------------------------------
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def _maybe_test_set(self) -> Dataset | None:
         if not self.cfg.data.test_split or self.cfg.train.eval_every_epochs <= 0:
             return None
