@@ -324,3 +324,72 @@ def test_ops_compile_without_graph_breaks(generator):
     expected = step(points, u)  # eager first: availability is known before tracing
     compiled = torch.compile(step, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(points, u), expected)
+
+
+def _require_backend(op, name):
+    reason = dispatch.unavailable_reason(op, name)
+    if reason is not None:
+        pytest.skip(f"{name} unavailable: {reason}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+def test_mamba_ssm_matches_reference_on_cuda(generator, dtype, tol):
+    _require_backend("selective_scan", "mamba_ssm")
+    Bb, E, N, L = 2, 64, 16, 100
+    leaves = [
+        torch.randn(Bb, E, L, generator=generator).to("cuda", dtype),
+        (torch.rand(Bb, E, L, generator=generator) * 0.5).to("cuda", dtype),
+        (-torch.rand(E, N, generator=generator) * 8).cuda(),
+        torch.randn(Bb, 2, N, L, generator=generator).to("cuda", dtype),
+        torch.randn(Bb, 2, N, L, generator=generator).to("cuda", dtype),
+        torch.randn(E, generator=generator).cuda(),
+        torch.randn(Bb, E, L, generator=generator).to("cuda", dtype),
+        (torch.randn(E, generator=generator) * 0.1).cuda(),
+    ]
+    outs = {}
+    for name in ("mamba_ssm", "reference"):
+        args = [t.clone().requires_grad_() for t in leaves]
+        out = ops.selective_scan(*args, True, backend=name)
+        out.float().square().sum().backward()
+        outs[name] = [out.float()] + [a.grad.float() for a in args]
+    for got, want in zip(outs["mamba_ssm"], outs["reference"]):
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+@pytest.mark.gpu
+def test_causal_conv1d_library_matches_reference_on_cuda(generator):
+    _require_backend("causal_conv1d", "causal_conv1d")
+    x = torch.randn(2, 64, 50, generator=generator).cuda()
+    weight = torch.randn(64, 4, generator=generator).cuda()
+    bias = torch.randn(64, generator=generator).cuda()
+    for activation in (None, "silu"):
+        torch.testing.assert_close(
+            ops.causal_conv1d(x, weight, bias, activation, backend="causal_conv1d"),
+            ops.causal_conv1d(x, weight, bias, activation, backend="reference"),
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["pytorch3d", "knn_cuda"])
+def test_knn_libraries_match_reference_on_cuda(generator, name):
+    _require_backend("knn", name)
+    points = torch.rand(2, 1024, 3, generator=generator).cuda()
+    query = points[:, :64]
+    d_lib, i_lib = ops.knn(query, points, 32, backend=name)
+    d_ref, _ = ops.knn(query, points, 32, backend="reference")
+    torch.testing.assert_close(d_lib, d_ref)
+    assert i_lib.dtype == torch.int64 and (i_lib[..., 0] == torch.arange(64).cuda()).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("norm", [1, 2])
+def test_pytorch3d_chamfer_and_fps_match_reference_on_cuda(generator, norm):
+    _require_backend("chamfer_distance", "pytorch3d")
+    x = torch.rand(8, 64, 3, generator=generator).cuda()
+    y = torch.rand(8, 48, 3, generator=generator).cuda()
+    torch.testing.assert_close(
+        ops.chamfer_distance(x, y, norm=norm, backend="pytorch3d"),
+        ops.chamfer_distance(x, y, norm=norm, backend="reference"),
+    )
+    assert torch.equal(ops.fps(x, 16, backend="pytorch3d"), ops.fps(x, 16, backend="reference"))
