@@ -22,6 +22,18 @@ from map3d.engine.tasks import register_task
 from map3d.engine.tasks.base import Task, TaskContext, batch_input
 
 
+def _num_classes(model: nn.Module, loader: DataLoader) -> int:
+    """Size of the confusion matrix: the model's head (few-shot keeps a 40-way head for 5
+    classes), else the dataset's `num_classes`. Known before the first batch, so every process
+    builds the same meter even when its shard of the test set is empty."""
+    size = getattr(getattr(model, "config", None), "num_classes", None)
+    size = size or getattr(loader.dataset, "num_classes", None)
+    if size is None:
+        raise ValueError("classification: neither the model config nor the dataset gives "
+                         "num_classes")
+    return int(size)
+
+
 def _labels(batch: dict[str, Any], device: torch.device) -> Tensor:
     if "label" not in batch:
         raise ValueError(f"batch: classification needs a 'label' key, got {sorted(batch)}")
@@ -71,17 +83,13 @@ class ClassifyTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, ctx: TaskContext) -> dict[str, float]:
         """Single pass: OA and mean class accuracy (percent) over the test split."""
-        meter = None
+        meter = ConfusionMeter(_num_classes(model, loader), ctx.device)
         for batch in loader:
             key, x = batch_input(batch)
             labels = _labels(batch, ctx.device)
             if key == "points":
                 x = fps_points(x, min(ctx.cfg.data.npoints, x.shape[1]))
-            logits = self._logits(model, x, ctx)
-            meter = meter or ConfusionMeter(logits.shape[-1], ctx.device)
-            meter.update(logits.argmax(-1), labels)
-        if meter is None:
-            return {}
+            meter.update(self._logits(model, x, ctx).argmax(-1), labels)
         meter.all_reduce()
         return meter.compute()
 
@@ -91,7 +99,8 @@ class ClassifyTask(Task):
         cfg = ctx.cfg
         votes = cfg.eval.votes
         generator = torch.Generator(ctx.device).manual_seed(cfg.train.seed + 7919 * ctx.dist.rank)
-        single = voted = None
+        size = _num_classes(model, loader)
+        single, voted = ConfusionMeter(size, ctx.device), ConfusionMeter(size, ctx.device)
         pool_size = None
         for batch in loader:
             key, x = batch_input(batch)
@@ -108,17 +117,13 @@ class ClassifyTask(Task):
             else:
                 logits = self._logits(model, x, ctx)
                 passes = [logits]
-            single = single or ConfusionMeter(logits.shape[-1], ctx.device)
             single.update(logits.argmax(-1), labels)
             if passes:
-                voted = voted or ConfusionMeter(logits.shape[-1], ctx.device)
                 voted.update(vote_logits(passes).argmax(-1), labels)
-        results: dict[str, Any] = {}
-        if single is not None:
-            single.all_reduce()
-            results.update(single.compute())
-        if voted is not None:
-            voted.all_reduce()
+        single.all_reduce()
+        voted.all_reduce()
+        results: dict[str, Any] = single.compute()
+        if votes > 0:
             results.update({f"vote_{k}": v for k, v in voted.compute().items() if k != "n"})
         results["protocol"] = {
             "task": self.name,

@@ -46,6 +46,8 @@ class PretrainTask(Task):
         """Mean masked-reconstruction loss on the test split (fixed masking seed)."""
         generator = torch.Generator(ctx.device).manual_seed(ctx.cfg.train.seed + ctx.dist.rank)
         mean = RunningMean(ctx.device)
+        # same keys on every process, even one whose shard of the test set is empty
+        mean.update({"loss": torch.zeros((), device=ctx.device)}, 0)
         for batch in loader:
             x = self.prepare(batch, ctx, train=False)
             with ctx.autocast():
