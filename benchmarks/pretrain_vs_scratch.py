@@ -6,7 +6,8 @@
    set of synthetic shapes, then finetune the same classifier twice with identical
    hyperparameters, data and seed: encoder initialised from step 1, and from scratch.
 3. Print the test overall accuracy (%) after the last epoch of both, mean ± std over seeds, and
-   the paired difference; write everything to `<out>/summary.json`.
+   the paired difference; write everything to `<out>/summary.json`. `--svm` adds a linear-SVM
+   probe of the frozen encoders (pretrained vs random init) on the same K-shot sets.
 
 CPU (default, about 15 min on 2 idle cores):
     python benchmarks/pretrain_vs_scratch.py
@@ -28,7 +29,7 @@ import torch
 
 from map3d.engine.config import apply_overrides, default_config
 from map3d.engine.metrics import mean_std
-from map3d.engine.runs import train
+from map3d.engine.runs import svm_probe, train
 
 NUM_CLASSES = 10  # the built-in synthetic shapes
 PRETRAIN_DATA_SEED = 1000
@@ -55,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--finetune-batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4, help="finetuning learning rate")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--svm", action="store_true",
+                   help="also probe the frozen encoders (pretrained vs random init) with a "
+                   "linear SVM on the same K-shot sets")
     return p.parse_args()
 
 
@@ -79,9 +83,9 @@ def pretrain(args, out: Path) -> Path:
     return result.last_checkpoint
 
 
-def finetune(args, out: Path, seed: int, pretrained: Path | None) -> dict:
+def finetune_config(args, seed: int):
     pool = int(args.npoints * 1.2)
-    cfg = apply_overrides(default_config("classify"), [
+    return apply_overrides(default_config("classify"), [
         *geometry(args), f"data.options.num_samples={args.shots * NUM_CLASSES}",
         f"data.options.num_points={pool}", f"data.point_all={pool}",
         f"data.options.seed={seed}", f"data.test_options.num_samples={args.test_samples}",
@@ -90,6 +94,10 @@ def finetune(args, out: Path, seed: int, pretrained: Path | None) -> dict:
         f"train.eval_every_epochs={args.finetune_epochs}", f"train.seed={seed}",
         f"train.log_every_steps={10**6}",
     ])
+
+
+def finetune(args, out: Path, seed: int, pretrained: Path | None) -> dict:
+    cfg = finetune_config(args, seed)
     cfg.train.pretrained = str(pretrained) if pretrained is not None else None
     name = "pretrained" if pretrained is not None else "scratch"
     result = train(cfg, out / f"{name}-seed{seed}")
@@ -116,6 +124,15 @@ def main() -> None:
             r = runs[-1]
             print(f"seed {seed} {r['init']:>10}: test OA {r['test_oa']:.1f} %", flush=True)
 
+    probes = []
+    if args.svm:
+        for seed in args.seeds:
+            cfg = finetune_config(args, seed)
+            for init, encoder in (("pretrained", ckpt), ("scratch", None)):
+                acc = svm_probe(encoder, cfg)["svm_oa"]
+                probes.append({"seed": seed, "init": init, "svm_oa": acc})
+                print(f"seed {seed} {init:>10}: linear-SVM probe {acc:.1f} %", flush=True)
+
     def stats(init):
         return mean_std([r["test_oa"] for r in runs if r["init"] == init])
 
@@ -129,12 +146,23 @@ def main() -> None:
         "total_minutes": (time.time() - start) / 60,
         "pretrained": pre, "scratch": scratch, "paired_gain": gain, "runs": runs,
     }
+    if probes:
+        summary["svm"] = {
+            init: mean_std([p["svm_oa"] for p in probes if p["init"] == init])
+            for init in ("pretrained", "scratch")
+        }
+        summary["svm_runs"] = probes
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(summary["setting"])
     print(f"  from MAP-pretrained encoder: {pre['mean']:.1f} ± {pre['std']:.1f}")
     print(f"  from scratch:                {scratch['mean']:.1f} ± {scratch['std']:.1f}")
     print(f"  paired gain:                 {gain['mean']:+.1f} ± {gain['std']:.1f} "
           f"(per seed: {', '.join(f'{d:+.1f}' for d in diffs)})")
+    if probes:
+        svm = summary["svm"]
+        print(f"  linear-SVM probe, frozen pretrained encoder: {svm['pretrained']['mean']:.1f} ± "
+              f"{svm['pretrained']['std']:.1f}; random encoder: {svm['scratch']['mean']:.1f} ± "
+              f"{svm['scratch']['std']:.1f}")
     print(f"total {summary['total_minutes']:.1f} min; details in {out / 'summary.json'}")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from map3d.engine.checkpoint import export_encoder, load_checkpoint
+from map3d.engine.checkpoint import export_encoder, load_checkpoint, model_state_dict
 from map3d.engine.config import ExperimentConfig, apply_overrides, config_from_dict
 from map3d.engine.distributed import (
     DistInfo,
@@ -207,10 +207,11 @@ def _classifier_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any
 
 
 def svm_probe(
-    checkpoint: str | os.PathLike, cfg: ExperimentConfig, *, c: float = 1.0
+    checkpoint: str | os.PathLike | None, cfg: ExperimentConfig, *, c: float = 1.0
 ) -> dict[str, Any]:
-    """Linear-SVM probe (DATASETS.md A7): frozen encoder of `checkpoint` (any task), features of
-    a classifier built from `cfg` on its train/test splits, `sklearn.svm.LinearSVC(C=c)`;
+    """Linear-SVM probe (DATASETS.md A7): frozen encoder of `checkpoint` (any task; None = the
+    randomly initialised encoder seeded by `train.seed`, the probe's baseline), features of a
+    classifier built from `cfg` on its train/test splits, `sklearn.svm.LinearSVC(C=c)`;
     returns the test accuracy (%). Single process."""
     try:
         from sklearn.svm import LinearSVC
@@ -225,9 +226,10 @@ def svm_probe(
     cfg.model.overrides = _classifier_overrides(cfg.model.name, cfg.model.overrides)
     train_set = task.build_dataset(cfg, cfg.data.train_split)
     test_set = task.build_dataset(cfg, cfg.data.test_split)
+    torch.manual_seed(cfg.train.seed)
     model = task.build_model(cfg, train_set)
-    ckpt = load_checkpoint(checkpoint)
-    load_pretrained(model, ckpt["model"], prefix=cfg.train.pretrained_prefix)
+    if checkpoint is not None:
+        load_pretrained(model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix)
     model = model.to(ctx.device).eval()
     x_train, y_train = _features(model, train_set, cfg, ctx, dist)
     x_test, y_test = _features(model, test_set, cfg, ctx, dist)
@@ -237,7 +239,8 @@ def svm_probe(
         "svm_oa": acc,
         "protocol": {
             "probe": f"sklearn LinearSVC(C={c}) on frozen encoder features concat[max, mean] "
-            "of the G tokens (encoder from the checkpoint; head unused)",
+            "of the G tokens (head unused)",
+            "encoder": str(checkpoint) if checkpoint is not None else "random init",
             "dataset": cfg.data.name, "train_split": cfg.data.train_split,
             "test_split": cfg.data.test_split, "npoints": cfg.data.npoints,
             "train_samples": len(train_set), "test_samples": len(test_set),
