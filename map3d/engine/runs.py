@@ -211,7 +211,7 @@ def svm_probe(
 ) -> dict[str, Any]:
     """Linear-SVM probe (DATASETS.md A7): frozen encoder of `checkpoint` (any task; None = the
     randomly initialised encoder seeded by `train.seed`, the probe's baseline), features of a
-    classifier built from `cfg` on its train/test splits, `sklearn.svm.LinearSVC(C=c)`;
+    classifier built from `cfg` on its train/test splits, `sklearn.svm.LinearSVC(C=c)` (seeded);
     returns the test accuracy (%). Single process."""
     try:
         from sklearn.svm import LinearSVC
@@ -233,13 +233,13 @@ def svm_probe(
     model = model.to(ctx.device).eval()
     x_train, y_train = _features(model, train_set, cfg, ctx, dist)
     x_test, y_test = _features(model, test_set, cfg, ctx, dist)
-    svm = LinearSVC(C=c).fit(x_train.numpy(), y_train.numpy())
+    svm = LinearSVC(C=c, random_state=0).fit(x_train.numpy(), y_train.numpy())
     acc = 100.0 * float((svm.predict(x_test.numpy()) == y_test.numpy()).mean())
     return {
         "svm_oa": acc,
         "protocol": {
-            "probe": f"sklearn LinearSVC(C={c}) on frozen encoder features concat[max, mean] "
-            "of the G tokens (head unused)",
+            "probe": f"sklearn LinearSVC(C={c}, random_state=0) on frozen encoder features "
+            "concat[max, mean] of the G tokens (head unused)",
             "encoder": str(checkpoint) if checkpoint is not None else "random init",
             "dataset": cfg.data.name, "train_split": cfg.data.train_split,
             "test_split": cfg.data.test_split, "npoints": cfg.data.npoints,
