@@ -360,7 +360,7 @@ def default_config(task: str) -> ExperimentConfig:
                 augment=["rotate_y"],
             ),
             optim=OptimConfig(lr=1e-3, weight_decay=0.05),
-            schedule=ScheduleConfig(epochs=6, warmup_epochs=1, min_lr=1e-5),
+            schedule=ScheduleConfig(epochs=4, warmup_epochs=1, min_lr=1e-5),
             train=TrainConfig(
                 task="pretrain", log_every_steps=4, checkpoint_every_steps=100, eval_every_epochs=0
             ),
