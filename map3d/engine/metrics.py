@@ -77,31 +77,34 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 
 
 class RunningMean:
-    """Sums of named scalars weighted by sample count, kept on the device until `compute()`."""
+    """Per-name sums of scalars weighted by sample count, kept on the device until `compute()`."""
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.sums: dict[str, Tensor] = {}
-        self.count = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.counts: dict[str, Tensor] = {}
 
     def update(self, values: dict[str, Tensor], n: int) -> None:
+        """Add `n` samples whose mean of each named value is `values[name]` (0-dim tensors)."""
         for name, value in values.items():
-            add = value.detach().double() * n
-            self.sums[name] = self.sums[name] + add if name in self.sums else add
-        self.count += n
+            if name not in self.sums:
+                self.sums[name] = torch.zeros((), dtype=torch.float64, device=self.device)
+                self.counts[name] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.sums[name] += value.detach().double() * n
+            self.counts[name] += n
 
     def compute(self, reduce: bool = True) -> dict[str, float]:
-        """Weighted means over everything since the last reset (summed over processes)."""
+        """Weighted means over everything since the last reset (summed over processes when
+        `reduce`; every process must then hold the same names)."""
         if not self.sums:
             return {}
         names = sorted(self.sums)
-        packed = torch.stack([self.sums[n] for n in names] + [self.count])
+        packed = torch.stack([self.sums[n] for n in names] + [self.counts[n] for n in names])
         if reduce:
             all_reduce_sum(packed)
         values = packed.tolist()
-        count = values[-1]
-        return {n: v / count for n, v in zip(names, values[:-1])} if count else {}
+        sums, counts = values[: len(names)], values[len(names) :]
+        return {n: s / c for n, s, c in zip(names, sums, counts) if c}
 
     def reset(self) -> None:
-        self.sums = {}
-        self.count = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.sums, self.counts = {}, {}

@@ -49,4 +49,5 @@ def test_running_mean_weights_by_count():
     mean = RunningMean()
     mean.update({"loss": torch.tensor(1.0)}, 1)
     mean.update({"loss": torch.tensor(4.0)}, 3)
-    assert mean.compute()["loss"] == pytest.approx(13 / 4)
+    mean.update({"grad_norm": torch.tensor(2.0)}, 8)  # other names keep their own counts
+    assert mean.compute() == pytest.approx({"loss": 13 / 4, "grad_norm": 2.0})
