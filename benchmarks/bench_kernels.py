@@ -12,9 +12,7 @@ and listed. Prints one table last; `--json` also writes every row.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 import time
 
@@ -39,22 +37,6 @@ def record(group: str, case: str, backend: str, ms: float, **extra) -> None:
     row = {"group": group, "case": case, "backend": backend, "ms": round(ms, 4), **extra}
     ROWS.append(row)
     print(json.dumps(row), flush=True)
-
-
-@contextlib.contextmanager
-def env_backend(value: str | None):
-    old = os.environ.get("MAP3D_BACKEND")
-    if value is None:
-        os.environ.pop("MAP3D_BACKEND", None)
-    else:
-        os.environ["MAP3D_BACKEND"] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MAP3D_BACKEND", None)
-        else:
-            os.environ["MAP3D_BACKEND"] = old
 
 
 def mamba_selective_scan():
@@ -184,6 +166,7 @@ class _BiMamba2(torch.nn.Module):
 
 def bench_mixer(quick: bool, mamba_fn) -> None:
     from map3d.layers.bimamba import BiMamba
+    from map3d.ops.dispatch import backend_env
 
     backends = ["triton", "reference"]
     if ensure_mamba_backend(mamba_fn):
@@ -201,7 +184,7 @@ def bench_mixer(quick: bool, mamba_fn) -> None:
             y.backward(dy)
 
         for name in backends:
-            with env_backend(f"selective_scan={name}"):
+            with backend_env(f"selective_scan={name}"):
                 ms = timed(step)
             record("mixer", case, f"BiMamba scan={name}", ms, kind="fwd+bwd")
         if mamba_fn is not None:

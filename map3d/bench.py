@@ -11,9 +11,7 @@ installed); optionally with the whole step replayed from a CUDA graph (`graphed_
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from map3d.cli import Command
+from map3d.ops.dispatch import backend_env
 
 STAGES = {
     "pretrain": ("grouping", "embed", "encoder", "decoder", "loss", "backward", "optimizer"),
@@ -40,23 +39,6 @@ class StepResult:
     stages_ms: dict[str, float] = field(default_factory=dict)
     grouping_share: float = 0.0
     note: str = ""
-
-
-@contextlib.contextmanager
-def backend_env(value: str | None):
-    """Set MAP3D_BACKEND for the block (None: automatic selection)."""
-    old = os.environ.get("MAP3D_BACKEND")
-    if value is None:
-        os.environ.pop("MAP3D_BACKEND", None)
-    else:
-        os.environ["MAP3D_BACKEND"] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MAP3D_BACKEND", None)
-        else:
-            os.environ["MAP3D_BACKEND"] = old
 
 
 class _Marks:

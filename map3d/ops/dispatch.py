@@ -24,11 +24,12 @@ A registered backend function takes exactly the public op's arguments (without `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -207,6 +208,25 @@ def _parse_env(value: str) -> tuple[str | None, dict[str, str]]:
                 raise ValueError(f"{ENV_VAR}={value!r}: more than one default backend")
             default = item
     return (None if default == "auto" else default), per_op
+
+
+def _set_env(value: str | None) -> None:
+    if value is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = value
+
+
+@contextlib.contextmanager
+def backend_env(value: str | None) -> Iterator[None]:
+    """Set `MAP3D_BACKEND` to `value` for the block (None: unset, automatic selection); the
+    previous value is restored afterwards."""
+    old = os.environ.get(ENV_VAR)
+    _set_env(value)
+    try:
+        yield
+    finally:
+        _set_env(old)
 
 
 def resolve(op: str, backend: str | None, *tensors, **options) -> Callable:
