@@ -236,8 +236,11 @@ class HybridBackbone(nn.Module):
         pos: Tensor,
         centers: Tensor | None = None,
         attn_mask: Tensor | None = None,
+        *,
+        num_blocks: int | None = None,
     ) -> list[Tensor]:
-        """The output of every block, before the final norm: a list of depth (B,L,C) tensors.
+        """The output of every block, before the final norm: a list of depth (B,L,C) tensors
+        (only the first `num_blocks` blocks run when it is given).
 
         The k nearest centers of LNP are computed once here and shared by all blocks.
         """
@@ -257,7 +260,7 @@ class HybridBackbone(nn.Module):
                 )
             neighbors = center_neighbors(centers, self.config.lnp_k)
         outputs, x = [], tokens
-        for block in self.blocks:
+        for block in self.blocks[:num_blocks]:
             x = block(x + pos, centers, attn_mask, neighbors)
             outputs.append(x)
         return outputs

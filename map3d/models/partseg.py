@@ -191,12 +191,10 @@ class PointPartSegmenter(nn.Module):
         tokens = self.tokenizer(points, generator)
         x, pos = self.encoder.embed(tokens)
         backbone = self.encoder.backbone
-        centers = tokens.centers if backbone.config.local_aggregation else None
-        levels = []
-        for index, block in enumerate(backbone.blocks[: self.feature_blocks[-1] + 1]):
-            x = block(x + pos, centers)
-            if index in self.feature_blocks:
-                levels.append(backbone.norm(x))
+        outputs = backbone.forward_features(
+            x, pos, tokens.centers, num_blocks=self.feature_blocks[-1] + 1
+        )
+        levels = [backbone.norm(outputs[index]) for index in self.feature_blocks]
         return torch.cat(levels, dim=-1), tokens.centers
 
     def forward(
