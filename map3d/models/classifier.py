@@ -7,8 +7,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from map3d.models.encoder import PointEncoderConfig, TokenEncoder, build_point_encoder
-from map3d.tokenize import SERIALIZATIONS, PointGrouper
+from map3d.models.encoder import (
+    PointEncoderConfig,
+    TokenEncoder,
+    build_point_encoder,
+    build_point_tokenizer,
+)
+from map3d.tokenize import SERIALIZATIONS
 
 
 @dataclass
@@ -65,12 +70,7 @@ class PointClassifier(nn.Module):
     def __init__(self, config: PointClassifierConfig):
         super().__init__()
         self.config = config
-        self.tokenizer = PointGrouper(
-            config.num_groups,
-            config.group_size,
-            config.serialization,
-            check_finite=config.check_finite,
-        )
+        self.tokenizer = build_point_tokenizer(config)
         self.encoder: TokenEncoder = build_point_encoder(config.encoder)
         dim = self.encoder.dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))

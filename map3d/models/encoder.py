@@ -8,12 +8,13 @@ center MLP; the image path plugs in its own two embedding modules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from torch import Tensor, nn
 
 from map3d.layers import PatchEmbed, PositionMLP
 from map3d.models.backbone import BackboneConfig, HybridBackbone, init_weights
-from map3d.tokenize import PatchTokens
+from map3d.tokenize import PatchTokens, PointGrouper
 
 
 @dataclass
@@ -51,6 +52,25 @@ class TokenEncoder(nn.Module):
     def forward(self, x: Tensor, pos: Tensor, centers: Tensor | None = None) -> Tensor:
         """(B,L,C) tokens and positions, optional (B,G,3) centers -> (B,L,C) features."""
         return self.backbone(x, pos, centers)
+
+
+class PointTokenizerConfig(Protocol):
+    """The grouping fields every point task config has."""
+
+    num_groups: int
+    group_size: int
+    serialization: str
+    check_finite: bool | None
+
+
+def build_point_tokenizer(config: PointTokenizerConfig) -> PointGrouper:
+    """The `PointGrouper` of a point task: G groups of K points in `serialization` order."""
+    return PointGrouper(
+        config.num_groups,
+        config.group_size,
+        config.serialization,
+        check_finite=config.check_finite,
+    )
 
 
 def build_point_encoder(config: PointEncoderConfig) -> TokenEncoder:

@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from map3d.models.encoder import PointEncoderConfig, TokenEncoder, build_point_encoder
+from map3d.models.encoder import (
+    PointEncoderConfig,
+    TokenEncoder,
+    build_point_encoder,
+    build_point_tokenizer,
+)
 from map3d.models.registry import register_task
 from map3d.ops import gather, knn
-from map3d.tokenize import SERIALIZATIONS, PointGrouper
+from map3d.tokenize import SERIALIZATIONS
 
 
 def interpolate_features(
@@ -159,12 +164,7 @@ class PointPartSegmenter(nn.Module):
     def __init__(self, config: PointPartSegConfig):
         super().__init__()
         self.config = config
-        self.tokenizer = PointGrouper(
-            config.num_groups,
-            config.group_size,
-            config.serialization,
-            check_finite=config.check_finite,
-        )
+        self.tokenizer = build_point_tokenizer(config)
         self.encoder: TokenEncoder = build_point_encoder(config.encoder)
         self.feature_blocks = config.resolved_feature_blocks()
         token_dim = len(self.feature_blocks) * self.encoder.dim

@@ -31,8 +31,13 @@ from map3d.layers import (
     sample_mask_ratio,
 )
 from map3d.models.backbone import BackboneConfig, HybridBackbone
-from map3d.models.encoder import PointEncoderConfig, TokenEncoder, build_point_encoder
-from map3d.tokenize import SERIALIZATIONS, PatchTokens, PointGrouper
+from map3d.models.encoder import (
+    PointEncoderConfig,
+    TokenEncoder,
+    build_point_encoder,
+    build_point_tokenizer,
+)
+from map3d.tokenize import SERIALIZATIONS, PatchTokens
 
 
 def take(x: Tensor, idx: Tensor) -> Tensor:
@@ -342,12 +347,7 @@ def build_point_pretrainer(config: PointPretrainConfig) -> MAPPretrainer:
     encoder_dim = config.encoder.dim
     dim = config.decoder_dim or encoder_dim
     model = MAPPretrainer(
-        PointGrouper(
-            config.num_groups,
-            config.group_size,
-            config.serialization,
-            check_finite=config.check_finite,
-        ),
+        build_point_tokenizer(config),
         build_point_encoder(config.encoder),
         MAPDecoder(
             encoder_dim,
