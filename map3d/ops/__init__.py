@@ -54,6 +54,15 @@ def _require_tensor(op: str, name: str, t, ndim: int, layout: str, floating: boo
         raise ValueError(f"{op}: {name} must be floating point {layout}, got dtype {t.dtype}")
 
 
+def _require_same_batch_and_dim(op: str, a_name: str, a, b_name: str, b) -> None:
+    """Two point clouds (B,P,D), (B,Q,D) of one op must agree in B and D."""
+    if not (a.shape[0] == b.shape[0] and a.shape[2] == b.shape[2]):
+        raise ValueError(
+            f"{op}: {a_name} {_shape(a)} and {b_name} {_shape(b)} must agree in batch size and "
+            "point dimension"
+        )
+
+
 def _require_finite_points(op: str, name: str, t: torch.Tensor) -> None:
     if _check_nan and not torch.compiler.is_compiling() and torch.isnan(t).any():
         raise ValueError(f"{op}: {name} {_shape(t)} contains NaN")
@@ -96,11 +105,7 @@ def knn(
     """
     _require_tensor("knn", "query", query, 3, "(B,M,3)")
     _require_tensor("knn", "points", points, 3, "(B,N,3)")
-    if not (query.shape[0] == points.shape[0] and query.shape[2] == points.shape[2]):
-        raise ValueError(
-            f"knn: query {_shape(query)} and points {_shape(points)} must agree in batch size "
-            "and point dimension"
-        )
+    _require_same_batch_and_dim("knn", "query", query, "points", points)
     N = points.shape[1]
     if not (isinstance(k, Integral) and 1 <= k <= N):
         raise ValueError(
@@ -143,11 +148,7 @@ def chamfer_distance(
     """
     _require_tensor("chamfer_distance", "x", x, 3, "(B,P,3)")
     _require_tensor("chamfer_distance", "y", y, 3, "(B,Q,3)")
-    if not (x.shape[0] == y.shape[0] and x.shape[2] == y.shape[2]):
-        raise ValueError(
-            f"chamfer_distance: x {_shape(x)} and y {_shape(y)} must agree in batch size and "
-            "point dimension"
-        )
+    _require_same_batch_and_dim("chamfer_distance", "x", x, "y", y)
     if not (x.shape[1] > 0 and y.shape[1] > 0):
         raise ValueError(
             f"chamfer_distance: x {_shape(x)} and y {_shape(y)} must have at least one point"
