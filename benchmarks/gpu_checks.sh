@@ -5,6 +5,8 @@
 #   kernels   bench_kernels.py (ops, scan, bidirectional, mixer) [SWEEP=1 adds the config sweep]
 #   step      bench_step.py (pretrain + finetune step per backend, NaN checks off, CUDA graph;
 #             STEP_ARGS adds options, e.g. "--backend auto")
+#   smoke     the CLI on CUDA with bf16 autocast: pretrain -> finetune -> eval -> viz, part
+#             segmentation and image pretraining on the smoke configs
 #   mamba     after building mamba-ssm's scan extension (from .whl/, in the background from the
 #             start): mamba parity test, scan/mixer kernels and the pretrain step with its scan
 set -uo pipefail
@@ -30,6 +32,23 @@ if [[ $stages == *" alltests "* ]]; then
     timeout "${ALLTESTS_TIMEOUT:-240}" python3 -m pytest -q -m gpu tests -p no:cacheprovider \
         >"$OUT/pytest_gpu.log" 2>&1
     tail -15 "$OUT/pytest_gpu.log"; echo "[alltests done at $((SECONDS - t0)) s]"
+fi
+if [[ $stages == *" smoke "* ]]; then
+    smoke=/tmp/smoke; rm -rf "$smoke"
+    {
+        python3 -m map3d pretrain --config configs/smoke/pretrain.yaml --device cuda --out "$smoke/pre" &&
+        python3 -m map3d finetune --config configs/smoke/finetune.yaml --device cuda \
+            --pretrained "$smoke/pre/last.pt" --out "$smoke/cls" &&
+        python3 -m map3d eval --checkpoint "$smoke/cls/last.pt" --device cuda &&
+        python3 -m map3d viz --checkpoint "$smoke/pre/last.pt" --renderer matplotlib --index 0 \
+            --device cuda --out "$smoke/viz" &&
+        python3 -m map3d finetune --config configs/smoke/partseg.yaml --device cuda --out "$smoke/seg" &&
+        python3 -m map3d eval --checkpoint "$smoke/seg/last.pt" --device cuda &&
+        python3 -m map3d pretrain --config configs/pretrain/image_tiny.yaml --device cuda --epochs 1 \
+            --out "$smoke/img"
+    } >"$OUT/smoke.log" 2>&1
+    echo "smoke exit $?"; grep -iE "error|traceback|accuracy|miou|loss" "$OUT/smoke.log" | tail -20
+    echo "[smoke done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" step "* ]]; then
     python3 benchmarks/bench_step.py ${STEP_ARGS:-} --no-nan-checks --cuda-graph --json /tmp/step.json \
