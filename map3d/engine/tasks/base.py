@@ -24,11 +24,14 @@ from map3d.engine.distributed import DistInfo
 INPUT_KEYS = ("points", "image")
 
 
-def batch_input(batch: dict[str, Any]) -> tuple[str, Tensor]:
-    """The model input of a batch and its key: `points` or `image`."""
+def batch_input(batch: dict[str, Any], device: torch.device) -> tuple[str, Tensor]:
+    """The model input of a batch, on `device`, and its key: `points` or `image`.
+
+    Evaluation loops iterate their loader directly, so the input is moved here (a no-op for
+    training batches, which the trainer has already moved)."""
     for key in INPUT_KEYS:
         if key in batch:
-            return key, batch[key]
+            return key, batch[key].to(device, non_blocking=True)
     raise ValueError(f"batch: expected one of the keys {INPUT_KEYS}, got {sorted(batch)}")
 
 

@@ -64,7 +64,7 @@ class ClassifyTask(Task):
         return min(cfg.data.point_all, available)
 
     def training_step(self, model: nn.Module, batch, ctx: TaskContext):
-        key, x = batch_input(batch)
+        key, x = batch_input(batch, ctx.device)
         labels = _labels(batch, ctx.device)
         if key == "points":
             x = fps_points(x, self.point_all(ctx.cfg, x.shape[1]))
@@ -85,7 +85,7 @@ class ClassifyTask(Task):
         """Single pass: OA and mean class accuracy (percent) over the test split."""
         meter = ConfusionMeter(_num_classes(model, loader), ctx.device)
         for batch in loader:
-            key, x = batch_input(batch)
+            key, x = batch_input(batch, ctx.device)
             labels = _labels(batch, ctx.device)
             if key == "points":
                 x = fps_points(x, min(ctx.cfg.data.npoints, x.shape[1]))
@@ -103,7 +103,7 @@ class ClassifyTask(Task):
         single, voted = ConfusionMeter(size, ctx.device), ConfusionMeter(size, ctx.device)
         pool_size = None
         for batch in loader:
-            key, x = batch_input(batch)
+            key, x = batch_input(batch, ctx.device)
             labels = _labels(batch, ctx.device)
             if key == "points":
                 logits = self._logits(model, fps_points(x, min(cfg.data.npoints, x.shape[1])), ctx)

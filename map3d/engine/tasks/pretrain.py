@@ -26,7 +26,7 @@ class PretrainTask(Task):
     best_mode = "min"
 
     def prepare(self, batch: dict[str, Any], ctx: TaskContext, *, train: bool) -> Tensor:
-        key, x = batch_input(batch)
+        key, x = batch_input(batch, ctx.device)
         if key != "points":
             return x
         if x.shape[1] > ctx.cfg.data.npoints:
