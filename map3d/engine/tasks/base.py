@@ -35,6 +35,27 @@ def batch_input(batch: dict[str, Any], device: torch.device) -> tuple[str, Tenso
     raise ValueError(f"batch: expected one of the keys {INPUT_KEYS}, got {sorted(batch)}")
 
 
+
+def overrides_from_dataset(
+    cfg: ExperimentConfig, dataset: Dataset | None, names: tuple[str, ...], *, required: bool
+) -> dict[str, Any]:
+    """`cfg.model.overrides`, with each size in `names` that the config leaves unset taken from
+    the dataset's attribute of the same name (e.g. `num_classes`); when `required`, a size that
+    neither gives is a ValueError."""
+    overrides = dict(cfg.model.overrides)
+    for name in names:
+        if name in overrides:
+            continue
+        value = getattr(dataset, name, None)
+        if value is None:
+            if required:
+                raise ValueError(
+                    f"dataset {cfg.data.name!r} has no {name}; set model.overrides.{name}"
+                )
+            continue
+        overrides[name] = int(value)
+    return overrides
+
 @dataclass
 class TaskContext:
     """What a task's step and evaluation need from the engine.

@@ -19,7 +19,7 @@ from map3d.engine.batching import apply_augments, default_point_all, fps_points,
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.metrics import ConfusionMeter, vote_logits
 from map3d.engine.tasks import register_task
-from map3d.engine.tasks.base import Task, TaskContext, batch_input
+from map3d.engine.tasks.base import Task, TaskContext, batch_input, overrides_from_dataset
 
 
 def _num_classes(model: nn.Module, loader: DataLoader) -> int:
@@ -47,15 +47,7 @@ class ClassifyTask(Task):
     best_mode = "max"
 
     def model_overrides(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
-        overrides = dict(cfg.model.overrides)
-        if "num_classes" not in overrides:
-            num_classes = getattr(train_set, "num_classes", None)
-            if num_classes is None:
-                raise ValueError(
-                    f"dataset {cfg.data.name!r} has no num_classes; set model.overrides.num_classes"
-                )
-            overrides["num_classes"] = int(num_classes)
-        return overrides
+        return overrides_from_dataset(cfg, train_set, ("num_classes",), required=True)
 
     @staticmethod
     def point_all(cfg: ExperimentConfig, available: int) -> int:

@@ -24,7 +24,7 @@ from map3d.engine.batching import apply_augments
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.partseg_metrics import PartSegMeter
 from map3d.engine.tasks import register_task
-from map3d.engine.tasks.base import Task, TaskContext
+from map3d.engine.tasks.base import Task, TaskContext, overrides_from_dataset
 from map3d.engine.trainer import move_to
 
 BATCH_KEYS = ("points", "category", "seg")
@@ -80,12 +80,9 @@ class PartSegTask(Task):
 
     def model_overrides(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
         """`num_categories` / `num_parts` come from the dataset unless the config sets them."""
-        overrides = dict(cfg.model.overrides)
-        for key, attr in (("num_categories", "num_categories"), ("num_parts", "num_parts")):
-            value = getattr(train_set, attr, None)
-            if key not in overrides and value is not None:
-                overrides[key] = int(value)
-        return overrides
+        return overrides_from_dataset(
+            cfg, train_set, ("num_categories", "num_parts"), required=False
+        )
 
     def training_step(self, model: nn.Module, batch, ctx: TaskContext):
         points, category, seg = _unpack(batch, ctx, ctx.generator)
