@@ -7,22 +7,23 @@ model (state dict), optimizer, scheduler, scaler (state dicts or None),
 epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
 step (optimizer steps), best_metric, best_metric_name, rng (all RNG states), time
 ```
-Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed over
-the target with `os.replace` (atomic on POSIX): a crash at any point leaves the previous file
-intact. The encoder can be exported as safetensors (`export_encoder`).
+Writes go through `map3d.atomic.atomic_write` (temporary file in the same directory, fsync'ed,
+`os.replace`d): a crash at any point leaves the previous file intact, and a writer killed
+mid-write leaves a temporary file that the next save removes. The encoder can be exported as
+safetensors (`export_encoder`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from map3d.atomic import atomic_write, remove_stale_temps
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "map3d-checkpoint"
@@ -33,25 +34,12 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to `path` so that readers see either the old file or the complete new one."""
+    """`torch.save` to `path` so that readers see either the old file or the complete new one;
+    temporary files left by an earlier writer of `path` that was killed are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    remove_stale_temps(path.parent, path.name)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -140,7 +128,7 @@ def export_encoder(
 
     `metadata` values are stored JSON-encoded in the safetensors header.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {
         k[len(prefix):]: v.detach().cpu().contiguous()
@@ -151,8 +139,6 @@ def export_encoder(
         raise ValueError(f"no weights under prefix {prefix!r} to export to {path}")
     meta = {"format": "map3d-encoder", "prefix": prefix}
     meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata=meta))
     return len(tensors)

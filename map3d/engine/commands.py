@@ -210,6 +210,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from map3d.atomic import atomic_write
     from map3d.engine.checkpoint import load_checkpoint
     from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
@@ -245,7 +246,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         results["svm"] = svm_probe(ckpt_path, svm_cfg)
         lines.append(f"svm_oa: {results['svm']['svm_oa']:.2f}")
     if dist.is_main:
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        with atomic_write(out, "w") as f:
+            f.write(json.dumps(results, indent=2) + "\n")
         lines.append(f"results (with protocol): {out}")
         _report(lines, dist)
     return 0

@@ -22,6 +22,8 @@ from typing import Any, Union
 
 import yaml
 
+from map3d.atomic import atomic_write
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
@@ -333,7 +335,7 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     """Write the resolved config as YAML; `load_config(path)` gives it back."""
-    with open(path, "w") as f:
+    with atomic_write(path, "w") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
 
 

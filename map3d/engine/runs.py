@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from map3d.atomic import atomic_write
 from map3d.engine.checkpoint import export_encoder, load_checkpoint, model_state_dict
 from map3d.engine.config import ExperimentConfig, apply_overrides, config_from_dict
 from map3d.engine.distributed import (
@@ -118,7 +119,8 @@ def train_fewshot(
         **stats,
     }
     if is_main_process():
-        (run_dir / "fewshot.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with atomic_write(run_dir / "fewshot.json", "w") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -171,8 +173,8 @@ def evaluate_checkpoint(
         "model_name": ckpt["model_name"], "map3d_version": ckpt["map3d_version"],
     }
     if out is not None and dist.is_main:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+        with atomic_write(out, "w") as f:
+            f.write(json.dumps(results, indent=2) + "\n")
     return results
 
 
