@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from map3d.atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -43,24 +45,36 @@ class MetricsWriter:
                     self._tb.add_scalar(f"{kind}/{name}", value, step)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records logged after `step` (a resumed run redoes that work)."""
+        """Drop records logged after `step` (a resumed run redoes that work) and a torn last
+        line (a crash or a full disk during an append)."""
         if self.path is None or not self.path.exists():
             return
-        kept = [
-            line for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [json.dumps(r) for r in _parse(self.path) if r.get("step", 0) <= step]
+        with atomic_write(self.path, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
+def _parse(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a torn last line is dropped with a warning."""
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for i, line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i != lines[-1][0]:
+                raise ValueError(f"{path}: line {i} is not a JSON record ({err})") from None
+            log.warning("%s: dropped a torn last line %d (an interrupted append)", path, i)
+    return records
+
+
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
     """Records of a metrics.jsonl (optionally only one `kind`)."""
-    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [r for r in records if kind is None or r["kind"] == kind]
+    return [r for r in _parse(Path(path)) if kind is None or r["kind"] == kind]
 
 
 def progress_bar(total: int, initial: int, *, enabled: bool, desc: str):
