@@ -183,7 +183,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     best = result.best_checkpoint or result.last_checkpoint
     score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
     _report([
-        f"finetuning done: best test {result.best_metric_name} {score}",
+        f"finetuning done: best {result.best_metric_kind} {result.best_metric_name} {score}",
         f"checkpoints: {result.last_checkpoint}, {best}",
         "evaluate with voting:",
         f"  map3d eval --checkpoint {best}",

@@ -94,8 +94,9 @@ class TrainConfig:
     after that many optimizer steps (with a checkpoint) while the schedule still spans all
     epochs: time-limited jobs continue with `--resume`.
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
-    epoch's training mean of the task's metric). `accum_steps` splits each process's share of
-    the batch into micro-batches (gradient accumulation).
+    epoch's training mean of the task's metric when finetuning, and pretraining keeps none).
+    `accum_steps` splits each process's share of the batch into micro-batches (gradient
+    accumulation).
     """
 
     task: str = "pretrain"

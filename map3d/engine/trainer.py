@@ -6,9 +6,12 @@ uses a GradScaler; gradients are clipped to `optim.grad_clip`; the LR schedule a
 Scalars are accumulated on the device and read (one host sync, reduced over ranks) every
 `train.log_every_steps` steps. Checkpoints (`last.pt`) are written every epoch, every
 `train.checkpoint_every_steps` steps, at `train.max_steps`, and when SIGTERM or Ctrl-C asks the
-run to stop (after the step in flight); `best.pt` follows the task's best metric. `resume` restores
-model, optimizer, scheduler, scaler, position inside the epoch and every RNG, so the resumed run
-repeats the uninterrupted one step for step.
+run to stop (after the step in flight), from a CPU copy in a background thread. `best.pt` follows
+the task's best metric on the test split (on the training means for finetuning tasks without
+one; pretraining without a test split keeps no best.pt), never comparing test with training
+values. `resume` restores model, optimizer, scheduler, scaler, position inside the epoch, the
+running means of the log window and of the epoch, and every RNG, so the resumed run repeats the
+uninterrupted one step for step and writes the same records.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import map3d
 from map3d.engine.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
-    atomic_torch_save,
+    CheckpointWriter,
     capture_rng,
     load_checkpoint,
     model_state_dict,
@@ -227,6 +230,7 @@ class RunResult:
     step: int
     best_metric_name: str
     best_metric: float | None
+    best_metric_kind: str | None = None
     stopped: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -248,6 +252,9 @@ def ops_nan_checks_for(device: torch.device) -> Iterator[None]:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+_EMPTY_MEAN = {"sums": {}, "counts": {}}
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -323,7 +330,11 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_kind = self._best_kind()
         self.best_metric: float | None = None
+        self.window = RunningMean(self.device)  # scalars since the last `train` record
+        self.epoch_mean = RunningMean(self.device)  # scalars since the epoch began
+        self.checkpoints = CheckpointWriter()
         if resume is not None:
             self._resume(resume)
         self.ddp_model = self._wrap_ddp()
@@ -341,6 +352,18 @@ class Trainer:
         if not self.cfg.data.test_split or self.cfg.train.eval_every_epochs <= 0:
             return None
         return self.task.build_dataset(self.cfg, self.cfg.data.test_split)
+
+    def _best_kind(self) -> str | None:
+        """Where best.pt's metric comes from: `test`, `train` (finetuning without a test split)
+        or None (pretraining without one: the training loss says nothing about the model)."""
+        if self.test_set is not None:
+            return "test"
+        return None if self.task.model_task == "pretrain" else "train"
+
+    @property
+    def best_metric_name(self) -> str | None:
+        """The best.pt metric as it appears in epoch records, e.g. `test_oa`."""
+        return f"{self.best_kind}_{self.task.best_metric}" if self.best_kind else None
 
     def _test_loader(self) -> DataLoader | None:
         if self.test_set is None:
@@ -375,7 +398,8 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, meters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a checkpoint holds (`meters`: the reduced states of the running means)."""
         model = _unwrap(self.model)
         model_config = getattr(model, "config", None)
         return {
@@ -397,18 +421,23 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.dist.world_size,
             "best_metric": self.best_metric,
-            "best_metric_name": self.task.best_metric,
+            "best_metric_name": self.best_metric_name,
+            "best_metric_kind": self.best_kind,
+            "meters": meters or {},
             "rng": capture_rng(self.generators),
             "time": time.time(),
         }
 
-    def save(self, name: str) -> Path | None:
-        """Write `<run_dir>/<name>` atomically (main process only); returns its path."""
+    def save(self, *names: str) -> Path | None:
+        """Write the current state to `<run_dir>/<name>` for each name, in the background
+        (atomically; the main process writes). Every process must call it (the running means
+        are summed over processes). Returns the first path."""
+        meters = {"window": self.window.state_dict(), "epoch": self.epoch_mean.state_dict()}
         if self.run_dir is None or not self.dist.is_main:
             return None
-        path = self.run_dir / name
-        atomic_torch_save(self.checkpoint_state(), path)
-        return path
+        paths = [self.run_dir / name for name in names]
+        self.checkpoints.submit(self.checkpoint_state(meters), paths)
+        return paths[0]
 
     def _resume(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -428,7 +457,15 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = (
             ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
         )
-        self.best_metric = ckpt["best_metric"]
+        if ckpt.get("best_metric_kind") == self.best_kind:
+            self.best_metric = ckpt["best_metric"]
+        elif ckpt["best_metric"] is not None:
+            log.warning("%s: its best %s %s is not comparable with this run's best.pt metric "
+                        "(%s); best.pt restarts", path, ckpt.get("best_metric_name"),
+                        ckpt["best_metric"], self.best_metric_name)
+        if self.dist.is_main:  # the saved means are sums over all processes
+            self.window.load_state_dict(ckpt.get("meters", {}).get("window", _EMPTY_MEAN))
+            self.epoch_mean.load_state_dict(ckpt.get("meters", {}).get("epoch", _EMPTY_MEAN))
         if ckpt.get("world_size", 1) == self.dist.world_size:
             restore_rng(ckpt["rng"], self.generators)
         else:
@@ -484,14 +521,13 @@ class Trainer:
         )
         bar = progress_bar(total_steps, self.step, enabled=cfg.output.progress and
                            self.dist.is_main, desc=self.task.name)
-        window = RunningMean(self.device)
-        epoch_mean = RunningMean(self.device)
+        window, epoch_mean = self.window, self.epoch_mean
         history: list[dict[str, Any]] = []
         stopped = None
         last_path = None
         tick, tick_step = time.perf_counter(), self.step
         start = self.step
-        with StopFlag() as stop, ops_nan_checks_for(self.device):
+        with StopFlag() as stop, ops_nan_checks_for(self.device), self._writer_joined():
             while self.epoch < cfg.schedule.epochs and stopped is None:
                 self.ddp_model.train()
                 set_dataset_epoch(self.train_set, self.epoch)
@@ -513,10 +549,12 @@ class Trainer:
                         bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
                         window.reset()
                     epoch_done = self.batch_in_epoch == self.steps_per_epoch
+                    improved = False
                     if epoch_done:
                         self.epoch += 1
                         self.batch_in_epoch = 0
-                        history.append(self._end_epoch(epoch_mean))
+                        summary, improved = self._end_epoch(epoch_mean)
+                        history.append(summary)
                         epoch_mean.reset()
                     if cfg.train.max_steps is not None and self.step - start >= cfg.train.max_steps:
                         stopped = "max_steps"
@@ -524,7 +562,8 @@ class Trainer:
                         stopped = stop.reason
                     every = cfg.train.checkpoint_every_steps
                     if epoch_done or stopped or (every and self.step % every == 0):
-                        last_path = self.save("last.pt") or last_path
+                        names = ("last.pt", "best.pt") if improved else ("last.pt",)
+                        last_path = self.save(*names) or last_path
                     if stopped or epoch_done:
                         break
         bar.close()
@@ -539,8 +578,21 @@ class Trainer:
             last_checkpoint=self.run_dir / "last.pt" if self.run_dir is not None else None,
             best_checkpoint=best if best is not None and best.exists() else None,
             epoch=self.epoch, step=self.step, best_metric_name=self.task.best_metric,
-            best_metric=self.best_metric, stopped=stopped, history=history,
+            best_metric=self.best_metric, best_metric_kind=self.best_kind, stopped=stopped,
+            history=history,
         )
+
+    @contextlib.contextmanager
+    def _writer_joined(self) -> Iterator[None]:
+        """Wait for the checkpoint in flight when training ends, also on an error (whose
+        traceback then wins over a failed write's)."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.checkpoints.wait()
+            raise
+        self.checkpoints.wait()
 
     def _check_finite(self, values: dict[str, float]) -> None:
         if not math.isfinite(values.get("loss", 0.0)):
@@ -549,8 +601,9 @@ class Trainer:
                 "lower optim.lr, set optim.grad_clip, or use train.precision=fp32"
             )
 
-    def _end_epoch(self, epoch_mean: RunningMean) -> dict[str, Any]:
-        """Evaluate (if due), update best.pt, log an `epoch` record; returns it."""
+    def _end_epoch(self, epoch_mean: RunningMean) -> tuple[dict[str, Any], bool]:
+        """Evaluate (if due), update the best metric, log an `epoch` record; returns it and
+        whether the model is the best so far (best.pt is then written with last.pt)."""
         cfg = self.cfg
         train_values = epoch_mean.compute()
         summary: dict[str, Any] = {"epoch": self.epoch, **{f"train_{k}": v
@@ -561,20 +614,20 @@ class Trainer:
             metrics = self.task.evaluate(_unwrap(self.ddp_model), self.test_loader, self.ctx)
             self.ddp_model.train()
             summary.update({f"test_{k}": v for k, v in metrics.items()})
-            value = metrics.get(self.task.best_metric)
-        else:
-            value = None
-        if value is None and not any(k.startswith("test_") for k in summary):
-            value = train_values.get(self.task.best_metric)  # tasks without a test split
-        if _is_better(value, self.best_metric, self.task.best_mode):
+        value = summary.get(self.best_metric_name) if self.best_kind else None
+        improved = _is_better(value, self.best_metric, self.task.best_mode)
+        if improved:
             self.best_metric = value
-            self.save("best.pt")
-        summary["best_" + self.task.best_metric] = self.best_metric
+        if self.best_kind:
+            summary["best_" + self.task.best_metric] = self.best_metric
+            summary["best_metric_name"] = self.best_metric_name
         self.writer.write("epoch", self.step, summary)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items()
                           if isinstance(v, float) and k != "epoch")
         log.info("epoch %d/%d: %s", self.epoch, cfg.schedule.epochs, shown)
-        return summary
+        if improved:
+            log.info("best %s so far: %.4g (best.pt)", self.best_metric_name, value)
+        return summary, improved
 
 
 def _plain(value: Any) -> Any:
