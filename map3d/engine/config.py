@@ -340,6 +340,49 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
 
 
+# ----------------------------------------------------------------------------- resuming
+
+# Settings a resumed run may change: how long and how it runs, where it reads and writes, what
+# it logs. Everything else defines the model, the data or the objective.
+RESUME_CHANGEABLE = (
+    "schedule.epochs", "train.device", "train.log_every_steps", "train.checkpoint_every_steps",
+    "train.max_steps", "train.eval_every_epochs", "train.dist_timeout_s", "train.pretrained",
+    "train.pretrained_prefix", "data.root", "data.num_workers", "data.eval_batch_size",
+    "eval.*", "output.*",
+)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changeable(key: str) -> bool:
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1]))
+               for k in RESUME_CHANGEABLE)
+
+
+def check_resume_config(saved: dict, cfg: ExperimentConfig, source: str) -> None:
+    """Refuse to resume `source` (whose config is `saved`) under `cfg` if they differ in a
+    setting outside `RESUME_CHANGEABLE`; the error lists every such key, old → new."""
+    old = _flatten(config_to_dict(config_from_dict(saved)))
+    new = _flatten(config_to_dict(cfg))
+    changed = [k for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k) and not _changeable(k)]
+    if changed:
+        listed = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"--resume {source}: these settings differ from the checkpoint's and would change "
+            f"the model, data or objective: {listed}; resume without them, or start a new run "
+            "(a new --out) with them"
+        )
+
+
 # ----------------------------------------------------------------------------- defaults per task
 
 

@@ -42,7 +42,12 @@ from map3d.engine.checkpoint import (
     model_state_dict,
     restore_rng,
 )
-from map3d.engine.config import ExperimentConfig, config_to_dict, save_config
+from map3d.engine.config import (
+    ExperimentConfig,
+    check_resume_config,
+    config_to_dict,
+    save_config,
+)
 from map3d.engine.distributed import DistInfo, barrier, init_distributed
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
@@ -282,6 +287,9 @@ class Trainer:
         if cfg.train.accum_steps < 1:
             raise ValueError(f"train.accum_steps: expected >= 1, got {cfg.train.accum_steps}")
 
+        ckpt = load_checkpoint(resume, map_location="cpu") if resume is not None else None
+        if ckpt is not None:
+            check_resume_config(ckpt["config"], cfg, str(resume))
         seed, rank = cfg.train.seed, self.dist.rank
         torch.manual_seed(derive_seed(seed, rank))
         np.random.seed(derive_seed(seed, rank) % 2**32)
@@ -335,8 +343,8 @@ class Trainer:
         self.window = RunningMean(self.device)  # scalars since the last `train` record
         self.epoch_mean = RunningMean(self.device)  # scalars since the epoch began
         self.checkpoints = CheckpointWriter()
-        if resume is not None:
-            self._resume(resume)
+        if ckpt is not None:
+            self._resume(ckpt, resume)
         self.ddp_model = self._wrap_ddp()
         self.ctx = TaskContext(
             cfg=cfg, device=self.device, generator=self.generators["augment"],
@@ -439,8 +447,7 @@ class Trainer:
         self.checkpoints.submit(self.checkpoint_state(meters), paths)
         return paths[0]
 
-    def _resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu")
+    def _resume(self, ckpt: dict[str, Any], path: str | Path) -> None:
         if ckpt["task"] != self.task.name:
             raise ValueError(f"{path}: a {ckpt['task']!r} checkpoint cannot resume a "
                              f"{self.task.name!r} run")

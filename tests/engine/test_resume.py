@@ -92,3 +92,26 @@ def test_pretraining_without_a_test_split_keeps_no_best_checkpoint(tmp_path):
     result = train(load_config(SMOKE), tmp_path / "run")
     assert result.best_checkpoint is None and not (tmp_path / "run" / "best.pt").exists()
     assert load_checkpoint(tmp_path / "run" / "last.pt")["best_metric_kind"] is None
+
+
+def test_resume_refuses_settings_that_change_the_model_data_or_objective(tmp_path, capsys):
+    from map3d.cli import main
+
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", SMOKE, "--out", str(out), "--set",
+                 "train.max_steps=1"]) == 0
+    stored = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["pretrain", "--resume", str(out), "--set", "model.overrides.num_groups=16",
+                 "--set", "train.seed=3",
+                 "--set", "train.log_every_steps=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "model.overrides.num_groups (8 -> 16)" in err and "train.seed (0 -> 3)" in err
+    assert "log_every_steps" not in err
+    assert (out / "config.yaml").read_text() == stored  # nothing rewritten
+    assert load_checkpoint(out / "last.pt")["step"] == 1
+    # settings about running, logging and length may change
+    assert main(["pretrain", "--resume", str(out), "--set", "train.log_every_steps=2",
+                 "--epochs", "3", "--set", "train.max_steps=null"]) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 6
