@@ -173,6 +173,14 @@ def move_to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker init: SIGTERM and SIGINT (sent to the whole process group by Slurm and
+    by Ctrl-C) are left to the main process, which finishes its step, writes a checkpoint and
+    then shuts the workers down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: Dataset, sampler: EpochBatchSampler, cfg: ExperimentConfig, device: torch.device
 ) -> DataLoader:
@@ -182,6 +190,7 @@ def make_loader(
         batch_sampler=sampler,
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals if cfg.data.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(derive_seed(cfg.train.seed, _LOADER_STREAM)),
     )
 
