@@ -15,6 +15,7 @@ from pathlib import Path
 
 from map3d.cli import Command
 from map3d.engine.config import ConfigError, apply_overrides, default_config, load_config
+from map3d.engine.rundir import RunDirError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def _add_common(p: argparse.ArgumentParser, *, task: str) -> None:
         "--resume", metavar="CKPT",
         help="continue a stopped run exactly where it stopped: its last.pt or its run "
         "directory (uses the checkpoint's config; --set still applies)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run already in --out (without it, a new run refuses an --out that "
+        "holds one)",
     )
     p.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 (train.device)")
     p.add_argument("--seed", type=int, help="random seed of the run (train.seed)")
@@ -121,7 +127,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
     cfg = _build_config(args, "pretrain")
     dist, run_dir = _start(cfg, args)
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None)
+    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
+                   overwrite=args.overwrite)
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d pretrain --resume {result.last_checkpoint}"], dist)
@@ -168,14 +175,16 @@ def _run_finetune(args: argparse.Namespace) -> int:
         cfg = apply_overrides(cfg, [f"data.options.fold={int(args.fold)}"])
     dist, run_dir = _start(cfg, args)
     if args.fold == "all":
-        summary = train_fewshot(cfg, run_dir, folds=list(cfg.eval.fewshot_folds))
+        summary = train_fewshot(cfg, run_dir, folds=list(cfg.eval.fewshot_folds),
+                                overwrite=args.overwrite)
         headline = (
             f"few-shot {summary['way']}-way {summary['shot']}-shot: "
             f"{summary['mean']:.2f} ± {summary['std']:.2f} % over {summary['n']} folds"
         )
         _report([headline, f"details: {run_dir / 'fewshot.json'}"], dist)
         return 0
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None)
+    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
+                   overwrite=args.overwrite)
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d finetune --resume {result.last_checkpoint}"], dist)
@@ -280,7 +289,7 @@ def _guard(run):
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except (ConfigError, FileNotFoundError) as err:
+        except (ConfigError, FileNotFoundError, RunDirError) as err:
             print(f"map3d: error: {err}", file=sys.stderr)
             return 2
 

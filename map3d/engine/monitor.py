@@ -22,15 +22,15 @@ class MetricsWriter:
 
     def __init__(self, run_dir: str | Path | None, *, tensorboard: bool = False):
         self.path = Path(run_dir) / "metrics.jsonl" if run_dir is not None else None
-        self._tb = None
+        self._tb = self._tb_dir = None
         if run_dir is not None and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                import torch.utils.tensorboard  # noqa: F401
             except ImportError as err:  # tensorboard is an optional dependency
                 raise ImportError(
                     "output.tensorboard=true needs the tensorboard package: pip install tensorboard"
                 ) from err
-            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            self._tb_dir = Path(run_dir) / "tensorboard"  # created at the first record
 
     def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
         """One record `{"kind", "step", "time", **values}`; numbers also go to TensorBoard."""
@@ -39,6 +39,10 @@ class MetricsWriter:
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tb_dir is not None and self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self._tb_dir))
         if self._tb is not None:
             for name, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import map3d
+from map3d.atomic import remove_stale_temps
 from map3d.engine.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -48,10 +49,11 @@ from map3d.engine.config import (
     config_to_dict,
     save_config,
 )
-from map3d.engine.distributed import DistInfo, barrier, init_distributed
+from map3d.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
 from map3d.engine.optim import build_optimizer, build_scheduler
+from map3d.engine.rundir import RunDirError, RunLock, claim_run_dir, open_run_logs
 from map3d.engine.tasks import Task, TaskContext, get_task
 
 log = logging.getLogger(__name__)
@@ -286,8 +288,11 @@ class Trainer:
         run_dir: str | Path | None,
         *,
         resume: str | Path | None = None,
+        overwrite: bool = False,
     ):
+        """`resume`: checkpoint to continue from; `overwrite`: replace a run in `run_dir`."""
         self.cfg = cfg
+        self.resume_path, self.overwrite = resume, overwrite
         self.task: Task = get_task(cfg.train.task)
         self.dist = init_distributed(resolve_device(cfg.train.device).type)
         self.device = resolve_device(cfg.train.device, self.dist)
@@ -521,12 +526,38 @@ class Trainer:
         self.scheduler.step()
 
     def fit(self) -> RunResult:
+        """Train until `schedule.epochs` (or a stop); the run directory is created and locked
+        now, and an error that ends the run is logged to its train.log."""
+        with contextlib.ExitStack() as stack:
+            self._start_run_dir(stack)
+            try:
+                return self._fit()
+            except BaseException as err:
+                log.error("run ended at epoch %d, step %d by %s: %s", self.epoch, self.step,
+                          type(err).__name__, err)
+                raise
+
+    def _start_run_dir(self, stack: contextlib.ExitStack) -> None:
+        """Lock the run directory (main process; the others learn whether that worked)."""
+        error = None
+        if self.run_dir is not None and self.dist.is_main:
+            try:
+                stack.enter_context(RunLock(self.run_dir))
+                claim_run_dir(self.run_dir, resume=self.resume_path, overwrite=self.overwrite)
+            except RunDirError as err:
+                error = err
+            else:
+                open_run_logs()
+                remove_stale_temps(self.run_dir)
+                save_config(self.cfg, self.run_dir / "config.yaml")
+                self.writer.truncate_after(self.step)
+        message = broadcast_object(None if error is None else str(error))
+        if message is not None:
+            raise error or RunDirError(message)
+
+    def _fit(self) -> RunResult:
         cfg = self.cfg
         total_steps = cfg.schedule.epochs * self.steps_per_epoch
-        if self.run_dir is not None and self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            self.writer.truncate_after(self.step)
         log.info(
             "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
             " %d epochs | run dir %s",
