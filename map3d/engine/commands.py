@@ -108,7 +108,7 @@ def _start(cfg, args):
     from map3d.engine.runs import resolve_run_dir, setup_logging
     from map3d.engine.trainer import resolve_device
 
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     out = args.out
     if out is None and args.resume:
         out = _resume_path(args.resume).parent
@@ -238,7 +238,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.data is not None:
         cfg.data.root = args.data
     cfg = apply_overrides(cfg, list(args.overrides))
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     setup_logging(None, dist)
     out = Path(args.out) if args.out else ckpt_path.parent / f"results_{ckpt_path.stem}.json"
     lines = []

@@ -96,7 +96,8 @@ class TrainConfig:
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
     epoch's training mean of the task's metric when finetuning, and pretraining keeps none).
     `accum_steps` splits each process's share of the batch into micro-batches (gradient
-    accumulation).
+    accumulation). `dist_timeout_s`: how long a collective operation of a multi-process run
+    waits for the other processes before the run ends with an error (never a hang).
     """
 
     task: str = "pretrain"
@@ -110,6 +111,7 @@ class TrainConfig:
     max_steps: int | None = None
     pretrained: str | None = None
     pretrained_prefix: str = "encoder."
+    dist_timeout_s: float = 600.0
 
 
 @dataclass

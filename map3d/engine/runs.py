@@ -185,7 +185,7 @@ def evaluate_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     cfg = cfg if cfg is not None else checkpoint_config(ckpt)
     task = get_task(ckpt["task"])
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     ctx = _context(cfg, dist)
     dataset = task.build_dataset(cfg, cfg.data.test_split)
     model = _model_from_checkpoint(ckpt, cfg, dataset).to(ctx.device).eval()

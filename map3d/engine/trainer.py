@@ -49,7 +49,15 @@ from map3d.engine.config import (
     config_to_dict,
     save_config,
 )
-from map3d.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from map3d.engine.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    is_timeout,
+    max_over_processes,
+    timeout_error,
+)
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
 from map3d.engine.optim import build_optimizer, build_scheduler
@@ -205,10 +213,15 @@ def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
 # ----------------------------------------------------------------------------- stop signals
 
 
+_STOP_CODES = {"SIGINT": 1, "SIGTERM": 2}
+
+
 class StopFlag:
     """Set by SIGTERM or the first Ctrl-C; the loop checkpoints and stops after the current step.
 
     A second Ctrl-C raises KeyboardInterrupt as usual (the last complete checkpoint stays).
+    Under torchrun a signal may reach only some processes: `agreed` makes every process stop at
+    the same step if any of them was asked to.
     """
 
     def __init__(self):
@@ -226,6 +239,12 @@ class StopFlag:
             raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
         log.warning("%s received: stopping after this step and writing a checkpoint", self.reason)
+
+    def agreed(self) -> str | None:
+        """The stop reason of any process (SIGTERM over SIGINT), the same on all of them; one
+        tiny CPU all-reduce per call under torchrun."""
+        code = max_over_processes(_STOP_CODES.get(self.reason, 0))
+        return next((name for name, c in _STOP_CODES.items() if c == code), None)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -294,7 +313,8 @@ class Trainer:
         self.cfg = cfg
         self.resume_path, self.overwrite = resume, overwrite
         self.task: Task = get_task(cfg.train.task)
-        self.dist = init_distributed(resolve_device(cfg.train.device).type)
+        self.dist = init_distributed(resolve_device(cfg.train.device).type,
+                                     cfg.train.dist_timeout_s)
         self.device = resolve_device(cfg.train.device, self.dist)
         self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -533,6 +553,10 @@ class Trainer:
             try:
                 return self._fit()
             except BaseException as err:
+                if self.dist.enabled and is_timeout(err):
+                    clear = timeout_error(err, self.dist.rank)
+                    log.error("run ended at epoch %d, step %d: %s", self.epoch, self.step, clear)
+                    raise clear from err
                 log.error("run ended at epoch %d, step %d by %s: %s", self.epoch, self.step,
                           type(err).__name__, err)
                 raise
@@ -605,8 +629,8 @@ class Trainer:
                         epoch_mean.reset()
                     if cfg.train.max_steps is not None and self.step - start >= cfg.train.max_steps:
                         stopped = "max_steps"
-                    elif stop.reason is not None:
-                        stopped = stop.reason
+                    elif (reason := stop.agreed()) is not None:
+                        stopped = reason
                     every = cfg.train.checkpoint_every_steps
                     if epoch_done or stopped or (every and self.step % every == 0):
                         names = ("last.pt", "best.pt") if improved else ("last.pt",)
