@@ -94,6 +94,8 @@ class TrainConfig:
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
     epoch's training mean of the task's metric). `accum_steps` splits each process's share of
     the batch into micro-batches (gradient accumulation).
+    `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
+    else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
     """
 
     task: str = "pretrain"
@@ -107,6 +109,7 @@ class TrainConfig:
     max_steps: int | None = None
     pretrained: str | None = None
     pretrained_prefix: str = "encoder."
+    step_mode: str = "auto"
 
 
 @dataclass

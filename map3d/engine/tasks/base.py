@@ -108,6 +108,11 @@ class Task:
             cfg.model.name, task=self.model_task, **self.model_overrides(cfg, train_set)
         )
 
+    def static_step_problem(self, model: nn.Module) -> str | None:
+        """Why this task's training step on `model` has data-dependent shapes or host syncs (so
+        it cannot be replayed from a CUDA graph), or None."""
+        return None
+
     # -- work --------------------------------------------------------------------------------
     def training_step(
         self, model: nn.Module, batch: dict[str, Any], ctx: TaskContext
