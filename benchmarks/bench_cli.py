@@ -11,6 +11,7 @@ checkpoint writes) included, from the records' wall-clock times. Prints one row 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def run(job: str, mode: str, epochs: int, batch: int | None, extra: list[str], o
     args = [sys.executable, "-m", "map3d", command, "--config", config, "--out", str(out)]
     for item in sets:
         args += ["--set", item]
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.run(args, check=False, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     if proc.returncode:
         print(log[-3000:], file=sys.stderr)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['job']:<13} {r['mode']:<11} {r['batch']:>5} {r['steps']:>6} "
               f"{r['samples_per_s']:>10.1f}  {r['note']}")
-    for a, b in zip(rows, rows[1:]):
+    for a, b in itertools.pairwise(rows):
         if a["job"] == b["job"]:
             steps, gap = loss_gap(a["losses"], b["losses"])
             print(f"{a['job']}: {a['mode']} vs {b['mode']}: largest relative loss difference "

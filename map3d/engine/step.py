@@ -155,7 +155,9 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         for generator in self.generators:
             graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
+        # thread-local: CUDA calls of other threads (the DataLoader's pin-memory thread, a
+        # checkpoint writer) during the capture are theirs, not part of the graph
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.static_values = self.body(self.static_batch)
         self.graph = graph
 

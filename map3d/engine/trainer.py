@@ -531,7 +531,8 @@ class Trainer:
                         rate = (self.step - tick_step) * cfg.data.batch_size / max(now - tick, 1e-9)
                         tick, tick_step = now, self.step
                         self._check_finite(values)
-                        record = {"epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
+                        lr = float(self.scheduler.get_last_lr()[0])
+                        record = {"epoch": self.epoch, "lr": lr,
                                   **values, "samples_per_s": rate}
                         self.writer.write("train", self.step, record)
                         bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")

@@ -31,7 +31,7 @@ def test_auto_picks_eager_with_the_reason_and_cuda_graph_is_refused_where_it_can
 
 def test_graph_problems_name_their_cause():
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    kw = dict(distributed=False, grad_scaler=False, task_problem=None)
+    kw = {"distributed": False, "grad_scaler": False, "task_problem": None}
     assert "CUDA device" in graph_problem(device=cpu, **kw)
     assert "DDP" in graph_problem(device=cuda, **{**kw, "distributed": True})
     assert "GradScaler" in graph_problem(device=cuda, **{**kw, "grad_scaler": True})
@@ -90,8 +90,9 @@ def _gpu_cfg(config: str, mode: str, extra=()):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_graph_steps_follow_the_eager_run(tmp_path, config, precision):
     """Same seed, same batches: the graph replays the eager step's kernels, so the loss curves
-    agree to rounding (fp32) or to bf16 noise."""
-    extra = [f"train.precision={precision}"]
+    agree to rounding (fp32) or to bf16 noise. DataLoader workers (and their pin-memory thread)
+    run during the capture."""
+    extra = [f"train.precision={precision}", "data.num_workers=2"]
     eager = train(_gpu_cfg(config, "eager", extra), tmp_path / "eager")
     graph = train(_gpu_cfg(config, "cuda_graph", extra), tmp_path / "graph")
     assert eager.step == graph.step > 3  # the warm-up steps and several replays
