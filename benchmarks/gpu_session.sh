@@ -15,6 +15,11 @@ tests)
 cli)
     timeout 420 python3 benchmarks/bench_cli.py ${CLI_ARGS:---mode auto --mode eager} \
         --json "$OUT/cli.jsonl" 2>&1 | tee "$OUT/cli.log" | grep -v '^{'; stage cli ;;
+step)
+    for c in ${COMPILE:-1 0}; do
+        MAP3D_COMPILE=$c timeout 200 python3 benchmarks/bench_step.py --task ${STEP_TASK:-both} \
+            --backend auto --cuda-graph 2>&1 | tee "$OUT/step_compile$c.log" | grep -v '^{' | tail -5
+    done; stage step ;;
 profile)
     timeout 120 python3 benchmarks/profile_step.py --rows ${ROWS:-25} 2>&1 | tee "$OUT/profile.log" | tail -32; stage profile ;;
 esac; done

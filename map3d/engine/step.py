@@ -118,6 +118,10 @@ class GraphedStep:
         for group, lr in zip(optimizer.param_groups, self.lrs):
             group["capturable"] = True
             group["lr"] = lr
+            for param in group["params"]:  # a resumed eager state keeps its step counts on the CPU
+                state = optimizer.state.get(param, {})
+                if isinstance(state.get("step"), Tensor):
+                    state["step"] = state["step"].to(param.device, torch.float32)
         self.side = torch.cuda.Stream(device)
 
     def _sync_lrs(self) -> None:
