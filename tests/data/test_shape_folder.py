@@ -11,15 +11,14 @@ import torch
 from map3d.data import DatasetFormatError, build_dataset
 from map3d.data import shape_folder as shape_folder_module
 from map3d.data.shapes import read_points, sample_surface
-
-pytest.importorskip("trimesh", reason="mesh formats need trimesh (pip install 'map3d[meshes]')")
-
 from tests.data.shape_fixtures import (
     CLOUD_FORMATS,
     MESH_FORMATS,
     make_shape_folder,
     write_shape,
 )
+
+pytest.importorskip("trimesh", reason="mesh formats need trimesh (pip install 'map3d[meshes]')")
 
 
 def folder(root, **options):
