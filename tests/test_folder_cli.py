@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from map3d.cli import main
+from map3d.cli import build_parser, main
 from map3d.engine.checkpoint import load_checkpoint
 from map3d.viz.ply import read_ply
 from tests.data.shape_fixtures import make_shape_folder
@@ -15,6 +15,15 @@ pytest.importorskip("trimesh", reason="the shape folders hold meshes (pip instal
 
 PRETRAIN = "configs/smoke/folder_pretrain.yaml"
 FINETUNE = "configs/smoke/folder_finetune.yaml"
+
+
+def test_predict_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--checkpoint", "--csv", "--json", "--out", "--votes", "--category",
+                   "--batch-size", "--device", "--skip-bad", "FILE_OR_FOLDER"):
+        assert option in text
 
 
 def test_pretrain_finetune_predict_viz_on_folders(tmp_path, capsys):
