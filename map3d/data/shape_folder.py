@@ -150,7 +150,8 @@ class ShapeFolder(PointDataset):
             chosen = [(p, self.root) for p in files]
         entries = [(p, label(p, b)) for p, b in chosen]
         if not entries:
-            raise DatasetFormatError(self.root, f"no shape files in split {split!r}")
+            where = f" (under {self.root / split})" if own_split and split != "all" else ""
+            raise DatasetFormatError(self.root, f"no shape files in split {split!r}{where}")
         self.entries = self._prepare(entries)
 
     def _decide_labels(self, labels: bool | None, every: list[tuple[Path, Path]]) -> bool:
@@ -194,12 +195,16 @@ class ShapeFolder(PointDataset):
             except (ValueError, OSError, EOFError):
                 log.warning("shape_folder: rebuilding damaged cache entry %s", entry)
         points = read_points(path, self.points_per_shape, seed=self.seed, normals=self.normals)
+        tmp = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as f:
+                tmp = f.name
                 np.save(f, points)
-            os.replace(f.name, entry)
+            os.replace(tmp, entry)
         except OSError as error:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
             log.warning("shape_folder: cannot write cache %s (%s); caching off", entry, error)
             self.cache_dir = None
         return points

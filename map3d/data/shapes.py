@@ -163,6 +163,9 @@ def read_cloud(path: str | os.PathLike, *, normals: bool = False) -> np.ndarray:
         xyz = table[:, :3]
         normal = table[:, 3:6] if table.shape[1] >= 6 else None
     else:
+        missing = [k for k in ("x", "y", "z") if k not in columns]
+        if missing:
+            raise DatasetFormatError(path, f"no {' '.join(missing)} field(s); has {sorted(columns)}")
         xyz = np.stack([columns[k] for k in ("x", "y", "z")], axis=1)
         normal = next(
             (np.stack([columns[k] for k in names], axis=1)
@@ -231,9 +234,16 @@ def _read_text(path: Path) -> dict[str, np.ndarray]:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetFormatError(path, f"unreadable text file: {error}") from None
+    lines = text.replace(",", " ").splitlines()
+    try:  # fast path; the loop below finds the line to blame
+        table = np.loadtxt(lines, dtype=np.float64, comments="#", ndmin=2)
+        if table.size:
+            return {"table": table}
+    except ValueError:
+        pass
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].replace(",", " ").split()
+    for number, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].split()
         if not line:
             continue
         try:
@@ -284,7 +294,7 @@ def _read_pcd(path: Path) -> dict[str, np.ndarray]:
             table = np.loadtxt(body.decode("ascii").splitlines(), dtype=np.float64, ndmin=2)
         except ValueError as error:
             raise DatasetFormatError(path, f"bad PCD ascii data: {error}") from None
-        if table.shape != (n, sum(counts)) and table.size:
+        if table.shape != (n, sum(counts)):
             raise DatasetFormatError(path, f"expected {n} rows of {sum(counts)}, got {table.shape}")
         starts = np.cumsum([0] + counts)
         return {name: table[:, starts[i]] for i, name in enumerate(fields)}

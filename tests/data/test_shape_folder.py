@@ -63,6 +63,11 @@ def test_surface_sampling_is_area_weighted_and_seeded():
     assert (small[:, :2] >= -1e-6).all() and (small[:, 0] + small[:, 1] <= 1 + 1e-6).all()
     again = sample_surface(vertices, faces, 20000, np.random.default_rng(0))
     assert np.array_equal(points, again)
+    # a zero-area face among good ones is never drawn
+    vertices = np.concatenate([vertices, [[50, 0, 0], [51, 0, 0], [52, 0, 0]]])
+    points = sample_surface(vertices, np.concatenate([faces, [[6, 7, 8]]]), 5000,
+                            np.random.default_rng(1))
+    assert (points[:, 0] < 20).all()
 
 
 def test_mesh_points_lie_on_the_surface(tmp_path):
@@ -113,6 +118,7 @@ def test_unlabelled_folders(tmp_path):
         folder(nested, labels=True)
 
 
+PCD_HEAD = b"VERSION 0.7\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
 BAD_FILES = {
     "empty.obj": (b"# no geometry\n", "empty mesh"),
     "flat.obj": (b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "zero area"),
@@ -120,12 +126,11 @@ BAD_FILES = {
     "garbage.stl": (b"solid x\nthis is not an stl\n", "empty mesh|unreadable mesh"),
     "words.xyz": (b"1 2 3\nhello world again\n", r"\(line 2\): not numeric"),
     "inf.txt": (b"1,2,3\ninf,0,0\n", "non-finite coordinate"),
+    "ragged.xyz": (b"1 2 3\n4 5\n", r"\(line 2\): 2 values, earlier lines have 3"),
     "short.npy": (b"\x93NUMPY\x01\x00", "unreadable .npy"),
-    "cut.pcd": (
-        (b"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nPOINTS 10\n"
-        b"DATA binary\n\0"),
-        "truncated PCD",
-    ),
+    "cut.pcd": (PCD_HEAD + b"FIELDS x y z\nPOINTS 10\nDATA binary\n\0", "truncated PCD"),
+    "noxyz.pcd": (PCD_HEAD + b"FIELDS a b c\nPOINTS 1\nDATA ascii\n1 2 3\n", "no x y z field"),
+    "rows.pcd": (PCD_HEAD + b"FIELDS x y z\nPOINTS 2\nDATA ascii\n1 2 3\n", "expected 2 rows"),
     "bad.ply": (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\n",
                 "unreadable PLY"),
 }
@@ -191,3 +196,6 @@ def test_registry_options_are_checked(tmp_path):
         folder(root, npoints=10000)
     with pytest.raises(FileNotFoundError, match="shape folder"):
         folder(tmp_path / "missing")
+    make_shape_folder(tmp_path / "own" / "train", per_class=1, formats=(".npy",))
+    with pytest.raises(DatasetFormatError, match=r"no shape files in split 'test' \(under"):
+        folder(tmp_path / "own", split="test")
