@@ -199,3 +199,21 @@ def test_registry_options_are_checked(tmp_path):
     make_shape_folder(tmp_path / "own" / "train", per_class=1, formats=(".npy",))
     with pytest.raises(DatasetFormatError, match=r"no shape files in split 'test' \(under"):
         folder(tmp_path / "own", split="test")
+
+
+def test_clouds_written_by_open3d(tmp_path):
+    try:
+        import open3d as o3d
+    except (ImportError, OSError) as error:
+        pytest.skip(f"Open3D unavailable: {error}")
+    rng = np.random.default_rng(0)
+    points, normals = rng.random((50, 3)), np.tile([0.0, 0.0, 1.0], (50, 1))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    cloud.normals = o3d.utility.Vector3dVector(normals)
+    expected = np.concatenate([points, normals], axis=1).astype(np.float32)
+    for name, options in (("a.pcd", {}), ("b.pcd", {"compressed": True}), ("c.ply", {}),
+                          ("d.ply", {"write_ascii": True})):
+        o3d.io.write_point_cloud(str(tmp_path / name), cloud, **options)
+        got = read_points(tmp_path / name, 50, normals=True)
+        order = np.lexsort(got.T[::-1])
+        np.testing.assert_allclose(got[order], expected[np.lexsort(expected.T[::-1])], atol=1e-6)
