@@ -20,8 +20,9 @@ larger clouds subsampled, smaller ones padded with repeats; seeded), stored as a
 versioned cache (`cache_dir`, default `root/.map3d_cache`). The cache entry is keyed on the
 file's absolute path, size and modification time (ns), the sampling parameters and the cache
 version, so an edited file is read again; later epochs and runs read the arrays. All files of
-the split are prepared when the dataset is built: a bad file raises `DatasetFormatError` naming
-it, or with `skip_bad=True` is left out with one warning per file.
+the split are prepared when the dataset is built and every bad file is logged by name; then the
+first one raises `DatasetFormatError` naming it (with the count of the others), or with
+`skip_bad=True` they are left out.
 
 Items, as the benchmark loaders do: `npoints=None` keeps all stored points, unit-sphere
 normalized, order shuffled for train (ModelNet40: the batch-time FPS picks `data.npoints`);
@@ -210,24 +211,28 @@ class ShapeFolder(PointDataset):
         return points
 
     def _prepare(self, entries: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
-        """Read (or fetch from the cache) every file once; bad files raise or are skipped."""
-        good, bad = [], 0
+        """Read (or fetch from the cache) every file once. Every bad file is logged by name;
+        then, without `skip_bad`, the first one is raised (with the count of the others)."""
+        good, errors = [], []
         step = max(1, len(entries) // 10)
         for i, (path, label) in enumerate(entries, 1):
             try:
                 self.read(path)
             except DatasetFormatError as error:
-                if not self.skip_bad:
-                    raise
-                bad += 1
-                log.warning("shape_folder: skip_bad: skipped %s", error)
+                errors.append(error)
+                log.warning("shape_folder: %s %s", "skipped" if self.skip_bad else "bad file:",
+                            error)
                 continue
             good.append((path, label))
             if len(entries) >= 100 and i % step == 0:
                 log.info("shape_folder %s: prepared %d/%d shapes", self.split, i, len(entries))
-        if bad:
-            log.warning("shape_folder %s: skipped %d bad file(s) of %d", self.split, bad,
-                        len(entries))
+        if errors and not self.skip_bad:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more bad file(s), logged)" if len(errors) > 1 else ""
+            raise DatasetFormatError(first.path, first.problem + more, first.where)
+        if errors:
+            log.warning("shape_folder %s: skip_bad: left out %d bad file(s) of %d", self.split,
+                        len(errors), len(entries))
         if not good:
             raise DatasetFormatError(self.root, f"every shape file of split {self.split!r} is bad")
         return good

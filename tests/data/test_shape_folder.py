@@ -151,6 +151,19 @@ def test_bad_files_are_named_and_skipped_only_on_request(tmp_path, caplog, name)
     assert any(str(root / name) in r.getMessage() for r in caplog.records)
 
 
+def test_every_bad_file_is_logged_before_the_first_is_raised(tmp_path, caplog):
+    root = make_shape_folder(tmp_path / "s", per_class=1, formats=(".npy",), labelled=False)
+    for name in ("a.xyz", "b.xyz", "c.xyz"):
+        (root / name).write_text("not a point\n")
+    with caplog.at_level(logging.WARNING, logger="map3d"), pytest.raises(
+        DatasetFormatError, match=r"a.xyz .*not numeric \(and 2 more bad file\(s\), logged\)"
+    ):
+        folder(root)
+    assert [r.getMessage().split(": ", 1)[1].split(" (")[0] for r in caplog.records] == [
+        f"bad file: {root / n}" for n in ("a.xyz", "b.xyz", "c.xyz")
+    ]
+
+
 def test_missing_trimesh_names_the_extra(tmp_path, monkeypatch):
     root = make_shape_folder(tmp_path / "s", per_class=1, formats=(".obj",))
     monkeypatch.setitem(sys.modules, "trimesh", None)
