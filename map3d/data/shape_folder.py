@@ -27,8 +27,9 @@ first one raises `DatasetFormatError` naming it (with the count of the others), 
 Items, as the benchmark loaders do: `npoints=None` keeps all stored points, unit-sphere
 normalized, order shuffled for train (ModelNet40: the batch-time FPS picks `data.npoints`);
 `npoints=n` draws n points (`sampling`: "random" without replacement as ShapeNet-55, or "fps")
-and then normalizes. Keys: `points` (N,3) float32 (N,6 with `normals`: the engine's tasks use
-xyz only), `path` (relative to root), `label` int when labelled.
+and then normalizes. Keys: `points` (N,3) float32 (then 3 normal columns with `normals`, 3
+colour columns in [0, 1] with `colors`; the engine's tasks use xyz only), `path` (relative to
+root), `label` int when labelled.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class ShapeFolder(PointDataset):
         points_per_shape: int = 8192,
         sampling: str = "random",
         normals: bool = False,
+        colors: bool = False,
         test_fraction: float = 0.2,
         split_seed: int = 0,
         cache: bool = True,
@@ -120,7 +122,7 @@ class ShapeFolder(PointDataset):
             raise ValueError(f"shape_folder: test_fraction must be in [0, 1), got {test_fraction}")
         self.root = require_dir(root, "shape folder")
         self.split, self.npoints, self.sampling = split, npoints, sampling
-        self.points_per_shape, self.normals = points_per_shape, normals
+        self.points_per_shape, self.normals, self.colors = points_per_shape, normals, colors
         self.cache_dir = None
         if cache:
             base = Path(cache_dir) if cache_dir is not None else self.root / CACHE_DIRNAME
@@ -182,20 +184,21 @@ class ShapeFolder(PointDataset):
 
     # -- cache -------------------------------------------------------------------------------
     def _params(self) -> dict:
-        return {"points_per_shape": self.points_per_shape, "normals": self.normals,
-                "seed": self.seed}
+        """Keyword arguments of `read_points` besides the point count."""
+        return {"normals": self.normals, "colors": self.colors, "seed": self.seed}
 
     def read(self, path: Path) -> np.ndarray:
         """The stored (points_per_shape, 3|6) float32 points of `path`, from the cache if fresh."""
         if self.cache_dir is None:
-            return read_points(path, self.points_per_shape, seed=self.seed, normals=self.normals)
-        entry = self.cache_dir / f"{cache_key(path, **self._params())}.npy"
+            return read_points(path, self.points_per_shape, **self._params())
+        key = cache_key(path, num_points=self.points_per_shape, **self._params())
+        entry = self.cache_dir / f"{key}.npy"
         if entry.is_file():
             try:
                 return np.load(entry, allow_pickle=False)
             except (ValueError, OSError, EOFError):
                 log.warning("shape_folder: rebuilding damaged cache entry %s", entry)
-        points = read_points(path, self.points_per_shape, seed=self.seed, normals=self.normals)
+        points = read_points(path, self.points_per_shape, **self._params())
         tmp = None
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,12 @@ Formats (by extension, case-insensitive):
 
 `read_points(path, num_points, seed=...)` returns exactly `num_points` rows: a mesh gives that
 many surface samples; a cloud with more points gives a random subset without replacement, one
-with fewer keeps all of its points and repeats random ones. Columns: xyz, plus unit normals with
-`normals=True` (the sampled face's normal for meshes; `nx ny nz` / `normal_x ...` properties,
-columns 3:6 of text and array files, key `normals` of `.npz` for clouds). Colours are ignored.
+with fewer keeps all of its points and repeats random ones. Columns: xyz; then with
+`normals=True` unit normals (the sampled face's normal for meshes; `nx ny nz` / `normal_x ...`
+properties, columns 3:6 of text and `.npy` files, key `normals` of `.npz` for clouds); then with
+`colors=True` RGB in [0, 1] (meshes: vertex colours interpolated, face colours, or texture
+colours at the vertices; clouds: PLY `red green blue`, PCD packed `rgb` / `rgba`, key `colors`
+of `.npz`; text and `.npy` files have no named colour columns and are refused).
 
 A file that cannot be used raises `DatasetFormatError` naming it: unreadable or truncated, no
 points, a mesh without faces or whose faces all have zero area, non-finite coordinates, face
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,24 +39,44 @@ _PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("I", 1): "i1", ("I", 2): "i2", ("
               ("I", 8): "i8", ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4", ("U", 8): "u8"}
 
 
+class Mesh(NamedTuple):
+    """A triangle mesh: vertices (V,3) float64, faces (F,3) int64, optional RGB in [0, 1] per
+    vertex (V,3) or per face (F,3)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray | None = None
+    face_colors: np.ndarray | None = None
+
+
 def is_shape_file(path: str | os.PathLike) -> bool:
     """Whether `path` has one of the supported extensions."""
     return Path(path).suffix.lower() in SHAPE_EXTENSIONS
 
 
 def read_points(
-    path: str | os.PathLike, num_points: int, *, seed: int = 0, normals: bool = False
+    path: str | os.PathLike,
+    num_points: int,
+    *,
+    seed: int = 0,
+    normals: bool = False,
+    colors: bool = False,
 ) -> np.ndarray:
-    """`num_points` points of the shape in `path` -> (num_points, 3) float32, or (.., 6) with
-    normals. Deterministic given (`path` content, `num_points`, `seed`)."""
+    """`num_points` points of the shape in `path` -> (num_points, 3 [+3 normals] [+3 colours])
+    float32. Deterministic given (`path` content, `num_points`, `seed`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: shape file not found")
     rng = np.random.default_rng(seed)
-    mesh = read_mesh(path) if _is_mesh(path) else None
-    if mesh is not None:
-        return sample_surface(*mesh, num_points, rng, path=path, normals=normals)
-    cloud = read_cloud(path, normals=normals)
+    if _is_mesh(path):
+        mesh = read_mesh(path, colors=colors)
+        if colors and mesh.vertex_colors is None and mesh.face_colors is None:
+            raise DatasetFormatError(path, "colors=True but the mesh has no colours")
+        return sample_surface(
+            mesh.vertices, mesh.faces, num_points, rng, path=path, normals=normals,
+            vertex_colors=mesh.vertex_colors, face_colors=mesh.face_colors,
+        )  # fmt: skip
+    cloud = read_cloud(path, normals=normals, colors=colors)
     n = len(cloud)
     if n >= num_points:
         keep = rng.permutation(n)[:num_points]
@@ -85,9 +109,9 @@ def _ply_face_count(path: Path) -> int:
     raise DatasetFormatError(path, "PLY header has no 'end_header'")
 
 
-def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A mesh file -> vertices (V,3) float64, triangle indices (F,3) int64 (trimesh; polygons
-    are triangulated, multi-object files merged)."""
+def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
+    """A mesh file -> `Mesh` (trimesh; polygons triangulated, multi-object files merged); its
+    colours only with `colors`."""
     path = Path(path)
     try:
         import trimesh
@@ -110,7 +134,28 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetFormatError(
             path, f"face index out of range [0, {len(vertices)}): {faces.min()}..{faces.max()}"
         )
-    return vertices, faces
+    if not colors:
+        return Mesh(vertices, faces)
+    visual = mesh.visual
+    if getattr(visual, "kind", None) == "texture":
+        try:
+            visual = visual.to_color()  # texture colours sampled at the vertices' UVs
+        except Exception:  # noqa: BLE001 - missing or unreadable texture image: no colours
+            return Mesh(vertices, faces)
+    kind = getattr(visual, "kind", None)
+    if kind == "vertex":
+        return Mesh(vertices, faces, vertex_colors=_unit_colors(visual.vertex_colors[:, :3]))
+    if kind == "face":
+        return Mesh(vertices, faces, face_colors=_unit_colors(visual.face_colors[:, :3]))
+    return Mesh(vertices, faces)
+
+
+def _unit_colors(colors) -> np.ndarray:
+    """RGB as uint8 [0, 255] or float ([0, 1], or [0, 255] when larger) -> float64 in [0, 1]."""
+    colors = np.asarray(colors)
+    if np.issubdtype(colors.dtype, np.integer) or colors.max(initial=0) > 1.0:
+        return colors.astype(np.float64) / 255.0
+    return colors.astype(np.float64)
 
 
 def sample_surface(
@@ -121,12 +166,15 @@ def sample_surface(
     *,
     path: str | os.PathLike = "<mesh>",
     normals: bool = False,
+    vertex_colors: np.ndarray | None = None,
+    face_colors: np.ndarray | None = None,
 ) -> np.ndarray:
     """Area-weighted uniform samples of a triangle mesh.
 
-    vertices (V,3), faces (F,3) -> (num_points, 3) float32 (+3 unit face normals). Faces of zero
-    area are never drawn; a mesh whose faces all have zero area, or with non-finite vertices,
-    raises `DatasetFormatError` naming `path`.
+    vertices (V,3), faces (F,3) -> (num_points, 3) float32, then +3 unit face normals with
+    `normals`, then +3 colours when `vertex_colors` (V,3; interpolated) or `face_colors` (F,3)
+    are given. Faces of zero area are never drawn; a mesh whose faces all have zero area, or
+    with non-finite vertices, raises `DatasetFormatError` naming `path`.
     """
     bad = ~np.isfinite(vertices).all(axis=1)
     if bad.any():
@@ -144,14 +192,22 @@ def sample_surface(
     flip = u + v > 1.0
     u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
     points = a[face] + u[:, None] * (b[face] - a[face]) + v[:, None] * (c[face] - a[face])
+    columns = [points]
     if normals:
-        normal = cross[face] / (2.0 * area[face])[:, None]
-        points = np.concatenate([points, normal], axis=1)
-    return points.astype(np.float32)
+        columns.append(cross[face] / (2.0 * area[face])[:, None])
+    if vertex_colors is not None:
+        weights = np.stack([1.0 - u - v, u, v], axis=1)  # barycentric of a, b, c
+        columns.append((vertex_colors[faces[face]] * weights[:, :, None]).sum(axis=1))
+    elif face_colors is not None:
+        columns.append(face_colors[face])
+    return np.concatenate(columns, axis=1).astype(np.float32)
 
 
-def read_cloud(path: str | os.PathLike, *, normals: bool = False) -> np.ndarray:
-    """A point-cloud file -> (N,3) float32 xyz (+3 normals), N >= 1, all finite."""
+def read_cloud(
+    path: str | os.PathLike, *, normals: bool = False, colors: bool = False
+) -> np.ndarray:
+    """A point-cloud file -> (N,3 [+3 normals] [+3 colours in [0, 1]]) float32, N >= 1, all
+    finite."""
     path = Path(path)
     suffix = path.suffix.lower()
     readers = {".ply": _read_ply, ".pcd": _read_pcd, ".npy": _read_npy, ".npz": _read_npz}
@@ -161,11 +217,13 @@ def read_cloud(path: str | os.PathLike, *, normals: bool = False) -> np.ndarray:
         if table.ndim != 2 or table.shape[1] < 3:
             raise DatasetFormatError(path, f"expected an (N,C>=3) point array, got {table.shape}")
         xyz = table[:, :3]
-        normal = table[:, 3:6] if table.shape[1] >= 6 else None
+        normal = columns.get("normals", table[:, 3:6] if table.shape[1] >= 6 else None)
+        color = columns.get("colors")
     else:
         missing = [k for k in ("x", "y", "z") if k not in columns]
         if missing:
-            raise DatasetFormatError(path, f"no {' '.join(missing)} field(s); has {sorted(columns)}")
+            has = " ".join(sorted(columns))
+            raise DatasetFormatError(path, f"no {' '.join(missing)} field(s); has {has}")
         xyz = np.stack([columns[k] for k in ("x", "y", "z")], axis=1)
         normal = next(
             (np.stack([columns[k] for k in names], axis=1)
@@ -173,6 +231,7 @@ def read_cloud(path: str | os.PathLike, *, normals: bool = False) -> np.ndarray:
              if all(k in columns for k in names)),
             columns.get("normals"),
         )  # fmt: skip
+        color = columns.get("colors", _packed_rgb(columns.get("rgb", columns.get("rgba"))))
     if not np.issubdtype(np.asarray(xyz).dtype, np.number):
         raise DatasetFormatError(path, f"expected numeric coordinates, got {xyz.dtype}")
     cloud = np.asarray(xyz, dtype=np.float64)
@@ -180,6 +239,10 @@ def read_cloud(path: str | os.PathLike, *, normals: bool = False) -> np.ndarray:
         if normal is None:
             raise DatasetFormatError(path, "normals=True but the file has no normals")
         cloud = np.concatenate([cloud, np.asarray(normal, dtype=np.float64)], axis=1)
+    if colors:
+        if color is None:
+            raise DatasetFormatError(path, "colors=True but the file has no named colours")
+        cloud = np.concatenate([cloud, _unit_colors(color)], axis=1)
     finite = np.isfinite(cloud).all(axis=1)
     if suffix == ".pcd":
         cloud = cloud[finite]  # NaN marks "no measurement" in PCD files
@@ -200,7 +263,19 @@ def _read_ply(path: Path) -> dict[str, np.ndarray]:
         raise DatasetFormatError(path, f"unreadable PLY: {error}") from None
     columns = {"x": ply.points[:, 0], "y": ply.points[:, 1], "z": ply.points[:, 2]}
     columns.update(ply.extra or {})
+    if ply.colors is not None:
+        columns["colors"] = ply.colors
     return columns
+
+
+def _packed_rgb(values) -> np.ndarray | None:
+    """PCD `rgb`/`rgba`: one 32-bit value per point (stored as float or integer) -> (N,3) uint8."""
+    if values is None:
+        return None
+    values = np.asarray(values)
+    packed = values.astype(np.float32).view(np.uint32) if values.dtype.kind == "f" else (
+        values.astype(np.uint32))
+    return np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], 1).astype(np.uint8)
 
 
 def _read_npy(path: Path) -> dict[str, np.ndarray]:
@@ -222,10 +297,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DatasetFormatError(
             path, f"expected key 'points' or 'xyz' (or a single array), has {sorted(arrays)}"
         )
-    table = arrays[key]
-    if "normals" in arrays and table.ndim == 2 and table.shape[1] == 3:
-        table = np.concatenate([table, arrays["normals"]], axis=1)
-    return {"table": table}
+    return {"table": arrays[key], **{k: arrays[k] for k in ("normals", "colors") if k in arrays}}
 
 
 def _read_text(path: Path) -> dict[str, np.ndarray]:
@@ -324,4 +396,6 @@ def _read_pcd_open3d(path: Path) -> dict[str, np.ndarray]:
         raise DatasetFormatError(path, "no points (or unreadable binary_compressed PCD)")
     if cloud.has_normals():
         columns["normals"] = np.asarray(cloud.normals)
+    if cloud.has_colors():
+        columns["colors"] = np.asarray(cloud.colors)
     return columns

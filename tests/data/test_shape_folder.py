@@ -11,6 +11,7 @@ import torch
 from map3d.data import DatasetFormatError, build_dataset
 from map3d.data import shape_folder as shape_folder_module
 from map3d.data.shapes import read_points, sample_surface
+from map3d.viz.ply import write_ply
 from tests.data.shape_fixtures import (
     CLOUD_FORMATS,
     MESH_FORMATS,
@@ -230,3 +231,38 @@ def test_clouds_written_by_open3d(tmp_path):
         got = read_points(tmp_path / name, 50, normals=True)
         order = np.lexsort(got.T[::-1])
         np.testing.assert_allclose(got[order], expected[np.lexsort(expected.T[::-1])], atol=1e-6)
+
+
+def test_colours_as_extra_channels(tmp_path):
+    import trimesh
+
+    rng = np.random.default_rng(0)
+    mesh = trimesh.creation.box()
+    mesh.visual.vertex_colors = np.tile([255, 0, 0, 255], (len(mesh.vertices), 1))
+    mesh.export(tmp_path / "red.ply")
+    red = read_points(tmp_path / "red.ply", 200, normals=True, colors=True)
+    assert red.shape == (200, 9)
+    np.testing.assert_allclose(red[:, 6:], np.tile([1.0, 0.0, 0.0], (200, 1)), atol=1e-6)
+
+    points = rng.random((30, 3))
+    colors = rng.integers(0, 256, (30, 3), dtype=np.uint8)
+    write_ply(tmp_path / "c.ply", points, colors=colors)
+    packed = (colors[:, 0].astype(np.uint32) << 16) | (colors[:, 1].astype(np.uint32) << 8) | (
+        colors[:, 2])
+    table = np.concatenate([points.astype("<f4"), packed.view("<f4")[:, None]], axis=1)
+    (tmp_path / "c.pcd").write_bytes(
+        b"VERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\n"
+        b"WIDTH 30\nHEIGHT 1\nPOINTS 30\nDATA binary\n" + table.astype("<f4").tobytes()
+    )
+    np.savez(tmp_path / "c.npz", points=points, colors=colors)
+    for name in ("c.ply", "c.pcd", "c.npz"):
+        got = read_points(tmp_path / name, 30, colors=True)
+        order, expected = np.lexsort(got[:, :3].T), np.lexsort(points.T)
+        np.testing.assert_allclose(got[order, 3:], colors[expected] / 255.0, atol=1e-6)
+    np.save(tmp_path / "plain.npy", points)
+    with pytest.raises(DatasetFormatError, match="plain.npy: colors=True but the file has no"):
+        read_points(tmp_path / "plain.npy", 30, colors=True)
+    with pytest.raises(DatasetFormatError, match="box.obj: colors=True but the mesh has no"):
+        trimesh.creation.box().export(tmp_path / "box.obj")
+        read_points(tmp_path / "box.obj", 30, colors=True)
+    assert folder(tmp_path, colors=True, skip_bad=True)[0]["points"].shape[1] == 6
