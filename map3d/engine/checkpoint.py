@@ -3,6 +3,7 @@
 A checkpoint is a dict of tensors and plain Python values only (dicts, lists, strings, numbers):
 ```
 format_version, map3d_version, task, model_name, model_config (dict), config (experiment dict),
+data_info (the training set's class_names / category_names / category_parts, if any),
 model (state dict), optimizer, scheduler, scaler (state dicts or None),
 epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
 step (optimizer steps), best_metric, best_metric_name, rng (all RNG states), time

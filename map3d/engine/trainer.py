@@ -96,6 +96,8 @@ def derive_seed(*parts: int) -> int:
 
 # Stream ids of the generators a run owns.
 _AUGMENT_STREAM, _MODEL_STREAM, _LOADER_STREAM = 1, 2, 3
+# Dataset attributes stored in checkpoints as `data_info` (class names for `map3d predict`).
+DATA_INFO_KEYS = ("class_names", "category_names", "category_parts")
 
 
 # ----------------------------------------------------------------------------- data
@@ -401,6 +403,8 @@ class Trainer:
             "model_task": self.task.model_task,
             "model_config": _plain(model_config),
             "config": config_to_dict(self.cfg),
+            "data_info": {k: _plain(getattr(self.train_set, k)) for k in DATA_INFO_KEYS
+                          if getattr(self.train_set, k, None) is not None},
             "model": model.state_dict(),
             "optimizer": portable_optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
