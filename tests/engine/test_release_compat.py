@@ -30,7 +30,8 @@ def _pointmap_pretrain():
 
 
 def _pointmae_pretrain():
-    shapes = {**layout.mini_pointnet("MAE_encoder.encoder."), **layout.mlp3("MAE_encoder.pos_embed.")}
+    shapes = layout.mini_pointnet("MAE_encoder.encoder.")
+    shapes.update(layout.mlp3("MAE_encoder.pos_embed."))
     for i in range(2):
         shapes.update(layout.vit_block(f"MAE_encoder.blocks.blocks.{i}."))
     shapes.update({"MAE_encoder.norm.weight": (C,), "MAE_encoder.norm.bias": (C,)})
@@ -116,7 +117,8 @@ def test_adopt_release_switches_preset_only_when_blocks_differ(width):
     cfg = load_config(FINETUNE)
     adopted = adopt_release(cfg, ckpt, model_task="classify")
     assert adopted.model.name == "mamba3d_s" and cfg.model.name == "hybridmt3d_tiny"
-    assert adopted.model.overrides["pattern"] == "MMM" and "num_classes" not in adopted.model.overrides
+    assert adopted.model.overrides["pattern"] == "MMM"
+    assert "num_classes" not in adopted.model.overrides
     whole = adopt_release(cfg, ckpt, model_task="classify", whole_model=True)
     assert whole.model.overrides["num_classes"] == 7
     same = {"release": "pointmap", "model_config": {"compat": "pointmap", "pattern": "MMMT",
