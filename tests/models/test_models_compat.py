@@ -139,3 +139,18 @@ def test_detect_release_and_pattern():
     mae = {**encoder, **{k: torch.zeros(v) for k, v in vit_block("blocks.blocks.0.").items()}}
     assert detect_release(mae) == "pointmae" and release_pattern(mae) == "T"
     assert detect_release({"encoder.patch_embed.x": torch.zeros(1)}) is None
+
+
+def test_load_pretrained_converts_a_release_file_and_warns_without_its_compat(tmp_path, caplog):
+    from map3d.models import load_pretrained
+
+    path = tmp_path / "release.pth"
+    torch.save({"base_model": release_pretrain_state()}, path)
+    tiny = {"dim": 16, "num_heads": 2, "d_state": 4, **SMALL}
+    model = map3d.create_model("hybridmt3d_tiny", task="classify", compat="pointmap", **tiny)
+    caplog.set_level("INFO", logger="map3d")
+    missing, unexpected = load_pretrained(model, path)
+    assert not missing and not unexpected and "found a PointMAP" in caplog.text
+    assert "not built with compat" not in caplog.text
+    load_pretrained(map3d.create_model("hybridmt3d_tiny", task="classify", **tiny), path)
+    assert "not built with compat='pointmap'" in caplog.text
