@@ -33,6 +33,7 @@ import map3d
 from map3d.engine.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    adopt_release,
     atomic_torch_save,
     capture_rng,
     load_checkpoint,
@@ -260,6 +261,13 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+def _adopt_pretrained_release(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
+    """`cfg` whose model matches `train.pretrained` when that is a release checkpoint."""
+    if Path(cfg.train.pretrained).suffix == ".safetensors":
+        return cfg
+    return adopt_release(cfg, load_checkpoint(cfg.train.pretrained), model_task=task.model_task)
+
+
 class Trainer:
     """Builds everything for `cfg` and runs `fit()`; also used by `map3d eval` for setup."""
 
@@ -293,6 +301,8 @@ class Trainer:
 
         self.train_set = self.task.build_dataset(cfg, cfg.data.train_split)
         self.test_set = self._maybe_test_set()
+        if cfg.train.pretrained and resume is None:
+            cfg = self.cfg = _adopt_pretrained_release(cfg, self.task)
         torch.manual_seed(seed)  # identical initial weights on every rank
         self.model = self.task.build_model(cfg, self.train_set).to(self.device)
         torch.manual_seed(derive_seed(seed, rank))
