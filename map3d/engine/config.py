@@ -65,13 +65,21 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW; weight decay is not applied to biases, norms, tokens and position embeddings."""
+    """AdamW; weight decay is not applied to biases, norms, tokens and position embeddings.
+
+    `layer_decay` (layer-wise lr decay, MAE / BEiT): encoder block i runs at
+    lr * layer_decay ** (depth - i), the embeddings (patch, position, cls) at
+    lr * layer_decay ** (depth + 1), the final norm and heads at lr (depth = number of encoder
+    blocks). 1.0 = off, the default and what the Point-MAE / Mamba3D / MAP-3D releases use;
+    MAE and BEiT finetune ViTs with 0.65-0.75, a choice for pretrained encoders.
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     grad_clip: float | None = None
+    layer_decay: float = 1.0
 
 
 @dataclass
