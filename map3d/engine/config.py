@@ -104,6 +104,11 @@ class TrainConfig:
     the batch into micro-batches (gradient accumulation).
     `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
     else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
+    `label_smoothing`: of the cross-entropy of classification and part segmentation, as
+    `F.cross_entropy(label_smoothing=)` (0 <= value < 1). 0.0 is the default and what the
+    releases do: Point-MAE uses a plain cross-entropy, Mamba3D (and so MAP-3D)
+    `CrossEntropyLoss(label_smoothing=label_smooth)` with `label_smooth: 0.0` in every finetuning
+    config (the MAP 2D release finetunes ImageNet with 0.1, inside mixup/cutmix).
     """
 
     task: str = "pretrain"
@@ -118,6 +123,7 @@ class TrainConfig:
     pretrained: str | None = None
     pretrained_prefix: str = "encoder."
     step_mode: str = "auto"
+    label_smoothing: float = 0.0
 
 
 @dataclass
