@@ -9,9 +9,9 @@ file is one shape. It is read by the small readers below (no mesh library needed
 referenced vertices are normalized as ShapeNetCore v2's `model_normalized.obj` (bounding box
 centred at the origin, diagonal 1) and turned y-up (the packages here are z-up robotics assets),
 and `--points` (8,192, as ShapeNet-55's `shapenet_pc` files) surface points are sampled
-area-weighted with a generator seeded by `--seed` and the file's path, so a rebuild gives the
-same files. Output, in the ShapeNet-55 layout that the `shapenet55` dataset reads
-(DATASETS.md A1):
+area-weighted (`map3d.data.synthetic.sample_surface`) with a generator seeded by `--seed` and the
+file's path, so a rebuild gives the same files. Output, in the ShapeNet-55 layout that the
+`shapenet55` dataset reads:
 
     OUT/shapenet_pc/<package>-<path_in_package>.npy   (points, 3) float32, path with _
     OUT/ShapeNet-55/train.txt, test.txt               file names; test = `--test-fraction`,
@@ -42,6 +42,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+
+from map3d.data.synthetic import sample_surface
 
 MESH_SUFFIXES = (".obj", ".stl")
 LICENCE_FILE = re.compile(r"^(licen[cs]e|copying)(\.\w+)?$", re.IGNORECASE)
@@ -177,22 +179,9 @@ def normalize_like_shapenet(vertices: np.ndarray, faces: np.ndarray, up: str) ->
     return out
 
 
-def sample_surface(
-    vertices: np.ndarray, faces: np.ndarray, count: int, rng: np.random.Generator
-) -> np.ndarray:
-    """`count` points uniformly on the surface: triangles drawn with probability proportional
-    to their area, then uniform barycentric coordinates. Returns (count,3) float32."""
+def surface_area(vertices: np.ndarray, faces: np.ndarray) -> float:
     a, b, c = (vertices[faces[:, i]] for i in range(3))
-    areas = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    total = areas.sum()
-    if not np.isfinite(total) or total <= 0:
-        raise MeshError("zero surface area")
-    tri = rng.choice(len(faces), size=count, p=areas / total)
-    r1, r2 = rng.random(count), rng.random(count)
-    s = np.sqrt(r1)
-    u, v, w = 1 - s, s * (1 - r2), s * r2
-    points = u[:, None] * a[tri] + v[:, None] * b[tri] + w[:, None] * c[tri]
-    return points.astype(np.float32)
+    return float(0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1).sum())
 
 
 def is_flat(vertices: np.ndarray, faces: np.ndarray) -> bool:
@@ -319,8 +308,11 @@ def _one_shape(path, relative, source, row, seen, taken, pc_dir, *, points, seed
         key = fingerprint(vertices, faces)
         if key in seen:
             return f"skipped: duplicate of {seen[key]}"
+        area = surface_area(vertices, faces)
+        if not np.isfinite(area) or area <= 0:
+            raise MeshError("zero surface area")
         rng = np.random.default_rng([seed, zlib.crc32(f"{source.name}/{relative}".encode())])
-        cloud = sample_surface(vertices, faces, points, rng)
+        cloud = sample_surface(vertices, faces, points, rng).astype(np.float32)
     except (MeshError, OSError, MemoryError) as err:
         return f"bad: {err}"
     seen[key] = f"{source.name}/{relative}"
