@@ -89,7 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"tiny CPU settings, builds a small corpus if none is given: {SMOKE}")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes for pretraining (finetuning sets are small "
+                   "and cached in the main process)")
     # Options below default to --paper / --smoke / the CPU protocol, in that order.
     p.add_argument("--preset", help="model preset")
     p.add_argument("--npoints", type=int, help="points per shape")
@@ -224,8 +226,7 @@ def pretraining_sets(args, out: Path) -> dict[str, tuple[Path, str]]:
 def geometry(args) -> list[str]:
     out = [f"model.name={args.preset}", f"model.overrides.num_groups={args.groups}",
            f"model.overrides.group_size={args.group_size}", f"data.npoints={args.npoints}",
-           f"train.device={args.device}", f"data.num_workers={args.workers}",
-           "output.progress=false"]
+           f"train.device={args.device}", "output.progress=false"]
     if args.drop_path is not None:
         out.append(f"model.overrides.drop_path_rate={args.drop_path}")
     return out
@@ -243,7 +244,8 @@ def pretrain(args, out: Path, arm: str, folder: Path, split: str) -> dict:
         *geometry(args), f"model.overrides.num_regions={regions}", "data.name=shapenet55",
         f"data.root={folder}", f"data.train_split={split}",
         f"data.options={{npoints: {args.npoints}, stored_points: {args.stored_points}}}",
-        f"data.batch_size={args.pretrain_batch}", f"schedule.epochs={epochs}",
+        f"data.batch_size={args.pretrain_batch}", f"data.num_workers={args.workers}",
+        f"schedule.epochs={epochs}",
         f"schedule.warmup_epochs={epochs / 30}", f"train.log_every_steps={10**6}",
         f"train.checkpoint_every_steps={10**6}",
     ])
