@@ -44,7 +44,6 @@ def cross_entropy(logits: Tensor, target: Tensor, cfg: ExperimentConfig) -> Tens
     return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
 
 
-
 def overrides_from_dataset(
     cfg: ExperimentConfig, dataset: Dataset | None, names: tuple[str, ...], *, required: bool
 ) -> dict[str, Any]:
