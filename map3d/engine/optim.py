@@ -54,7 +54,8 @@ def layer_decay_groups(
 ) -> list[dict]:
     """Split each AdamW group by `layer_id`; the group of layer l gets `lr_scale` =
     decay ** (num_blocks + 1 - l) and lr = lr * lr_scale (heads keep `lr`, the embeddings get
-    the smallest). The schedule then multiplies every group's lr by the same factor."""
+    the smallest). The schedule then multiplies every group's lr by the same factor. Groups run
+    from the head down, so the first one (whose lr the trainer logs) has the base lr."""
     blocks = getattr(getattr(getattr(model, "encoder", None), "backbone", None), "blocks", None)
     if blocks is None:
         raise ValueError(
@@ -68,7 +69,7 @@ def layer_decay_groups(
         by_layer: dict[int, list[nn.Parameter]] = {}
         for param in group["params"]:
             by_layer.setdefault(layer_id(names[id(param)], num_blocks), []).append(param)
-        for layer in sorted(by_layer):
+        for layer in sorted(by_layer, reverse=True):
             scale = decay ** (num_blocks + 1 - layer)
             out.append({**group, "params": by_layer[layer], "lr": lr * scale,
                         "lr_scale": scale, "layer_id": layer})

@@ -73,6 +73,7 @@ def test_layer_decay_lr_per_parameter():
         seen_layers.add(layer)
     assert seen_layers == set(range(depth + 2))
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # the logged lr is the head's
     # the weight-decay split survives the layer split
     plain = {id(p): g["weight_decay"] for g in parameter_groups(model, 0.05) for p in g["params"]}
     assert {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]} == plain
