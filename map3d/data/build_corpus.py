@@ -366,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     names = args.packages
     if names is None:
         names = [n for n in KNOWN_PACKAGES if importlib.util.find_spec(n) is not None]
-    sources = [installed_source(n) for n in names]
+    try:
+        sources = [installed_source(n) for n in names]
+    except (ValueError, ModuleNotFoundError) as err:
+        p.error(str(err))
     for text in args.source:
         name, sep, folder = text.partition("=")
         if not sep or not name or not Path(folder).is_dir():

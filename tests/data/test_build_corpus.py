@@ -158,8 +158,9 @@ def test_cli_with_a_source_folder(fake_package, tmp_path, capsys):
     assert "3 shapes" in text and "bad mesh mine/broken.obj" in text
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--packages"])  # nothing to read
-    with pytest.raises(ValueError, match="unknown mesh package"):
+    with pytest.raises(SystemExit):
         main(["--out", str(out), "--packages", "nope"])
+    assert "unknown mesh package 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pybullet_data") is None,
