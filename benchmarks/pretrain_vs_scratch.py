@@ -301,7 +301,7 @@ def run_arm(args, out: Path, arm: str, data: tuple[Path, str] | None) -> dict:
             cfg = finetune_config(args, seed, pretrained=encoder is not None)
             cfg.train.pretrained = str(encoder) if encoder is not None else None
             start = time.time()
-            final = train(cfg, out / f"finetune-{arm}-seed{seed}").history[-1]
+            final = train(cfg, None).history[-1]  # no run folder: nothing but the table is kept
             record["finetune"][key] = {"test_oa": final["test_oa"],
                                        "train_loss": final["train_loss"],
                                        "minutes": (time.time() - start) / 60}
