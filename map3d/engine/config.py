@@ -404,9 +404,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 RESUME_CHANGEABLE = (
     "schedule.epochs", "train.device", "train.log_every_steps", "train.checkpoint_every_steps",
     "train.max_steps", "train.eval_every_epochs", "train.dist_timeout_s", "train.step_mode",
-    "train.pretrained",
-    "train.pretrained_prefix", "data.root", "data.num_workers", "data.eval_batch_size",
-    "eval.*", "output.*",
+    "train.pretrained", "train.pretrained_prefix", "data.root", "data.num_workers",
+    "data.eval_batch_size", "eval.*", "output.*",
 )
 
 
