@@ -1,11 +1,13 @@
 """Run directories: no silent mixing of two runs, one writer at a time, no empty folders."""
 
+import os
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from map3d.atomic import temp_name
 from map3d.cli import main
 from map3d.engine.checkpoint import load_checkpoint
 from map3d.engine.rundir import LOCK_FILE, RunDirError, RunLock
@@ -50,9 +52,12 @@ def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert _pretrain(out) == 0  # the writer died: its lock is stale
+    # the writer died (its lock is stale) in the middle of a checkpoint write
+    stray = out / temp_name("last.pt").replace(f".p{os.getpid()}h", f".p{sleeper.pid}h")
+    stray.write_bytes(b"half a checkpoint")
+    assert _pretrain(out) == 0
     assert "taking over the lock" in (out / "train.log").read_text()
-    assert not (out / LOCK_FILE).exists()
+    assert not (out / LOCK_FILE).exists() and not stray.exists()
 
 
 def test_failed_command_leaves_no_run_folder(tmp_path):
