@@ -73,7 +73,10 @@ def atomic_write(
     fsync_dir(path.parent)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,7 +98,7 @@ def remove_stale_temps(directory: str | os.PathLike, target: str | None = None) 
         if match is None or (target is not None and match["name"] != target):
             continue
         pid = int(match["pid"])
-        if match["host"] != _HOST or pid == os.getpid() or _alive(pid):
+        if match["host"] != _HOST or pid == os.getpid() or pid_alive(pid):
             continue
         with contextlib.suppress(FileNotFoundError):
             entry.unlink()

@@ -4,6 +4,7 @@
   with `--resume`, pick a new `--out`, or replace it with `--overwrite`).
 - `RunLock` holds `<run_dir>/.lock` (pid and host of the writer) while a run writes there; a
   second writer is refused; the lock of a dead process on this host is taken over.
+- `remove_run_temps` deletes what interrupted writes left (the lock holder calls it).
 - `RunLogHandler` keeps log records in memory until the run starts for real (`open_run_logs`),
   so a command that fails early leaves no empty run folder behind.
 """
@@ -17,6 +18,8 @@ import shutil
 import socket
 from pathlib import Path
 from typing import Self
+
+from map3d.atomic import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,18 @@ def claim_run_dir(
         clear_run_files(Path(run_dir))
 
 
+def remove_run_temps(run_dir: Path) -> None:
+    """Remove temporary files of interrupted writes of run files (any writer, any host: the
+    caller holds the run lock, so none of them is still writing)."""
+    stray = [p for name in RUN_FILES for p in run_dir.glob(f".{name}.*.tmp") if p.is_file()]
+    for path in stray:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if stray:
+        log.warning("removed %d temporary file(s) of interrupted writes in %s: %s", len(stray),
+                    run_dir, ", ".join(p.name for p in stray))
+
+
 def clear_run_files(run_dir: Path) -> None:
     """Remove what an earlier run wrote into `run_dir` (`--overwrite`); other files stay."""
     removed = []
@@ -89,26 +104,19 @@ def clear_run_files(run_dir: Path) -> None:
                     run_dir)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """`<run_dir>/.lock` while this process writes the run (`with RunLock(run_dir): ...`).
 
-    Creates `run_dir`. Raises `RunDirError` if another live process holds the lock; a lock left
-    by a dead process on this host (a killed run) is taken over with a warning.
+    The lock holds `pid host slurm_job_id`. Creates `run_dir`. Raises `RunDirError` if another
+    live process holds the lock; a lock left by a dead process on this host (a killed run) or by
+    an earlier incarnation of this Slurm job (requeued after a node failure) is taken over with
+    a warning.
     """
 
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / LOCK_FILE
-        self.owner = f"{os.getpid()} {socket.gethostname()}"
+        self.job = os.environ.get("SLURM_JOB_ID", "-")
+        self.owner = f"{os.getpid()} {socket.gethostname()} {self.job}"
         self.held = False
 
     def __enter__(self) -> Self:
@@ -127,16 +135,19 @@ class RunLock:
 
     def _take_over_stale(self) -> None:
         try:
-            pid_text, _, host = self.path.read_text().strip().partition(" ")
+            pid_text, host, job = ([*self.path.read_text().split(), "", "", ""])[:3]
         except FileNotFoundError:
             return  # released meanwhile
         pid = int(pid_text) if pid_text.isdigit() else -1
-        if host != socket.gethostname() or _alive(pid):
+        here = host == socket.gethostname()
+        requeued = not here and self.job != "-" and job == self.job
+        if not (here and not pid_alive(pid)) and not requeued:
             raise RunDirError(
                 f"{self.path.parent} is in use by another run (pid {pid_text} on {host}): wait "
                 f"for it to finish or choose another --out (a stale {self.path} can be deleted)"
             )
-        log.warning("%s: taking over the lock of a run that died (pid %d)", self.path.parent, pid)
+        log.warning("%s: taking over the lock of a run that died (pid %s on %s)",
+                    self.path.parent, pid_text, host)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

@@ -33,7 +33,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import map3d
-from map3d.atomic import remove_stale_temps
 from map3d.engine.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -62,7 +61,13 @@ from map3d.engine.distributed import (
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
 from map3d.engine.optim import build_optimizer, build_scheduler
-from map3d.engine.rundir import RunDirError, RunLock, claim_run_dir, open_run_logs
+from map3d.engine.rundir import (
+    RunDirError,
+    RunLock,
+    claim_run_dir,
+    open_run_logs,
+    remove_run_temps,
+)
 from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
 
@@ -610,7 +615,7 @@ class Trainer:
                 error = err
             else:
                 open_run_logs()
-                remove_stale_temps(self.run_dir)
+                remove_run_temps(self.run_dir)
                 save_config(self.cfg, self.run_dir / "config.yaml")
                 self.writer.truncate_after(self.step)
         message = broadcast_object(None if error is None else str(error))

@@ -52,12 +52,15 @@ def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path
     finally:
         sleeper.kill()
         sleeper.wait()
-    # the writer died (its lock is stale) in the middle of a checkpoint write
-    stray = out / temp_name("last.pt").replace(f".p{os.getpid()}h", f".p{sleeper.pid}h")
-    stray.write_bytes(b"half a checkpoint")
+    # the writer died (its lock is stale) in the middle of checkpoint writes, one of them by an
+    # older map3d (another temp name)
+    stray = [out / temp_name("last.pt").replace(f".p{os.getpid()}h", f".p{sleeper.pid}h"),
+             out / ".best.pt.k2x9q1zz.tmp"]
+    for path in stray:
+        path.write_bytes(b"half a checkpoint")
     assert _pretrain(out) == 0
     assert "taking over the lock" in (out / "train.log").read_text()
-    assert not (out / LOCK_FILE).exists() and not stray.exists()
+    assert not (out / LOCK_FILE).exists() and not any(path.exists() for path in stray)
 
 
 def test_failed_command_leaves_no_run_folder(tmp_path):
@@ -83,3 +86,14 @@ def test_error_that_ends_a_run_is_in_its_train_log(tmp_path, monkeypatch):
     log = (out / "train.log").read_text()
     assert "run ended at epoch 0, step 1 by RuntimeError: CUDA error: an illegal" in log
     assert not (out / LOCK_FILE).exists()
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock_from_another_node(tmp_path, monkeypatch):
+    (tmp_path / LOCK_FILE).write_text("4242 node017 9001\n")
+    monkeypatch.setenv("SLURM_JOB_ID", "9002")
+    with pytest.raises(RunDirError, match="pid 4242 on node017"):
+        RunLock(tmp_path).__enter__()
+    monkeypatch.setenv("SLURM_JOB_ID", "9001")
+    with RunLock(tmp_path):
+        assert (tmp_path / LOCK_FILE).read_text().split()[2] == "9001"
+    assert not (tmp_path / LOCK_FILE).exists()
