@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from map3d.errors import UserError
+
 FORMAT_VERSION = 1
 FORMAT_NAME = "map3d-checkpoint"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a readable map3d checkpoint; the message names the file and why."""
 
 

@@ -22,8 +22,10 @@ from typing import Any, Union
 
 import yaml
 
+from map3d.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 

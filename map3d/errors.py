@@ -1,0 +1,17 @@
+"""The one base type of map3d's refusals.
+
+`UserError` marks an error caused by what the user gave map3d (a file, a config key, a flag
+value, a checkpoint), not by a bug. Its message names the file / key / value and what is wrong
+in one line. The `map3d` command prints such errors as `map3d <command>: error: <message>` and
+exits with status 2 (`--debug` or `MAP3D_DEBUG=1` shows the traceback instead); any other
+exception is a bug and keeps its traceback.
+
+Library code raises a subclass that also derives from the built-in type callers already catch
+(`ValueError` for bad content), e.g. `DatasetFormatError`, `CheckpointError`, `ConfigError`.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A refusal of user input; the message says which file/key/value and why, in one line."""
