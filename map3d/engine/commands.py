@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 from map3d.cli import Command
@@ -272,19 +271,6 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(run):
-    """Turn config/file errors into one readable line and exit status 2."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (ConfigError, FileNotFoundError) as err:
-            print(f"map3d: error: {err}", file=sys.stderr)
-            return 2
-
-    return wrapped
-
-
 PRETRAIN = Command(
     help="MAP pretraining (default: built-in synthetic shapes, a few minutes on a CPU)",
     description="Masked autoregressive pretraining of a point encoder. With no arguments it "
@@ -292,7 +278,7 @@ PRETRAIN = Command(
     "checkpoint went and how to finetune from it. Paper recipe: --config "
     "configs/pretrain/shapenet55_map.yaml --data /path/to/ShapeNet55.",
     add_arguments=_add_pretrain,
-    run=_guard(_run_pretrain),
+    run=_run_pretrain,
 )
 
 FINETUNE = Command(
@@ -301,7 +287,7 @@ FINETUNE = Command(
     "shapes. Recipes: configs/finetune/{modelnet40,scanobjectnn_*,modelnet40_fewshot}.yaml. "
     "Few-shot: --fold all runs every fold and reports mean ± std.",
     add_arguments=_add_finetune,
-    run=_guard(_run_finetune),
+    run=_run_finetune,
 )
 
 EVAL = Command(
@@ -311,7 +297,7 @@ EVAL = Command(
     "eval.votes random subsets with the test transform). Pretraining checkpoints report their "
     "masked reconstruction loss; --svm adds a linear-SVM probe.",
     add_arguments=_add_eval,
-    run=_guard(_run_eval),
+    run=_run_eval,
 )
 
 EXPORT = Command(
@@ -320,5 +306,5 @@ EXPORT = Command(
     "checkpoint to a .safetensors file with the model name and config in its metadata; "
     "`map3d finetune --pretrained FILE.safetensors` loads it.",
     add_arguments=_add_export,
-    run=_guard(_run_export),
+    run=_run_export,
 )

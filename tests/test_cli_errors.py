@@ -1,0 +1,117 @@
+"""Every refusal of every command is one line on stderr and exit status 2; bugs keep their
+traceback; `--debug` / MAP3D_DEBUG=1 show it for refusals too; Ctrl-C exits with 130."""
+
+import errno
+
+import pytest
+
+from map3d import cli
+from map3d.cli import Command, main
+from map3d.data import DatasetFormatError
+from map3d.engine.checkpoint import CheckpointError
+from map3d.engine.config import ConfigError
+
+RAISED: list[BaseException] = []
+
+
+def _raise(args):
+    raise RAISED[0]
+
+
+BOOM = Command(help="raises the test's exception", add_arguments=lambda p: None, run=_raise)
+
+
+@pytest.fixture
+def boom(monkeypatch):
+    """`map3d boom` raises `RAISED[0]`."""
+    monkeypatch.setitem(cli.COMMANDS, "boom", f"{__name__}:BOOM")
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    RAISED.clear()
+    return RAISED
+
+
+def one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"map3d {command}: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (DatasetFormatError("/d/modelnet40_train.txt", "duplicate entry", "line 3"),
+         "/d/modelnet40_train.txt (line 3): duplicate entry"),
+        (CheckpointError("/c/last.pt: not a readable checkpoint (bad zip\nfile)"),
+         "/c/last.pt: not a readable checkpoint (bad zip file)"),
+        (ConfigError("train.lr: unknown key"), "train.lr: unknown key"),
+        (FileNotFoundError("checkpoint not found: /c/x.pt"), "checkpoint not found: /c/x.pt"),
+        (OSError(errno.ENOSPC, "No space left on device", "/runs/a/last.pt"),
+         "/runs/a/last.pt: No space left on device"),
+        (OSError(errno.EROFS, "Read-only file system", "/ro/results.json"),
+         "/ro/results.json: Read-only file system"),
+        (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "/root/x: Permission denied"),
+    ],
+)
+def test_refusals_are_one_line_exit_2(boom, capsys, error, expected):
+    boom.append(error)
+    assert main(["boom"]) == 2
+    assert one_line_error(capsys, "boom") == f"map3d boom: error: {expected}"
+
+
+def test_dataloader_worker_error_keeps_the_original_message(boom, capsys):
+    # how torch re-raises a worker's exception: the type called with the traceback text
+    boom.append(DatasetFormatError(
+        "Caught DatasetFormatError in DataLoader worker process 0.\nOriginal Traceback (most "
+        "recent call last):\n  File \"x.py\", line 1, in load\nmap3d.data.errors."
+        "DatasetFormatError: /d/a.txt (line 2): expected 7 numbers per line"
+    ))
+    assert main(["boom"]) == 2
+    assert one_line_error(capsys, "boom").endswith(": /d/a.txt (line 2): expected 7 numbers per line")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), KeyError("k"), OSError(errno.EIO, "x")])
+def test_bugs_keep_their_traceback(boom, error):
+    boom.append(error)
+    with pytest.raises(type(error)):
+        main(["boom"])
+
+
+def test_debug_flag_and_env_show_the_traceback(boom, monkeypatch):
+    boom.append(DatasetFormatError("/d/x.npy", "bad"))
+    with pytest.raises(DatasetFormatError):
+        main(["--debug", "boom"])
+    with pytest.raises(DatasetFormatError):
+        main(["boom", "--debug"])
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(DatasetFormatError):
+        main(["boom"])
+
+
+def test_ctrl_c_exits_130(boom, capsys):
+    boom.append(KeyboardInterrupt())
+    assert main(["boom"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_real_commands_refuse_in_one_line(tmp_path, capsys):
+    garbage = tmp_path / "last.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    for argv in (["eval", "--checkpoint", str(garbage)], ["export", str(garbage)],
+                 ["finetune", "--config", "configs/smoke/finetune.yaml", "--pretrained",
+                  str(tmp_path / "missing.pt"), "--out", str(tmp_path / "ft")],
+                 ["eval", "--checkpoint", str(tmp_path / "nowhere.pt")]):
+        assert main(argv) == 2, argv
+        line = one_line_error(capsys, argv[0])
+        assert str(tmp_path) in line, line
+
+
+def test_dataset_refusal_from_training_is_one_line(tmp_path, capsys):
+    from tests.data.fixtures import make_modelnet_fewshot
+
+    root = make_modelnet_fewshot(tmp_path / "data", way=5, shot=10, folds=1, num_points=256)
+    (root / "5way10shot" / "0.pkl").write_bytes(b"\x80\x04truncated")
+    assert main(["finetune", "--config", "configs/smoke/fewshot.yaml", "--data", str(root),
+                 "--out", str(tmp_path / "fs"), "--fold", "0"]) == 2
+    assert "5way10shot/0.pkl" in one_line_error(capsys, "finetune")
