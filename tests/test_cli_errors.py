@@ -2,6 +2,7 @@
 traceback; `--debug` / MAP3D_DEBUG=1 show it for refusals too; Ctrl-C exits with 130."""
 
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,30 @@ def test_dataset_refusal_from_training_is_one_line(tmp_path, capsys):
     assert main(["finetune", "--config", "configs/smoke/fewshot.yaml", "--data", str(root),
                  "--out", str(tmp_path / "fs"), "--fold", "0"]) == 2
     assert "5way10shot/0.pkl" in one_line_error(capsys, "finetune")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A smoke pretraining run directory (last.pt, encoder.safetensors)."""
+    out = tmp_path_factory.mktemp("pre")
+    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(out)]) == 0
+    return out
+
+
+def test_eval_prints_results_before_a_failed_write(pretrained, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "readonly" / "results.json"
+    write_text = Path.write_text
+
+    def read_only(self, *args, **kwargs):
+        if self == target:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(pretrained / "last.pt"), "--out", str(target)]) == 2
+    printed = capsys.readouterr()
+    assert "loss" in printed.out, printed.out
+    lines = [line for line in printed.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("map3d eval: error: "), printed.err
+    assert str(target) in lines[0] and "printed above" in lines[0]

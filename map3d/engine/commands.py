@@ -14,6 +14,7 @@ from pathlib import Path
 
 from map3d.cli import Command
 from map3d.engine.config import ConfigError, apply_overrides, default_config, load_config
+from map3d.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +245,16 @@ def _run_eval(args: argparse.Namespace) -> int:
         results["svm"] = svm_probe(ckpt_path, svm_cfg)
         lines.append(f"svm_oa: {results['svm']['svm_oa']:.2f}")
     if dist.is_main:
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        lines.append(f"results (with protocol): {out}")
-        _report(lines, dist)
+        _report(lines, dist)  # printed first: a failed write below loses nothing
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2) + "\n")
+        except OSError as err:
+            raise UserError(
+                f"could not write the results to {out} ({err.strerror or err}); they are "
+                "printed above (choose another file with --out)"
+            ) from err
+        _report([f"results (with protocol): {out}"], dist)
     return 0
 
 
