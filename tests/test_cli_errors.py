@@ -5,11 +5,12 @@ import errno
 from pathlib import Path
 
 import pytest
+import torch
 
 from map3d import cli
 from map3d.cli import Command, main
 from map3d.data import DatasetFormatError
-from map3d.engine.checkpoint import CheckpointError
+from map3d.engine.checkpoint import CheckpointError, load_checkpoint
 from map3d.engine.config import ConfigError
 
 RAISED: list[BaseException] = []
@@ -32,11 +33,12 @@ def boom(monkeypatch):
 
 
 def one_line_error(capsys, command: str) -> str:
+    """The error line of stderr: its last line, with no traceback (log lines may precede it)."""
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"map3d {command}: error: "), err
-    return lines[0]
+    assert "Traceback" not in err and "error:" not in "".join(lines[:-1]), err
+    assert lines[-1].startswith(f"map3d {command}: error: "), err
+    return lines[-1]
 
 
 @pytest.mark.parametrize(
@@ -140,6 +142,70 @@ def test_eval_prints_results_before_a_failed_write(pretrained, tmp_path, capsys,
     assert main(["eval", "--checkpoint", str(pretrained / "last.pt"), "--out", str(target)]) == 2
     printed = capsys.readouterr()
     assert "loss" in printed.out, printed.out
-    lines = [line for line in printed.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("map3d eval: error: "), printed.err
-    assert str(target) in lines[0] and "printed above" in lines[0]
+    assert "Traceback" not in printed.err
+    line = printed.err.strip().splitlines()[-1]
+    assert line.startswith("map3d eval: error: ") and str(target) in line
+    assert "printed above" in line
+
+
+def finetune_from(weights, out, *extra):
+    return main(["finetune", "--config", "configs/smoke/finetune.yaml", "--pretrained",
+                 str(weights), "--out", str(out), *extra])
+
+
+def write_encoder(run_dir, path, edit):
+    """`edit` applied to the run's exported encoder, saved to `path`; (path, tensor count)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(run_dir / "encoder.safetensors"))
+    save_file(edit(weights), str(path))
+    return path, len(weights)
+
+
+def test_pretrained_keys_matching_nothing_are_refused(pretrained, tmp_path, capsys):
+    path, count = write_encoder(
+        pretrained, tmp_path / "renamed.safetensors", lambda w: {f"trunk.{k}": v for k, v in w.items()}
+    )
+    capsys.readouterr()
+    assert finetune_from(path, tmp_path / "ft") == 2
+    line = one_line_error(capsys, "finetune")
+    assert str(path) in line and f"only 0 of the model's {count} tensors" in line
+    assert f"{count} unexpected" in line and "--allow-partial" in line
+    assert not (tmp_path / "ft" / "last.pt").exists()
+
+
+def test_half_matching_pretrained_needs_allow_partial(pretrained, tmp_path, capsys):
+    def half(weights):
+        return {k: v for i, (k, v) in enumerate(sorted(weights.items())) if i % 2}
+
+    path, count = write_encoder(pretrained, tmp_path / "half.safetensors", half)
+    capsys.readouterr()
+    assert finetune_from(path, tmp_path / "ft") == 2
+    assert f"only {count // 2} of the model's {count} tensors" in one_line_error(capsys, "finetune")
+    assert finetune_from(path, tmp_path / "ft", "--allow-partial") == 0
+    log = (tmp_path / "ft" / "train.log").read_text()
+    assert f"{count // 2} of {count} tensors under 'encoder.' matched" in log
+    assert load_checkpoint(tmp_path / "ft" / "last.pt")["config"]["train"][
+        "allow_partial_pretrained"
+    ]
+
+
+def test_integer_pretrained_weights_are_refused(pretrained, tmp_path, capsys):
+    def to_int(weights):
+        key = min(k for k, v in weights.items() if v.is_floating_point())
+        return {**weights, key: weights[key].to(torch.int32)}
+
+    path, _ = write_encoder(pretrained, tmp_path / "int.safetensors", to_int)
+    capsys.readouterr()
+    assert finetune_from(path, tmp_path / "ft") == 2
+    line = one_line_error(capsys, "finetune")
+    assert str(path) in line and "torch.int32" in line and "floating point" in line
+
+
+def test_truncated_pretrained_files_are_named(pretrained, tmp_path, capsys):
+    for name in ("encoder.safetensors", "last.pt"):
+        path = tmp_path / name
+        path.write_bytes((pretrained / name).read_bytes()[:300])
+        capsys.readouterr()
+        assert finetune_from(path, tmp_path / "ft") == 2
+        assert str(path) in one_line_error(capsys, "finetune")

@@ -86,7 +86,11 @@ def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         if not path.is_file():
             raise FileNotFoundError(f"weights not found: {path}")
-        return {f"encoder.{k}": v for k, v in load_file(str(path)).items()}
+        try:
+            weights = load_file(str(path))
+        except Exception as err:  # truncated file, bad header (SafetensorError), ...
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+        return {f"encoder.{k}": v for k, v in weights.items()}
     return load_checkpoint(path)["model"]
 
 

@@ -83,6 +83,8 @@ def _build_config(args: argparse.Namespace, task: str):
         cfg.data.root = args.data
     if getattr(args, "pretrained", None):
         cfg.train.pretrained = args.pretrained
+    if getattr(args, "allow_partial", False):
+        cfg.train.allow_partial_pretrained = True
     cfg = apply_overrides(cfg, list(args.overrides))
     if (task == "pretrain") != (cfg.train.task == "pretrain"):
         raise ConfigError(
@@ -150,6 +152,12 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
         help="initialise the encoder from a pretraining checkpoint (.pt) or an exported "
         "encoder (.safetensors), keys under train.pretrained_prefix (encoder.); omit to train "
         "from scratch",
+    )
+    p.add_argument(
+        "--allow-partial", action="store_true",
+        help="accept --pretrained weights that cover only part of the encoder (the rest starts "
+        "from scratch; train.allow_partial_pretrained); by default every encoder tensor must "
+        "be in the file",
     )
     p.add_argument(
         "--fold", metavar="K|all",

@@ -96,6 +96,9 @@ class TrainConfig:
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
     epoch's training mean of the task's metric). `accum_steps` splits each process's share of
     the batch into micro-batches (gradient accumulation).
+    `pretrained` (a .pt checkpoint or an exported .safetensors encoder) must provide every
+    tensor of the model under `pretrained_prefix`; `allow_partial_pretrained` accepts fewer
+    (the rest keeps its fresh initialisation; the counts are logged).
     """
 
     task: str = "pretrain"
@@ -109,6 +112,7 @@ class TrainConfig:
     max_steps: int | None = None
     pretrained: str | None = None
     pretrained_prefix: str = "encoder."
+    allow_partial_pretrained: bool = False
 
 
 @dataclass

@@ -229,7 +229,10 @@ def svm_probe(
     torch.manual_seed(cfg.train.seed)
     model = task.build_model(cfg, train_set)
     if checkpoint is not None:
-        load_pretrained(model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix)
+        load_pretrained(
+            model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix,
+            allow_partial=cfg.train.allow_partial_pretrained, source=checkpoint,
+        )
     model = model.to(ctx.device).eval()
     x_train, y_train = _features(model, train_set, cfg, ctx, dist)
     x_test, y_test = _features(model, test_set, cfg, ctx, dist)
