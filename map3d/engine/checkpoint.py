@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from map3d.engine.config import ConfigError, check_config_data
 from map3d.errors import UserError
 
 FORMAT_VERSION = 1
@@ -57,7 +58,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a map3d checkpoint (weights_only=True) and check its format version."""
+    """Read a map3d checkpoint (weights_only=True); check its format version, and that its
+    `config` and `model_config` are small plain mappings (`check_config_data`) before use."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -67,6 +69,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: not a map3d checkpoint (no format '{FORMAT_NAME}')")
+    for key in ("config", "model_config"):
+        if ckpt.get(key) is None:
+            continue
+        if not isinstance(ckpt[key], dict):
+            raise CheckpointError(f"{path}: '{key}' is a {type(ckpt[key]).__name__}, not a mapping")
+        try:
+            check_config_data(ckpt[key], f"{path} '{key}'")
+        except ConfigError as err:
+            raise CheckpointError(str(err)) from None
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {ckpt['format_version']} is newer than this map3d "

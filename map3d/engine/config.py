@@ -148,6 +148,53 @@ class ExperimentConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
+# ----------------------------------------------------------------------------- size limits
+
+MAX_CONFIG_VALUES = 10_000
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_STRING = 4096
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def check_config_data(data: Any, where: str) -> None:
+    """Refuse config data that is not small and plain, before anything copies or prints it.
+
+    Limits: at most MAX_CONFIG_VALUES values counting every use of a YAML alias or shared
+    reference (an alias "bomb" expands exponentially when copied), nesting at most
+    MAX_CONFIG_DEPTH deep, strings at most MAX_CONFIG_STRING characters, and only None, bools,
+    numbers, strings, lists and mappings with plain keys. `where` names the file in the error.
+    """
+    count, stack = 0, [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        count += 1
+        name = path or "top level"
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where}: more than {MAX_CONFIG_VALUES:,} values once aliases and shared "
+                "references are expanded; refused (configs are small)"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where}: {name} nests deeper than {MAX_CONFIG_DEPTH} levels")
+        if isinstance(value, str) and len(value) > MAX_CONFIG_STRING:
+            raise ConfigError(
+                f"{where}: {name} is a string of {len(value):,} characters (limit "
+                f"{MAX_CONFIG_STRING})"
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, _PLAIN):
+                    raise ConfigError(f"{where}: {name} has a key of type {type(key).__name__}")
+                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif not isinstance(value, _PLAIN):
+            raise ConfigError(
+                f"{where}: {name} is a {type(value).__name__}; config values are numbers, "
+                "strings, true/false, lists and mappings"
+            )
+
+
 # ----------------------------------------------------------------------------- typed filling
 
 
@@ -255,6 +302,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    check_config_data(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
@@ -299,6 +347,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {err}") from err
+    check_config_data(value, f"--set {key}")
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "1e-4" as a string
     return key.split("."), value
