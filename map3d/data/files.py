@@ -35,6 +35,31 @@ def read_lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
+def read_split_list(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
+    """`read_lines` of a split list, which must name at least one shape, each shape once.
+
+    An empty list or a repeated entry (it would silently weigh that shape double) is a
+    DatasetFormatError naming the file and the lines.
+    """
+    lines = read_lines(path, what)
+    if not lines:
+        raise DatasetFormatError(path, f"empty {what}: no entries")
+    check_unique(path, [(f"line {number}", entry) for number, entry in lines])
+    return lines
+
+
+def check_unique(path: str | os.PathLike, entries: list[tuple[str, str]]) -> None:
+    """Refuse the first entry listed twice; `entries` are (where, entry) pairs, in file order."""
+    first: dict[str, str] = {}
+    for where, entry in entries:
+        if entry in first:
+            raise DatasetFormatError(
+                path, f"{entry!r} is listed twice ({first[entry]} and {where}); each shape may "
+                "appear once (a repeat would weigh it double)", where,
+            )  # fmt: skip
+        first[entry] = where
+
+
 def load_npy(path: str | os.PathLike) -> np.ndarray:
     """np.load without pickles; missing -> FileNotFoundError, damaged -> DatasetFormatError."""
     path = Path(path)

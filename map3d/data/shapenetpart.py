@@ -28,7 +28,7 @@ from map3d.data.base import (
     warn_skipped,
 )
 from map3d.data.errors import DatasetFormatError
-from map3d.data.files import load_txt, read_lines, require_dir, require_file
+from map3d.data.files import check_unique, load_txt, read_lines, require_dir, require_file
 
 CATEGORY_NAMES = (
     "Airplane", "Bag", "Cap", "Car", "Chair", "Earphone", "Guitar", "Knife",
@@ -79,9 +79,15 @@ class ShapeNetPart(PointDataset):
                 )  # fmt: skip
             synsets[fields[1]] = CATEGORY_NAMES.index(fields[0])
         wanted: dict[str, set[str]] = {}
+        listed: list[tuple[str, str]] = []  # (where, entry) over the split's lists
         for part in SPLITS[split]:
             list_file = self.root / "train_test_split" / f"shuffled_{part}_file_list.json"
-            for i, entry in enumerate(self._read_json(list_file)):
+            entries = self._read_json(list_file)
+            if not entries:
+                raise DatasetFormatError(list_file, "empty split list: no entries")
+            listed += [(f"{list_file.name} entry {i}", str(e)) for i, e in enumerate(entries)]
+            check_unique(list_file, listed)
+            for i, entry in enumerate(entries):
                 fields = entry.split("/") if isinstance(entry, str) else []
                 if len(fields) != 3 or fields[1] not in synsets:
                     raise DatasetFormatError(
@@ -139,7 +145,7 @@ class ShapeNetPart(PointDataset):
                 f"({parts[0]}..{parts[-1]})",
                 f"line {row + 1}",
             )
-        points = pc_normalize(points if self.use_normals else points[:, :3])
+        points = pc_normalize(points if self.use_normals else points[:, :3], path)
         choice = torch.randint(len(points), (self.npoints,), generator=generator).numpy()
         return {
             "points": torch.from_numpy(points[choice]),
