@@ -209,3 +209,12 @@ def test_truncated_pretrained_files_are_named(pretrained, tmp_path, capsys):
         capsys.readouterr()
         assert finetune_from(path, tmp_path / "ft") == 2
         assert str(path) in one_line_error(capsys, "finetune")
+
+
+def test_eval_under_a_config_that_does_not_fit_the_weights(pretrained, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(pretrained / "last.pt"), "--set",
+                 "model.overrides.dim=96", "--out", str(tmp_path / "r.json")]) == 2
+    line = one_line_error(capsys, "eval")
+    assert str(pretrained / "last.pt") in line and "do not fit the model" in line
+    assert "size mismatch for encoder." in line

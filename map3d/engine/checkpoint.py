@@ -86,6 +86,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
+    """Load a checkpoint's `model` weights into `model` strictly; weights that do not fit (the
+    model was built from another config) raise CheckpointError naming `path` and the first
+    differing key."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model built from the config "
+            f"({details[0] if details else err}); evaluate it under the config it was trained "
+            "with (drop --config / --set model.*)"
+        ) from err
+
+
 def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights of a map3d checkpoint or of an exported `.safetensors` encoder.
 

@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
-from map3d.engine.checkpoint import export_encoder, load_checkpoint, model_state_dict
+from map3d.engine.checkpoint import (
+    export_encoder,
+    load_checkpoint,
+    load_model_weights,
+    model_state_dict,
+)
 from map3d.engine.config import ExperimentConfig, apply_overrides, config_from_dict
 from map3d.engine.distributed import (
     DistInfo,
@@ -122,10 +127,12 @@ def train_fewshot(
     return summary
 
 
-def _model_from_checkpoint(ckpt: dict, cfg: ExperimentConfig, dataset) -> torch.nn.Module:
+def _model_from_checkpoint(
+    ckpt: dict, cfg: ExperimentConfig, dataset, path: str | os.PathLike
+) -> torch.nn.Module:
     task = get_task(ckpt["task"])
     model = task.build_model(cfg, dataset)
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt, path)
     return model
 
 
@@ -164,7 +171,7 @@ def evaluate_checkpoint(
     dist = init_distributed(resolve_device(cfg.train.device).type)
     ctx = _context(cfg, dist)
     dataset = task.build_dataset(cfg, cfg.data.test_split)
-    model = _model_from_checkpoint(ckpt, cfg, dataset).to(ctx.device).eval()
+    model = _model_from_checkpoint(ckpt, cfg, dataset, checkpoint).to(ctx.device).eval()
     results = task.test(model, _loader(dataset, cfg, dist, ctx.device), ctx)
     results["checkpoint"] = {
         "path": str(checkpoint), "epoch": ckpt["epoch"], "step": ckpt["step"],
