@@ -15,3 +15,15 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A refusal of user input; the message says which file/key/value and why, in one line."""
+
+
+def torch_load_reason(err: BaseException) -> str:
+    """The informative part of a `torch.load` failure, in one line: the weights-only loader's
+    own reason (without its long preamble) or the first line of the message."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+        return "refused by the weights-only loader: " + " ".join(reason.split())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from map3d.engine.config import ConfigError, check_config_data
-from map3d.errors import UserError
+from map3d.errors import UserError, torch_load_reason
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "map3d-checkpoint"
@@ -66,7 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint ({torch_load_reason(err)})") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: not a map3d checkpoint (no format '{FORMAT_NAME}')")
     for key in ("config", "model_config"):

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from map3d.errors import UserError
+from map3d.errors import UserError, torch_load_reason
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,8 @@ def _state_dict_from(source: Mapping | str | os.PathLike) -> Mapping[str, Tensor
         try:
             source = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated zip, foreign pickle, ...
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise PretrainedWeightsError(
-                f"{os.fspath(source)}: not a readable checkpoint ({first})"
+                f"{os.fspath(source)}: not a readable checkpoint ({torch_load_reason(err)})"
             ) from err
     if not isinstance(source, Mapping):
         raise TypeError(f"expected a state dict or a checkpoint dict, got {type(source).__name__}")
