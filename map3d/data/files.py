@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -60,13 +61,38 @@ def check_unique(path: str | os.PathLike, entries: list[tuple[str, str]]) -> Non
         first[entry] = where
 
 
+def _npy_data_bytes(path: Path) -> tuple[tuple[int, ...], int, int]:
+    """(shape, bytes the header's shape and dtype need, bytes the file holds after the header)."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as f:
+        version = npy_format.read_magic(f)
+        read_header = (
+            npy_format.read_array_header_1_0 if version == (1, 0)
+            else npy_format.read_array_header_2_0
+        )  # fmt: skip
+        shape, _, dtype = read_header(f)
+        return shape, math.prod(shape) * dtype.itemsize, path.stat().st_size - f.tell()
+
+
 def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """np.load without pickles; missing -> FileNotFoundError, damaged -> DatasetFormatError."""
+    """np.load without pickles; missing -> FileNotFoundError, damaged -> DatasetFormatError.
+
+    The header's shape is checked against the file's size before the array is allocated (a
+    small file cannot ask for a large array)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: point file not found")
     try:
+        shape, needed, held = _npy_data_bytes(path)
+        if needed > held:
+            raise DatasetFormatError(
+                path, f"truncated .npy: its header promises shape {shape} ({needed:,} bytes), "
+                f"the file holds {held:,}; refused before allocating",
+            )  # fmt: skip
         return np.load(path, allow_pickle=False)
+    except DatasetFormatError:
+        raise
     except (ValueError, OSError, EOFError) as error:
         raise DatasetFormatError(
             path, f"unreadable .npy (truncated or not a numpy array file): {error}"

@@ -135,3 +135,14 @@ def test_repeated_split_entries_are_refused(tmp_path):
     (split / "shuffled_val_file_list.json").write_text(json.dumps(val + train[:1]))
     with pytest.raises(DatasetFormatError, match=r"shuffled_val_file_list\.json.*listed twice"):
         build_dataset("shapenetpart", split="trainval", root=sp)
+
+
+def test_npy_header_asking_for_more_than_the_file_holds(tmp_path):
+    root = make_shapenet55(tmp_path, num_train=2, num_test=1, num_points=64)
+    name = (root / "ShapeNet-55" / "train.txt").read_text().split()[1]
+    path = root / "shapenet_pc" / name
+    header = path.read_bytes()[:128].replace(b"(64, 3)", b"(4000000000, 3)")
+    header = header.replace(b" " * 8 + b"\n", b"\n")  # same header length: 8 spaces less
+    path.write_bytes(header + b"\0" * 64)
+    with pytest.raises(DatasetFormatError, match=r"promises shape \(4000000000, 3\).*refused"):
+        build_dataset("shapenet55", split="train", root=root, npoints=32, stored_points=64)[1]
