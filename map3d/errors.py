@@ -27,3 +27,13 @@ def torch_load_reason(err: BaseException) -> str:
         return "refused by the weights-only loader: " + " ".join(reason.split())
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+class OptionError(UserError, ValueError):
+    """An option (config key, flag, keyword argument) whose value cannot be used; the message
+    names the option, the value and what is allowed."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package that a requested feature needs is not installed; the message says
+    which and how to install it."""

@@ -12,6 +12,7 @@ from map3d.cli import Command, main
 from map3d.data import DatasetFormatError
 from map3d.engine.checkpoint import CheckpointError, load_checkpoint
 from map3d.engine.config import ConfigError
+from map3d.errors import MissingDependencyError, OptionError
 
 RAISED: list[BaseException] = []
 
@@ -55,6 +56,10 @@ def one_line_error(capsys, command: str) -> str:
         (OSError(errno.EROFS, "Read-only file system", "/ro/results.json"),
          "/ro/results.json: Read-only file system"),
         (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "/root/x: Permission denied"),
+        (OptionError("modelnet40: split must be one of ('train', 'test'), got 'val'"),
+         "modelnet40: split must be one of ('train', 'test'), got 'val'"),
+        (MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn"),
+         "the SVM probe needs scikit-learn: pip install scikit-learn"),
     ],
 )
 def test_refusals_are_one_line_exit_2(boom, capsys, error, expected):
@@ -108,6 +113,13 @@ def test_real_commands_refuse_in_one_line(tmp_path, capsys):
         assert main(argv) == 2, argv
         line = one_line_error(capsys, argv[0])
         assert str(tmp_path) in line and len(line) < 200 + len(str(tmp_path)), line
+
+
+def test_unknown_dataset_option_is_one_line(tmp_path, capsys):
+    assert main(["finetune", "--config", "configs/smoke/finetune.yaml", "--out",
+                 str(tmp_path / "ft"), "--set", "data.options.bogus=1"]) == 2
+    line = one_line_error(capsys, "finetune")
+    assert "dataset 'synthetic'" in line and "'bogus'" in line
 
 
 def test_dataset_refusal_from_training_is_one_line(tmp_path, capsys):

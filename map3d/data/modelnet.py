@@ -45,6 +45,7 @@ from map3d.data.base import (
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import load_txt, read_lines, read_split_list, require_dir
 from map3d.data.safe_pickle import load_pickle
+from map3d.errors import OptionError
 
 MODELNET_SPLITS = ("train", "test")
 FPS_CHUNK = 32  # clouds per batched FPS call when building the cache
@@ -84,9 +85,9 @@ class ModelNet40(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in MODELNET_SPLITS:
-            raise ValueError(f"modelnet40: split must be one of {MODELNET_SPLITS}, got {split!r}")
+            raise OptionError(f"modelnet40: split must be one of {MODELNET_SPLITS}, got {split!r}")
         if num_category not in (10, 40):
-            raise ValueError(f"modelnet40: num_category must be 10 or 40, got {num_category}")
+            raise OptionError(f"modelnet40: num_category must be 10 or 40, got {num_category}")
         self.root = require_dir(root, "modelnet40_normal_resampled")
         self.split, self.num_category, self.npoints = split, num_category, npoints
         self.use_normals, self.use_cache = use_normals, use_cache
@@ -246,7 +247,7 @@ class ModelNet40FewShot(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in MODELNET_SPLITS:
-            raise ValueError(
+            raise OptionError(
                 f"modelnet40_fewshot: split must be one of {MODELNET_SPLITS}, got {split!r}"
             )
         self.root = require_dir(root, "ModelNetFewshot")

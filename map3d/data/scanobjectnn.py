@@ -27,6 +27,7 @@ from map3d.data.base import (
 )
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import require_dir, require_file
+from map3d.errors import OptionError
 
 CLASS_NAMES = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
@@ -92,11 +93,11 @@ class ScanObjectNN(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if variant not in VARIANTS:
-            raise ValueError(
+            raise OptionError(
                 f"scanobjectnn: variant must be one of {list(VARIANTS)}, got {variant!r}"
             )
         if split not in SPLIT_PREFIX:
-            raise ValueError(
+            raise OptionError(
                 f"scanobjectnn: split must be one of {list(SPLIT_PREFIX)}, got {split!r}"
             )
         self.root = require_dir(root, "ScanObjectNN (holding main_split/)")

@@ -21,6 +21,7 @@ import torch
 from map3d.data.base import PointDataset, Sample, Transform, check_points, pc_normalize
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import check_unique, load_npy, read_split_list, require_dir
+from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ class ShapeNet55(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in SPLITS:
-            raise ValueError(f"shapenet55: split must be one of {SPLITS}, got {split!r}")
+            raise OptionError(f"shapenet55: split must be one of {SPLITS}, got {split!r}")
         if not 0 < npoints <= stored_points:
-            raise ValueError(
+            raise OptionError(
                 f"shapenet55: need 0 < npoints <= stored_points, got {npoints}, {stored_points}"
             )
         self.root = require_dir(root, "ShapeNet55-34 dataset root")

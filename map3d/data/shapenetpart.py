@@ -29,6 +29,7 @@ from map3d.data.base import (
 )
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import check_unique, load_txt, read_lines, require_dir, require_file
+from map3d.errors import OptionError
 
 CATEGORY_NAMES = (
     "Airplane", "Bag", "Cap", "Car", "Chair", "Earphone", "Guitar", "Knife",
@@ -65,7 +66,7 @@ class ShapeNetPart(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in SPLITS:
-            raise ValueError(f"shapenetpart: split must be one of {list(SPLITS)}, got {split!r}")
+            raise OptionError(f"shapenetpart: split must be one of {list(SPLITS)}, got {split!r}")
         self.root = require_dir(root, "shapenetcore_partanno_segmentation_benchmark_v0_normal")
         self.split, self.npoints, self.use_normals = split, npoints, use_normals
         catfile = self.root / "synsetoffset2category.txt"

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from map3d.errors import MissingDependencyError
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ class MetricsWriter:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:  # tensorboard is an optional dependency
-                raise ImportError(
+                raise MissingDependencyError(
                     "output.tensorboard=true needs the tensorboard package: pip install tensorboard"
                 ) from err
             self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))

@@ -45,6 +45,7 @@ from map3d.engine.trainer import (
     resolve_device,
     resolve_precision,
 )
+from map3d.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def svm_probe(
     try:
         from sklearn.svm import LinearSVC
     except ImportError as err:
-        raise ImportError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
+        raise MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
     from map3d.models import load_pretrained
 
     dist = DistInfo()
