@@ -96,8 +96,8 @@ def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> 
         details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
         raise CheckpointError(
             f"{path}: its weights do not fit the model built from the config "
-            f"({details[0] if details else err}); evaluate it under the config it was trained "
-            "with (drop --config / --set model.*)"
+            f"({details[0] if details else err}); was the model config changed (--config, "
+            "--set model.*)?"
         ) from err
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import sys
 from pathlib import Path
 
 from map3d.cli import Command
+from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +63,17 @@ def load_pretrainer(path: str | Path, device):
     Returns (model, checkpoint dict). Raises ValueError for checkpoints of other tasks.
     """
     from map3d import create_model
-    from map3d.engine.checkpoint import load_checkpoint
+    from map3d.engine.checkpoint import load_checkpoint, load_model_weights
 
     ckpt = load_checkpoint(path, map_location="cpu")
     model_task = ckpt.get("model_task", ckpt.get("task"))
     if model_task != "pretrain":
-        raise ValueError(
+        raise OptionError(
             f"{path}: `map3d viz` needs a pretraining checkpoint, this one is for task "
             f"{ckpt.get('task')!r}"
         )
     model = create_model(ckpt["model_name"], task="pretrain", **(ckpt.get("model_config") or {}))
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
 
 
@@ -98,19 +98,11 @@ def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from map3d.viz.interactive import DisplayUnavailableError, require_display
+    from map3d.viz.interactive import require_display
 
     if args.show:
-        try:
-            require_display()
-        except DisplayUnavailableError as err:
-            print(f"map3d viz: error: {err}", file=sys.stderr)
-            return 2
-    try:
-        rows = visualize(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"map3d viz: error: {err}", file=sys.stderr)
-        return 2
+        require_display()  # before any work
+    rows = visualize(args)
     return 0 if rows else 1
 
 
@@ -129,7 +121,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     renderer = resolve_renderer(args.renderer)
     bad = [i for i in args.index if not 0 <= i < len(dataset)]
     if bad:
-        raise ValueError(f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)")
+        raise OptionError(f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)")
     if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
         from map3d.viz.images import visualize_images
 
@@ -145,7 +137,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     for index in args.index:
         item = dataset[index]
         if "points" not in item:
-            raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
+            raise OptionError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
         points = item["points"].to(device=device, dtype=torch.float32).unsqueeze(0)
         if npoints and points.shape[1] > npoints:
             points = fps_points(points, npoints)
