@@ -122,6 +122,12 @@ def test_unknown_dataset_option_is_one_line(tmp_path, capsys):
     assert "dataset 'synthetic'" in line and "'bogus'" in line
 
 
+def test_clouds_smaller_than_the_model_needs_is_one_line(tmp_path, capsys):
+    assert main(["finetune", "--config", "configs/smoke/finetune.yaml", "--out",
+                 str(tmp_path / "ft"), "--set", "model.overrides.num_groups=256"]) == 2
+    assert "fewer than the 256 needed" in one_line_error(capsys, "finetune")
+
+
 def test_dataset_refusal_from_training_is_one_line(tmp_path, capsys):
     from tests.data.fixtures import make_modelnet_fewshot
 
