@@ -93,12 +93,12 @@ class TrainConfig:
     `fp16` (with a GradScaler); autocast is only used on CUDA. `max_steps` stops this invocation
     after that many optimizer steps (with a checkpoint) while the schedule still spans all
     epochs: time-limited jobs continue with `--resume`.
-    `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
-    epoch's training mean of the task's metric). `accum_steps` splits each process's share of
-    the batch into micro-batches (gradient accumulation).
     `pretrained` (a .pt checkpoint or an exported .safetensors encoder) must provide every
     tensor of the model under `pretrained_prefix`; `allow_partial_pretrained` accepts fewer
     (the rest keeps its fresh initialisation; the counts are logged).
+    `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
+    epoch's training mean of the task's metric). `accum_steps` splits each process's share of
+    the batch into micro-batches (gradient accumulation).
     """
 
     task: str = "pretrain"
@@ -111,8 +111,8 @@ class TrainConfig:
     eval_every_epochs: int = 1
     max_steps: int | None = None
     pretrained: str | None = None
-    pretrained_prefix: str = "encoder."
     allow_partial_pretrained: bool = False
+    pretrained_prefix: str = "encoder."
 
 
 @dataclass
