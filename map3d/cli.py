@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "map3d.engine.commands:FINETUNE",
     "eval": "map3d.engine.commands:EVAL",
     "export": "map3d.engine.commands:EXPORT",
+    "predict": "map3d.engine.predict:PREDICT",
     "viz": "map3d.viz.command:VIZ",
     "backends": "map3d.ops.dispatch:BACKENDS_COMMAND",
     "bench": "map3d.bench:BENCH",

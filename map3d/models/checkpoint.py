@@ -13,7 +13,7 @@ from map3d.errors import UserError, torch_load_reason
 
 log = logging.getLogger(__name__)
 
-_NESTED_KEYS = ("model", "state_dict")
+_NESTED_KEYS = ("model", "state_dict", "base_model")
 
 
 class PretrainedWeightsError(UserError, ValueError):
@@ -43,6 +43,24 @@ def _first(keys: list[str]) -> str:
     return f" (first: {keys[0]})" if keys else ""
 
 
+def _converted_release(model: nn.Module, state: Mapping) -> Mapping[str, Tensor]:
+    """`state` with release keys converted when it is a PointMAP / Mamba3D / Point-MAE
+    checkpoint (a warning when `model` was not built with its compat), else `state`."""
+    from map3d.models.compat import RELEASES, detect_release
+    from map3d.models.release import convert_release_state_dict, release_pattern
+
+    name = detect_release(state)
+    if name is None:
+        return state
+    log.info("found a %s release checkpoint; converting its keys", RELEASES[name].title)
+    if getattr(getattr(model, "config", None), "compat", None) != name:
+        log.warning(
+            "the model was not built with compat=%r: the %s weights load into a different "
+            "model (create_model(..., compat=%r) builds the release's)", name, name, name
+        )
+    return convert_release_state_dict(state, release_pattern(state))[0]
+
+
 def load_pretrained(
     model: nn.Module,
     state_dict_or_path,
@@ -53,6 +71,7 @@ def load_pretrained(
 ) -> tuple[list[str], list[str]]:
     """Load the `prefix`-ed entries of a state dict (or checkpoint path / dict holding
     "model") into `model`'s entries with the same prefix; everything else is left alone.
+    PointMAP / Mamba3D / Point-MAE release checkpoints are recognized and converted.
 
     A DDP "module." prefix is stripped. Logs how many of the model's tensors under `prefix`
     matched, and returns (missing, unexpected): model keys under `prefix` absent from the
@@ -61,16 +80,18 @@ def load_pretrained(
 
     - some of the model's tensors under `prefix` are missing from the checkpoint, unless
       `allow_partial` (those tensors then keep their fresh initialisation);
-    - a tensor's shape differs, or its dtype is of another kind (a floating-point weight
-      stored as integers: nothing is cast silently; float precisions convert);
+    - a tensor's shape differs, or a floating-point weight is stored as integers (nothing is
+      cast silently from integers; float precisions convert, as do integer buffers such as
+      BatchNorm's `num_batches_tracked`);
     - no checkpoint key starts with `prefix`.
     """
     if source is None:
         is_path = isinstance(state_dict_or_path, (str, os.PathLike))
         source = os.fspath(state_dict_or_path) if is_path else "pretrained state dict"
     source = os.fspath(source)
+    checkpoint = _state_dict_from(state_dict_or_path)
     checkpoint = {
-        (k.removeprefix("module.")): v for k, v in _state_dict_from(state_dict_or_path).items()
+        k.removeprefix("module."): v for k, v in _converted_release(model, checkpoint).items()
     }
     selected = {k: v for k, v in checkpoint.items() if k.startswith(prefix)}
     if not selected:
@@ -91,7 +112,7 @@ def load_pretrained(
                 f"{source}: shape mismatch for {key}: checkpoint {tuple(value.shape)}, "
                 f"model {tuple(own[key].shape)}"
             )
-        if value.is_floating_point() != own[key].is_floating_point():
+        if own[key].is_floating_point() and not value.is_floating_point():
             raise PretrainedWeightsError(
                 f"{source}: {key} is {value.dtype}, the model's is {own[key].dtype}; "
                 "pretrained weights must be floating point (not cast silently)"

@@ -2,7 +2,8 @@
 
 Per shape: `<name>.ply` (layers with colours and a `layer` property, see `map3d.viz.layers`) and
 `<name>.png` (input with masked patches greyed | reconstruction | ground truth), plus one
-`chamfer.csv` for all shapes. The data defaults to the checkpoint's own test split.
+`chamfer.csv` for all shapes. The data defaults to the checkpoint's own test split; `--file`
+reconstructs your own shape files instead (any format `shape_folder` reads).
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--index", type=int, nargs="+", default=[0, 1, 2, 3], help="dataset item indices"
+    )
+    parser.add_argument(
+        "--file",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="reconstruct these shape files (.ply .obj .off .stl .pcd .xyz .txt .npy .npz; "
+        "meshes are sampled on their surface) instead of dataset items",
     )
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     parser.add_argument(
@@ -97,6 +106,23 @@ def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: 
     return build_dataset(name, split=split, root=root, **options), name, split, data.get("npoints")
 
 
+def file_items(files: list[str], ckpt: dict, seed: int) -> list[tuple[int, str, dict]]:
+    """(index, output stem, item) per shape file: `points_per_shape` points of the checkpoint's
+    data options (else 8,192; meshes sampled on their surface), unit-sphere normalized."""
+    import torch
+
+    from map3d.data.base import pc_normalize
+    from map3d.data.shapes import read_points
+
+    options = ((ckpt.get("config") or {}).get("data") or {}).get("options") or {}
+    count = int(options.get("points_per_shape", 8192))
+    items = []
+    for i, path in enumerate(files):
+        points = pc_normalize(read_points(path, count, seed=seed), path)
+        items.append((i, Path(path).stem, {"points": torch.from_numpy(points)}))
+    return items
+
+
 def run(args: argparse.Namespace) -> int:
     from map3d.viz.interactive import require_display
 
@@ -117,15 +143,25 @@ def visualize(args: argparse.Namespace) -> list[dict]:
 
     device = resolve_device(args.device)
     model, ckpt = load_pretrainer(args.checkpoint, device)
-    dataset, name, split, npoints = build_viz_dataset(ckpt, args.dataset, args.data, args.split)
     renderer = resolve_renderer(args.renderer)
-    bad = [i for i in args.index if not 0 <= i < len(dataset)]
-    if bad:
-        raise OptionError(f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)")
-    if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
-        from map3d.viz.images import visualize_images
+    if args.file:
+        items = file_items(args.file, ckpt, args.seed)
+        name, split = "files", "given"
+        npoints = ((ckpt.get("config") or {}).get("data") or {}).get("npoints")
+    else:
+        dataset, name, split, npoints = build_viz_dataset(
+            ckpt, args.dataset, args.data, args.split
+        )
+        bad = [i for i in args.index if not 0 <= i < len(dataset)]
+        if bad:
+            raise OptionError(
+                f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)"
+            )
+        if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
+            from map3d.viz.images import visualize_images
 
-        return visualize_images(args, model, dataset, name, split, device)
+            return visualize_images(args, model, dataset, name, split, device)
+        items = [(i, f"{name}-{split}-{i:05d}", dataset[i]) for i in args.index]
     norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
     variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
     out = Path(args.out)
@@ -134,8 +170,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     print(f"{'index':>7} {'chamfer':>10} {'masked':>8}  figure")
 
     rows, shapes = [], []
-    for index in args.index:
-        item = dataset[index]
+    for index, stem, item in items:
         if "points" not in item:
             raise OptionError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
         points = item["points"].to(device=device, dtype=torch.float32).unsqueeze(0)
@@ -144,7 +179,6 @@ def visualize(args: argparse.Namespace) -> list[dict]:
         generator = torch.Generator(device).manual_seed(derive_seed(args.seed, index))
         with torch.no_grad():
             shape = split_reconstruction(model.reconstruct(points, generator=generator))[0]
-        stem = f"{name}-{split}-{index:05d}"
         ply = shape.write_ply(out / f"{stem}.ply")
         png = render_reconstruction(
             shape, out / f"{stem}.png", renderer=renderer, panel_size=tuple(args.size)

@@ -102,11 +102,19 @@ class Task:
         return dict(cfg.model.overrides)
 
     def build_model(self, cfg: ExperimentConfig, train_set: Dataset | None) -> nn.Module:
+        """`create_model(cfg.model.name, ...)`; the experiment's `compat` reaches the model
+        unless `model.overrides` names one itself."""
         from map3d.models import create_model
 
-        return create_model(
-            cfg.model.name, task=self.model_task, **self.model_overrides(cfg, train_set)
-        )
+        overrides = self.model_overrides(cfg, train_set)
+        if cfg.compat is not None:
+            overrides.setdefault("compat", cfg.compat)
+        return create_model(cfg.model.name, task=self.model_task, **overrides)
+
+    def static_step_problem(self, model: nn.Module) -> str | None:
+        """Why this task's training step on `model` has data-dependent shapes or host syncs (so
+        it cannot be replayed from a CUDA graph), or None."""
+        return None
 
     # -- work --------------------------------------------------------------------------------
     def training_step(

@@ -103,7 +103,10 @@ class ClassifyTask(Task):
                 pool = fps_points(x, pool_size)
                 passes = []
                 for _ in range(votes):
-                    sub = shared_subset(pool, min(cfg.data.npoints, pool_size), generator)
+                    sub = shared_subset(
+                        pool, min(cfg.data.npoints, pool_size), generator,
+                        permute=bool(cfg.eval.vote_permute),
+                    )
                     sub = apply_augments(sub, cfg.data.vote_augment, generator)
                     passes.append(self._logits(model, sub, ctx))
             else:
@@ -127,6 +130,7 @@ class ClassifyTask(Task):
             "votes": votes,
             "vote_pool": pool_size,
             "vote_augment": list(cfg.data.vote_augment),
+            "vote_permute": bool(cfg.eval.vote_permute),
             "vote_rule": "mean of logits over votes, then argmax; each vote a random npoints "
             "subset of the FPS point_all set; one evaluation (not the max over repeats)",
             "seed": cfg.train.seed,
