@@ -72,6 +72,12 @@ class OptimConfig:
     weight_decay_groups: None / "map3d" (no decay on 1-D tensors, cls/mask tokens, cls position,
     SSM A_log and D) or "release" (the releases' `add_weight_decay`: no decay on 1-D tensors,
     `.bias` and names containing "token"; so A_log, cls_pos and LNP's affine are decayed).
+
+    `layer_decay` (layer-wise lr decay, MAE / BEiT): encoder block i runs at
+    lr * layer_decay ** (depth - i), the embeddings (patch, position, cls) at
+    lr * layer_decay ** (depth + 1), the final norm and heads at lr (depth = number of encoder
+    blocks). 1.0 = off, the default and what the Point-MAE / Mamba3D / MAP-3D releases use;
+    MAE and BEiT finetune ViTs with 0.65-0.75, a choice for pretrained encoders.
     """
 
     lr: float = 1e-3
@@ -80,6 +86,7 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float | None = None
     weight_decay_groups: str | None = None
+    layer_decay: float = 1.0
 
 
 @dataclass
@@ -113,6 +120,11 @@ class TrainConfig:
     the batch into micro-batches (gradient accumulation).
     `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
     else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
+    `label_smoothing`: of the cross-entropy of classification and part segmentation, as
+    `F.cross_entropy(label_smoothing=)` (0 <= value < 1). 0.0 is the default and what the
+    releases do: Point-MAE uses a plain cross-entropy, Mamba3D (and so MAP-3D)
+    `CrossEntropyLoss(label_smoothing=label_smooth)` with `label_smooth: 0.0` in every finetuning
+    config (the MAP 2D release finetunes ImageNet with 0.1, inside mixup/cutmix).
     """
 
     task: str = "pretrain"
@@ -128,6 +140,7 @@ class TrainConfig:
     allow_partial_pretrained: bool = False
     pretrained_prefix: str = "encoder."
     step_mode: str = "auto"
+    label_smoothing: float = 0.0
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""AdamW with decoupled weight decay on weights only, and a cosine schedule with warm-up
-(per step, or per epoch as the releases)."""
+"""AdamW with decoupled weight decay on weights only, optional layer-wise lr decay, and a
+cosine schedule with warm-up (per step, or per epoch as the releases)."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -41,11 +42,59 @@ def parameter_groups(model: nn.Module, weight_decay: float, groups: str = "map3d
     ]
 
 
+_BLOCK = re.compile(r"^encoder\.backbone\.blocks\.(\d+)\.")
+_EMBEDDINGS = ("cls_token", "cls_pos", "encoder.patch_embed.", "encoder.pos_embed.")
+
+
+def layer_id(name: str, num_blocks: int) -> int:
+    """Depth of parameter `name` for layer-wise lr decay (MAE / BEiT convention): 0 for the
+    embeddings (patch and position embeddings, cls token and position), i + 1 for encoder block
+    i, `num_blocks + 1` for everything after the blocks (final norm, heads, decoder)."""
+    match = _BLOCK.match(name)
+    if match:
+        return int(match.group(1)) + 1
+    if name.startswith(_EMBEDDINGS):
+        return 0
+    return num_blocks + 1
+
+
+def layer_decay_groups(
+    model: nn.Module, groups: list[dict], *, lr: float, decay: float
+) -> list[dict]:
+    """Split each AdamW group by `layer_id`; the group of layer l gets `lr_scale` =
+    decay ** (num_blocks + 1 - l) and lr = lr * lr_scale (heads keep `lr`, the embeddings get
+    the smallest). The schedule then multiplies every group's lr by the same factor. Groups run
+    from the head down, so the first one (whose lr the trainer logs) has the base lr."""
+    blocks = getattr(getattr(getattr(model, "encoder", None), "backbone", None), "blocks", None)
+    if blocks is None:
+        raise ValueError(
+            f"optim.layer_decay={decay}: needs a model with an encoder backbone "
+            f"(encoder.backbone.blocks), got {type(model).__name__}"
+        )
+    num_blocks = len(blocks)
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for group in groups:
+        by_layer: dict[int, list[nn.Parameter]] = {}
+        for param in group["params"]:
+            by_layer.setdefault(layer_id(names[id(param)], num_blocks), []).append(param)
+        for layer in sorted(by_layer, reverse=True):
+            scale = decay ** (num_blocks + 1 - layer)
+            out.append({**group, "params": by_layer[layer], "lr": lr * scale,
+                        "lr_scale": scale, "layer_id": layer})
+    return out
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW(lr, betas, eps) over `parameter_groups(model, cfg.weight_decay)`."""
+    """AdamW(lr, betas, eps) over `parameter_groups(model, cfg.weight_decay)`, split by layer
+    when `cfg.layer_decay` is not 1 (`layer_decay_groups`)."""
     if len(cfg.betas) != 2:
         raise ValueError(f"optim.betas: expected two numbers, got {cfg.betas}")
+    if not 0.0 < cfg.layer_decay <= 1.0:
+        raise ValueError(f"optim.layer_decay: expected 0 < value <= 1, got {cfg.layer_decay}")
     groups = parameter_groups(model, cfg.weight_decay, cfg.weight_decay_groups or "map3d")
+    if cfg.layer_decay != 1.0:
+        groups = layer_decay_groups(model, groups, lr=cfg.lr, decay=cfg.layer_decay)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -34,6 +35,13 @@ def batch_input(batch: dict[str, Any], device: torch.device) -> tuple[str, Tenso
             return key, batch[key].to(device, non_blocking=True)
     raise ValueError(f"batch: expected one of the keys {INPUT_KEYS}, got {sorted(batch)}")
 
+
+def cross_entropy(logits: Tensor, target: Tensor, cfg: ExperimentConfig) -> Tensor:
+    """`F.cross_entropy` (class dim 1) in float32 with `train.label_smoothing`."""
+    smoothing = cfg.train.label_smoothing
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"train.label_smoothing: expected 0 <= value < 1, got {smoothing}")
+    return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
 
 
 def overrides_from_dataset(
