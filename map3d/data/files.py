@@ -36,14 +36,17 @@ def read_lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def read_split_list(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
-    """`read_lines` of a split list, which must name at least one shape, each shape once.
+def read_split_list(
+    path: str | os.PathLike, what: str, *, allow_empty: bool = False
+) -> list[tuple[int, str]]:
+    """`read_lines` of a split list, which must name at least one shape (unless `allow_empty`,
+    for one list of a split made of several), each shape once.
 
     An empty list or a repeated entry (it would silently weigh that shape double) is a
     DatasetFormatError naming the file and the lines.
     """
     lines = read_lines(path, what)
-    if not lines:
+    if not lines and not allow_empty:
         raise DatasetFormatError(path, f"empty {what}: no entries")
     check_unique(path, [(f"line {number}", entry) for number, entry in lines])
     return lines

@@ -56,7 +56,10 @@ class ShapeNet55(PointDataset):
         entries = []
         for name in lists:
             list_file = self.root / "ShapeNet-55" / f"{name}.txt"
-            for number, line in read_split_list(list_file, "ShapeNet-55 split list"):
+            listed = read_split_list(
+                list_file, "ShapeNet-55 split list", allow_empty=len(lists) > 1
+            )
+            for number, line in listed:
                 if "-" not in line or not line.endswith(".npy"):
                     raise DatasetFormatError(
                         list_file,
@@ -64,6 +67,9 @@ class ShapeNet55(PointDataset):
                         f"line {number}",
                     )
                 entries.append((list_file, number, line))
+        if not entries:
+            names = " and ".join(f"{name}.txt" for name in lists)
+            raise DatasetFormatError(list_file.parent, f"{names}: no entries for {split!r}")
         check_unique(list_file, [(f"{f.name} line {n}", line) for f, n, line in entries])
         self.files = self._existing(entries)
 

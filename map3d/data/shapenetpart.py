@@ -84,7 +84,7 @@ class ShapeNetPart(PointDataset):
         for part in SPLITS[split]:
             list_file = self.root / "train_test_split" / f"shuffled_{part}_file_list.json"
             entries = self._read_json(list_file)
-            if not entries:
+            if not entries and len(SPLITS[split]) == 1:
                 raise DatasetFormatError(list_file, "empty split list: no entries")
             listed += [(f"{list_file.name} entry {i}", str(e)) for i, e in enumerate(entries)]
             check_unique(list_file, listed)
@@ -96,6 +96,9 @@ class ShapeNetPart(PointDataset):
                         f"got {entry!r}", f"entry {i}",
                     )  # fmt: skip
                 wanted.setdefault(fields[1], set()).add(fields[2])
+        if not listed:
+            names = " and ".join(f"shuffled_{part}_file_list.json" for part in SPLITS[split])
+            raise DatasetFormatError(list_file.parent, f"{names}: no entries for {split!r}")
         self.shapes: list[tuple[str, int]] = []
         missing = []
         for synset, category in sorted(synsets.items(), key=lambda item: item[1]):

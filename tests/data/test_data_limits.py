@@ -102,6 +102,7 @@ def test_empty_split_lists_are_named(tmp_path):
     (sn / "ShapeNet-55" / "test.txt").write_text("\n")
     with pytest.raises(DatasetFormatError, match=r"ShapeNet-55/test\.txt: empty"):
         build_dataset("shapenet55", split="test", root=sn)
+    assert len(build_dataset("shapenet55", split="all", root=sn, npoints=32, stored_points=64)) == 6
     mn = make_modelnet40(tmp_path, cache_points=None)
     (mn / "modelnet40_test.txt").write_text("")
     with pytest.raises(DatasetFormatError, match=r"modelnet40_test\.txt: empty"):
@@ -109,6 +110,12 @@ def test_empty_split_lists_are_named(tmp_path):
     sp = make_shapenetpart(tmp_path)
     (sp / "train_test_split" / "shuffled_val_file_list.json").write_text("[]")
     with pytest.raises(DatasetFormatError, match=r"shuffled_val_file_list\.json: empty"):
+        build_dataset("shapenetpart", split="val", root=sp)
+    # a split made of two lists needs entries in one of them
+    assert len(build_dataset("shapenetpart", split="trainval", root=sp)) == 6
+    (sp / "train_test_split" / "shuffled_train_file_list.json").write_text("[]")
+    with pytest.raises(DatasetFormatError, match=r"shuffled_train_file_list\.json and "
+                       r"shuffled_val_file_list\.json: no entries for 'trainval'"):
         build_dataset("shapenetpart", split="trainval", root=sp)
 
 
