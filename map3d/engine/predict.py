@@ -97,11 +97,12 @@ class ShapeFiles:
         from map3d.data.errors import DatasetFormatError
         from map3d.data.shapes import read_points
 
+        path = self.files[index]
         try:
-            points = read_points(self.files[index], self.num_points, seed=self.seed)
+            points = pc_normalize(read_points(path, self.num_points, seed=self.seed), path)
         except DatasetFormatError as error:
             return {"index": index, "points": None, "error": str(error)}
-        return {"index": index, "points": torch.from_numpy(pc_normalize(points)), "error": None}
+        return {"index": index, "points": torch.from_numpy(points), "error": None}
 
 
 def as_list(items: list) -> list:
