@@ -22,6 +22,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from map3d.errors import UserError
+
 
 @dataclass(frozen=True)
 class Command:
@@ -89,8 +91,6 @@ USER_ERRNOS = frozenset(
 
 def refusal(err: BaseException) -> str | None:
     """The one-line message of a refusal of user input; None for an error that is a bug."""
-    from map3d.errors import UserError
-
     if isinstance(err, OSError) and (
         isinstance(err, FileNotFoundError) or err.errno in USER_ERRNOS
     ):
