@@ -30,9 +30,9 @@ def test_pretrain_finetune_eval_export(tmp_path, capsys, caplog):
     assert main(["pretrain", "--config", PRETRAIN, "--out", str(pre)]) == 0
     out = capsys.readouterr().out
     assert f"checkpoint: {pre / 'last.pt'}" in out and "map3d finetune --pretrained" in out
-    for name in ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "best.pt",
-                 "encoder.safetensors"):
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "encoder.safetensors"):
         assert (pre / name).exists(), name
+    assert not (pre / "best.pt").exists()  # no test split: the training loss picks no model
     ckpt = load_checkpoint(pre / "last.pt")
     assert ckpt["model_name"] == "hybridmt3d_tiny" and ckpt["task"] == "pretrain"
     assert ckpt["model_config"]["num_groups"] == 8 and ckpt["step"] == 4

@@ -147,15 +147,16 @@ def pretrained(tmp_path_factory):
 
 
 def test_eval_prints_results_before_a_failed_write(pretrained, tmp_path, capsys, monkeypatch):
+    from map3d import atomic
+
     target = tmp_path / "readonly" / "results.json"
-    write_text = Path.write_text
 
-    def read_only(self, *args, **kwargs):
-        if self == target:
-            raise OSError(errno.EROFS, "Read-only file system", str(self))
-        return write_text(self, *args, **kwargs)
+    def read_only(file, *args, **kwargs):  # every file map3d keeps is written by atomic_write
+        if Path(file).parent == target.parent:
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return open(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(atomic, "open", read_only, raising=False)
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(pretrained / "last.pt"), "--out", str(target)]) == 2
     printed = capsys.readouterr()

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from map3d.atomic import atomic_write
 from map3d.data.base import (
     PointDataset,
     Sample,
@@ -166,10 +166,8 @@ class ModelNet40(PointDataset):
                 idx = fps(xyz, self.npoints, random_start=True, generator=generator).numpy()
                 sampled.extend(np.take_along_axis(group, idx[:, :, None], axis=1))
         if not errors:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.cache_path.parent, delete=False) as f:
+            with atomic_write(self.cache_path) as f:
                 pickle.dump([sampled, labels], f)
-            os.replace(f.name, self.cache_path)
         normalized = [
             _normalized(cloud, self.use_normals, self.cache_path, f"sample {i}")
             for i, cloud in enumerate(sampled)

@@ -6,27 +6,31 @@ format_version, map3d_version, task, model_name, model_config (dict), config (ex
 data_info (the training set's class_names / category_names / category_parts, if any),
 model (state dict), optimizer, scheduler, scaler (state dicts or None),
 epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
-step (optimizer steps), best_metric, best_metric_name, rng (all RNG states), time
+step (optimizer steps), best_metric, best_metric_name ("test_oa", "train_loss", ...),
+best_metric_kind ("test" / "train" / None), meters (the running means of the log window and of
+the epoch, so that a resumed epoch's record equals an uninterrupted one), rng (all RNG states),
+time
 ```
-Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed over
-the target with `os.replace` (atomic on POSIX): a crash at any point leaves the previous file
-intact. The encoder can be exported as safetensors (`export_encoder`). Release checkpoints of
-PointMAP, Mamba3D and Point-MAE read as map3d checkpoints (`release_checkpoint`).
+Writes go through `map3d.atomic.atomic_write` (temporary file in the same directory, fsync'ed,
+`os.replace`d): a crash at any point leaves the previous file intact, and a writer killed
+mid-write leaves a temporary file that the next save removes. The encoder can be exported as
+safetensors (`export_encoder`). Release checkpoints of PointMAP, Mamba3D and Point-MAE read as
+map3d checkpoints (`release_checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from map3d.atomic import atomic_write, remove_stale_temps
 from map3d.engine.config import ConfigError, check_config_data
 from map3d.errors import UserError, torch_load_reason
 
@@ -41,25 +45,66 @@ class CheckpointError(UserError, ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to `path` so that readers see either the old file or the complete new one."""
+    """`torch.save` to `path` so that readers see either the old file or the complete new one;
+    temporary files left by an earlier writer of `path` that was killed are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    remove_stale_temps(path.parent, path.name)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A copy of a (nested) state whose tensors are detached CPU copies: training may go on
+    changing the originals while the copy is written."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing a checkpoint in the background failed; raised in the training thread."""
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread so that training does not wait for the disk.
+
+    `submit` takes a CPU copy of the state (the only part the training thread waits for) and
+    writes it, atomically and fsync'ed, to each path in turn. At most one write is in flight:
+    `submit` first waits for the previous one. `wait` (call it before exiting) blocks until the
+    write is done and re-raises its error, if any, as `CheckpointWriteError`.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: tuple[Path, BaseException] | None = None
+
+    def submit(self, state: dict, paths: list[Path]) -> None:
+        self.wait()
+        snapshot = cpu_copy(state)
+        self._thread = threading.Thread(
+            target=self._write, args=(snapshot, list(paths)), name="map3d-checkpoint-writer"
+        )
+        self._thread.start()
+
+    def _write(self, snapshot: dict, paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                atomic_torch_save(snapshot, path)
+            except Exception as err:  # noqa: BLE001 (re-raised in the training thread by wait)
+                self._error = (path, err)
+                return
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            (path, err), self._error = self._error, None
+            raise CheckpointWriteError(f"writing checkpoint {path} failed: {err}") from err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -275,7 +320,7 @@ def export_encoder(
 
     `metadata` values are stored JSON-encoded in the safetensors header.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {
         k[len(prefix):]: v.detach().cpu().contiguous()
@@ -286,8 +331,6 @@ def export_encoder(
         raise ValueError(f"no weights under prefix {prefix!r} to export to {path}")
     meta = {"format": "map3d-encoder", "prefix": prefix}
     meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata=meta))
     return len(tensors)

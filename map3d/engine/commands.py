@@ -48,6 +48,11 @@ def _add_common(p: argparse.ArgumentParser, *, task: str) -> None:
         help="continue a stopped run exactly where it stopped: its last.pt or its run "
         "directory (uses the checkpoint's config; --set still applies)",
     )
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run already in --out (without it, a new run refuses an --out that "
+        "holds one)",
+    )
     p.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 (train.device)")
     p.add_argument("--seed", type=int, help="random seed of the run (train.seed)")
     p.add_argument("--epochs", type=int, help="number of epochs (schedule.epochs)")
@@ -104,7 +109,7 @@ def _start(cfg, args):
     from map3d.engine.runs import resolve_run_dir, setup_logging
     from map3d.engine.trainer import resolve_device
 
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     out = args.out
     if out is None and args.resume:
         out = _resume_path(args.resume).parent
@@ -123,7 +128,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
     cfg = _build_config(args, "pretrain")
     dist, run_dir = _start(cfg, args)
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None)
+    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
+                   overwrite=args.overwrite)
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d pretrain --resume {result.last_checkpoint}"], dist)
@@ -177,14 +183,16 @@ def _run_finetune(args: argparse.Namespace) -> int:
         cfg = apply_overrides(cfg, [f"data.options.fold={int(args.fold)}"])
     dist, run_dir = _start(cfg, args)
     if args.fold == "all":
-        summary = train_fewshot(cfg, run_dir, folds=list(cfg.eval.fewshot_folds))
+        summary = train_fewshot(cfg, run_dir, folds=list(cfg.eval.fewshot_folds),
+                                overwrite=args.overwrite)
         headline = (
             f"few-shot {summary['way']}-way {summary['shot']}-shot: "
             f"{summary['mean']:.2f} ± {summary['std']:.2f} % over {summary['n']} folds"
         )
         _report([headline, f"details: {run_dir / 'fewshot.json'}"], dist)
         return 0
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None)
+    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
+                   overwrite=args.overwrite)
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d finetune --resume {result.last_checkpoint}"], dist)
@@ -192,7 +200,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     best = result.best_checkpoint or result.last_checkpoint
     score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
     _report([
-        f"finetuning done: best test {result.best_metric_name} {score}",
+        f"finetuning done: best {result.best_metric_kind} {result.best_metric_name} {score}",
         f"checkpoints: {result.last_checkpoint}, {best}",
         "evaluate with voting:",
         f"  map3d eval --checkpoint {best}",
@@ -220,6 +228,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from map3d.atomic import atomic_write
     from map3d.engine.checkpoint import load_checkpoint
     from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
@@ -238,7 +247,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.data is not None:
         cfg.data.root = args.data
     cfg = apply_overrides(cfg, list(args.overrides))
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     setup_logging(None, dist)
     out = Path(args.out) if args.out else ckpt_path.parent / f"results_{ckpt_path.stem}.json"
     lines = []
@@ -257,8 +266,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     if dist.is_main:
         _report(lines, dist)  # printed first: a failed write below loses nothing
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2) + "\n")
+            with atomic_write(out, "w") as f:
+                f.write(json.dumps(results, indent=2) + "\n")
         except OSError as err:
             raise UserError(
                 f"could not write the results to {out} ({err.strerror or err}); they are "

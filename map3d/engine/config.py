@@ -22,6 +22,7 @@ from typing import Any, Union
 
 import yaml
 
+from map3d.atomic import atomic_write
 from map3d.errors import UserError
 
 
@@ -116,8 +117,10 @@ class TrainConfig:
     tensor of the model under `pretrained_prefix`; `allow_partial_pretrained` accepts fewer
     (the rest keeps its fresh initialisation; the counts are logged).
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
-    epoch's training mean of the task's metric). `accum_steps` splits each process's share of
-    the batch into micro-batches (gradient accumulation).
+    epoch's training mean of the task's metric when finetuning, and pretraining keeps none).
+    `accum_steps` splits each process's share of the batch into micro-batches (gradient
+    accumulation). `dist_timeout_s`: how long a collective operation of a multi-process run
+    waits for the other processes before the run ends with an error (never a hang).
     `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
     else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
     `label_smoothing`: of the cross-entropy of classification and part segmentation, as
@@ -139,6 +142,7 @@ class TrainConfig:
     pretrained: str | None = None
     allow_partial_pretrained: bool = False
     pretrained_prefix: str = "encoder."
+    dist_timeout_s: float = 600.0
     step_mode: str = "auto"
     label_smoothing: float = 0.0
 
@@ -443,8 +447,51 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     """Write the resolved config as YAML; `load_config(path)` gives it back."""
-    with open(path, "w") as f:
+    with atomic_write(path, "w") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+# Settings a resumed run may change: how long and how it runs, where it reads and writes, what
+# it logs. Everything else defines the model, the data or the objective.
+RESUME_CHANGEABLE = (
+    "schedule.epochs", "train.device", "train.log_every_steps", "train.checkpoint_every_steps",
+    "train.max_steps", "train.eval_every_epochs", "train.dist_timeout_s", "train.step_mode",
+    "train.pretrained", "train.pretrained_prefix", "train.allow_partial_pretrained",
+    "data.root", "data.num_workers", "data.eval_batch_size", "eval.*", "output.*",
+)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changeable(key: str) -> bool:
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1]))
+               for k in RESUME_CHANGEABLE)
+
+
+def check_resume_config(saved: dict, cfg: ExperimentConfig, source: str) -> None:
+    """Refuse to resume `source` (whose config is `saved`) under `cfg` if they differ in a
+    setting outside `RESUME_CHANGEABLE`; the error lists every such key, old → new."""
+    old = _flatten(config_to_dict(config_from_dict(saved)))
+    new = _flatten(config_to_dict(cfg))
+    changed = [k for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k) and not _changeable(k)]
+    if changed:
+        listed = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"--resume {source}: these settings differ from the checkpoint's and would change "
+            f"the model, data or objective: {listed}; resume without them, or start a new run "
+            "(a new --out) with them"
+        )
 
 
 # ----------------------------------------------------------------------------- defaults per task

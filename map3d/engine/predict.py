@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from map3d.atomic import atomic_write
 from map3d.cli import Command
 from map3d.data.errors import DatasetFormatError
 from map3d.errors import OptionError
@@ -261,12 +262,13 @@ def run(args: argparse.Namespace) -> int:
     rows, settings = predict(args)  # refusals end in map3d's main as one line, exit 2
     print_table(rows, settings["task"])
     if args.csv and rows:
-        with open(args.csv, "w", newline="") as f:
+        with atomic_write(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
     if args.json:
-        Path(args.json).write_text(json.dumps({**settings, "predictions": rows}, indent=2) + "\n")
+        with atomic_write(args.json, "w") as f:
+            f.write(json.dumps({**settings, "predictions": rows}, indent=2) + "\n")
     written = [p for p in (args.csv, args.json) if p]
     print(f"{len(rows)} file(s) predicted" + (f"; wrote {', '.join(written)}" if written else ""))
     return 0 if rows else 1

@@ -13,6 +13,7 @@ import csv
 import logging
 from pathlib import Path
 
+from map3d.atomic import atomic_write
 from map3d.cli import Command
 from map3d.errors import OptionError
 
@@ -198,7 +199,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
         )
         masked = f"{shape.num_masked}/{shape.num_groups}"
         print(f"{index:>7} {shape.chamfer:>10.5f} {masked:>8}  {png}", flush=True)
-    with open(out / CSV_NAME, "w", newline="") as f:
+    with atomic_write(out / CSV_NAME, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

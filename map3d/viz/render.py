@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from map3d.atomic import atomic_write
 from map3d.errors import MissingDependencyError
 from map3d.viz.layers import ShapeLayers, View, to_numpy
 
@@ -353,10 +354,8 @@ def _compose(
             va="center",
             fontsize=fontsize,
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=_DPI, facecolor="white")
     return path
 
 
