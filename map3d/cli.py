@@ -14,7 +14,6 @@ shows the traceback of refusals too. Ctrl-C exits with status 130.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import sys
@@ -22,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from map3d.errors import UserError
+from map3d.errors import USER_ERRNOS, UserError
 
 
 @dataclass(frozen=True)
@@ -82,11 +81,6 @@ DEBUG_ENV = "MAP3D_DEBUG"
 DEBUG_HELP = f"show the full traceback of an error (also {DEBUG_ENV}=1)"
 EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130
-# OSErrors caused by the paths a user gave, not by map3d
-USER_ERRNOS = frozenset(
-    {errno.ENOENT, errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
-     errno.ENOTDIR, errno.EDQUOT}
-)
 
 
 def refusal(err: BaseException) -> str | None:

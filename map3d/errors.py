@@ -1,7 +1,8 @@
 """The one base type of map3d's refusals.
 
 `UserError` marks an error caused by what the user gave map3d (a file, a config key, a flag
-value, a checkpoint), not by a bug. Its message names the file / key / value and what is wrong
+value, a checkpoint) or by the machine it runs on (a full disk, a process of a multi-process
+run that died), not by a bug. Its message names the file / key / value and what is wrong
 in one line. The `map3d` command prints such errors as `map3d <command>: error: <message>` and
 exits with status 2 (`--debug` or `MAP3D_DEBUG=1` shows the traceback instead); any other
 exception is a bug and keeps its traceback.
@@ -11,6 +12,14 @@ Library code raises a subclass that also derives from the built-in type callers 
 """
 
 from __future__ import annotations
+
+import errno
+
+# OSErrors caused by the paths a user gave or the storage behind them, not by map3d
+USER_ERRNOS = frozenset(
+    {errno.ENOENT, errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+     errno.ENOTDIR, errno.EDQUOT}
+)
 
 
 class UserError(Exception):

@@ -2,6 +2,7 @@
 traceback; `--debug` / MAP3D_DEBUG=1 show it for refusals too; Ctrl-C exits with 130."""
 
 import errno
+import io
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,20 @@ import torch
 from map3d import cli
 from map3d.cli import Command, main
 from map3d.data import DatasetFormatError
-from map3d.engine.checkpoint import CheckpointError, load_checkpoint
+from map3d.engine.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint
 from map3d.engine.config import ConfigError
+from map3d.engine.distributed import DistributedTimeoutError
+from map3d.engine.rundir import RunDirError
 from map3d.errors import MissingDependencyError, OptionError
 
 RAISED: list[BaseException] = []
+
+
+class FullDisk(io.FileIO):
+    """A file on a full disk: every write fails with ENOSPC (no file name, as the OS says)."""
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def _raise(args):
@@ -60,6 +70,12 @@ def one_line_error(capsys, command: str) -> str:
          "modelnet40: split must be one of ('train', 'test'), got 'val'"),
         (MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn"),
          "the SVM probe needs scikit-learn: pip install scikit-learn"),
+        (RunDirError("--out /runs/a already holds a run (last.pt): continue it with --resume"),
+         "--out /runs/a already holds a run (last.pt): continue it with --resume"),
+        (CheckpointWriteError("writing checkpoint /runs/a/last.pt failed: No space left on device"),
+         "writing checkpoint /runs/a/last.pt failed: No space left on device"),
+        (DistributedTimeoutError("process 1: another process stopped answering"),
+         "process 1: another process stopped answering"),
     ],
 )
 def test_refusals_are_one_line_exit_2(boom, capsys, error, expected):
@@ -165,6 +181,24 @@ def test_eval_prints_results_before_a_failed_write(pretrained, tmp_path, capsys,
     line = printed.err.strip().splitlines()[-1]
     assert line.startswith("map3d eval: error: ") and str(target) in line
     assert "printed above" in line
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    from map3d import atomic
+
+    def full_disk_at_last_pt(file, mode, newline=None):
+        if Path(file).name.startswith(".last.pt."):
+            return FullDisk(file, "wb")
+        return open(file, mode, newline=newline)
+
+    monkeypatch.setattr(atomic, "open", full_disk_at_last_pt, raising=False)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(out),
+                 "--set", "train.max_steps=1"]) == 2
+    line = one_line_error(capsys, "pretrain")
+    assert line.endswith(f"{out / 'last.pt'} failed: No space left on device"), line
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.jsonl", "train.log"]
 
 
 def finetune_from(weights, out, *extra):

@@ -32,7 +32,7 @@ import torch
 
 from map3d.atomic import atomic_write, remove_stale_temps
 from map3d.engine.config import ConfigError, check_config_data
-from map3d.errors import UserError, torch_load_reason
+from map3d.errors import USER_ERRNOS, UserError, torch_load_reason
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def cpu_copy(obj: Any) -> Any:
     return obj
 
 
-class CheckpointWriteError(RuntimeError):
-    """Writing a checkpoint in the background failed; raised in the training thread."""
+class CheckpointWriteError(UserError, RuntimeError):
+    """The disk refused a checkpoint written in the background (full, over quota, read-only,
+    no permission); raised in the training thread, naming the checkpoint, as one line."""
 
 
 class CheckpointWriter:
@@ -75,7 +76,8 @@ class CheckpointWriter:
     `submit` takes a CPU copy of the state (the only part the training thread waits for) and
     writes it, atomically and fsync'ed, to each path in turn. At most one write is in flight:
     `submit` first waits for the previous one. `wait` (call it before exiting) blocks until the
-    write is done and re-raises its error, if any, as `CheckpointWriteError`.
+    write is done and re-raises its error, if any: a refusal of the disk as
+    `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
     """
 
     def __init__(self):
@@ -104,7 +106,11 @@ class CheckpointWriter:
             self._thread = None
         if self._error is not None:
             (path, err), self._error = self._error, None
-            raise CheckpointWriteError(f"writing checkpoint {path} failed: {err}") from err
+            if isinstance(err, OSError) and err.errno in USER_ERRNOS:
+                raise CheckpointWriteError(
+                    f"writing checkpoint {path} failed: {err.strerror or err}"
+                ) from err
+            raise err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
