@@ -16,6 +16,7 @@ with atomic_write(run_dir / "last.pt") as f:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -53,7 +54,8 @@ def atomic_write(
     """Open a temporary file for writing (`mode` "wb" or "w") that replaces `path` on success.
 
     Creates the parent directory. On an exception the temporary file is removed and `path` is
-    untouched.
+    untouched. A failed write (a full disk, a read-only file system) is raised as an `OSError`
+    that names `path`, not the temporary file.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
@@ -66,11 +68,32 @@ def atomic_write(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        named = _naming_target(err, path, tmp)
+        if named is None:
+            raise
+        raise named from err
     fsync_dir(path.parent)
+
+
+# a failed write that a library reports as its own error (torch.save: a RuntimeError whose
+# context is the OSError) is still the disk's refusal
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _naming_target(err: BaseException, path: Path, tmp: Path) -> OSError | None:
+    """The OSError of a failed write to `tmp` as one naming `path` (`path: No space left on
+    device`, never the temporary name), or None to re-raise `err` as it is."""
+    cause = err if isinstance(err, OSError) else (err.__cause__ or err.__context__)
+    if not isinstance(cause, OSError) or cause.errno is None:
+        return None
+    if cause.filename is not None and os.fspath(cause.filename) != os.fspath(tmp):
+        return None  # about another file (the writer's own input, say)
+    if cause is not err and cause.errno not in _DISK_FULL:
+        return None
+    return OSError(cause.errno, cause.strerror or os.strerror(cause.errno), os.fspath(path))
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,5 +1,7 @@
 """`atomic_write`: all or nothing, no temporary file left on failure, stale temps cleaned."""
 
+import errno
+import io
 import os
 import signal
 import subprocess
@@ -7,8 +9,10 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from map3d.atomic import atomic_write, remove_stale_temps
+from map3d.cli import refusal
 from map3d.engine.checkpoint import FORMAT_NAME, atomic_torch_save, load_checkpoint
 
 
@@ -20,6 +24,49 @@ def test_failure_keeps_the_old_file_and_removes_the_temp(tmp_path):
         raise OSError(28, "No space left on device")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.pkl"]
+
+
+def test_a_failed_write_names_the_target_not_the_temp(tmp_path):
+    target = tmp_path / "last.pt"
+    with pytest.raises(OSError) as info, atomic_write(target) as f:
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")  # what write(2) reports
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(target))
+    assert refusal(info.value) == f"{target}: No space left on device"
+    # a library that wraps the failed write in its own error (torch.save: a RuntimeError)
+    with pytest.raises(OSError) as info, atomic_write(target) as f:
+        try:
+            f.write(b"partial")
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        except OSError:
+            raise RuntimeError("unexpected pos 704 vs 598") from None
+    assert (info.value.errno, info.value.filename) == (errno.EDQUOT, str(target))
+    assert os.listdir(tmp_path) == []
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    other = OSError(errno.ENOENT, "No such file or directory", str(tmp_path / "input.txt"))
+    with pytest.raises(OSError) as info, atomic_write(tmp_path / "out.bin"):
+        raise other
+    assert info.value is other
+    with pytest.raises(RuntimeError, match="a bug"), atomic_write(tmp_path / "out.bin"):
+        raise RuntimeError("a bug")
+    assert os.listdir(tmp_path) == []
+
+
+def test_torch_save_on_a_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
+    from map3d import atomic
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "open", lambda file, mode, newline=None: FullDisk(file, "wb"),
+                        raising=False)
+    with pytest.raises(OSError) as info:
+        atomic_torch_save({"w": torch.ones(1000)}, tmp_path / "last.pt")
+    assert refusal(info.value) == f"{tmp_path / 'last.pt'}: No space left on device"
+    assert os.listdir(tmp_path) == []
 
 
 def test_text_mode_and_parent_creation(tmp_path):

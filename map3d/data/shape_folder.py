@@ -254,7 +254,7 @@ class ShapeFolder(PointDataset):
             idx = fps(xyz, self.npoints, random_start=True, generator=generator)[0]
             points = points[idx.numpy()]
         sample: Sample = {
-            "points": torch.from_numpy(pc_normalize(points)),
+            "points": torch.from_numpy(pc_normalize(points, path)),
             "path": path.relative_to(self.root).as_posix(),
         }
         if self.labelled:

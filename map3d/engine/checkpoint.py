@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from map3d.atomic import atomic_write, remove_stale_temps
+from map3d.engine.config import ConfigError, check_config_data
+from map3d.errors import USER_ERRNOS, UserError, torch_load_reason
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "map3d-checkpoint"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a readable map3d checkpoint; the message names the file and why."""
 
 
@@ -63,8 +65,9 @@ def cpu_copy(obj: Any) -> Any:
     return obj
 
 
-class CheckpointWriteError(RuntimeError):
-    """Writing a checkpoint in the background failed; raised in the training thread."""
+class CheckpointWriteError(UserError, RuntimeError):
+    """The disk refused a checkpoint written in the background (full, over quota, read-only,
+    no permission); raised in the training thread, naming the checkpoint, as one line."""
 
 
 class CheckpointWriter:
@@ -73,7 +76,8 @@ class CheckpointWriter:
     `submit` takes a CPU copy of the state (the only part the training thread waits for) and
     writes it, atomically and fsync'ed, to each path in turn. At most one write is in flight:
     `submit` first waits for the previous one. `wait` (call it before exiting) blocks until the
-    write is done and re-raises its error, if any, as `CheckpointWriteError`.
+    write is done and re-raises its error, if any: a refusal of the disk as
+    `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
     """
 
     def __init__(self):
@@ -102,18 +106,23 @@ class CheckpointWriter:
             self._thread = None
         if self._error is not None:
             (path, err), self._error = self._error, None
-            raise CheckpointWriteError(f"writing checkpoint {path} failed: {err}") from err
+            if isinstance(err, OSError) and err.errno in USER_ERRNOS:
+                raise CheckpointWriteError(
+                    f"writing checkpoint {path} failed: {err.strerror or err}"
+                ) from err
+            raise err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a map3d checkpoint (weights_only=True) and check its format version."""
+    """Read a map3d checkpoint (weights_only=True); check its format version, and that its
+    `config` and `model_config` are small plain mappings (`check_config_data`) before use."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint ({torch_load_reason(err)})") from err
     if isinstance(ckpt, dict) and ckpt.get("format") != FORMAT_NAME:
         release = release_checkpoint(ckpt, path)
         if release is not None:
@@ -123,12 +132,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: not a map3d checkpoint (no format '{FORMAT_NAME}') nor a PointMAP, "
             "Mamba3D or Point-MAE release checkpoint"
         )
+    for key in ("config", "model_config"):
+        if ckpt.get(key) is None:
+            continue
+        if not isinstance(ckpt[key], dict):
+            raise CheckpointError(f"{path}: '{key}' is a {type(ckpt[key]).__name__}, not a mapping")
+        try:
+            check_config_data(ckpt[key], f"{path} '{key}'")
+        except ConfigError as err:
+            raise CheckpointError(str(err)) from None
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {ckpt['format_version']} is newer than this map3d "
             f"understands ({FORMAT_VERSION}); upgrade map3d"
         )
     return ckpt
+
+
+def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
+    """Load a checkpoint's `model` weights into `model` strictly; weights that do not fit (the
+    model was built from another config) raise CheckpointError naming `path` and the first
+    differing key."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model built from the config "
+            f"({details[0] if details else err}); was the model config changed (--config, "
+            "--set model.*)?"
+        ) from err
 
 
 def _release_overrides(state: dict[str, torch.Tensor], pattern: str) -> dict[str, Any]:
@@ -233,7 +266,11 @@ def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         if not path.is_file():
             raise FileNotFoundError(f"weights not found: {path}")
-        return {f"encoder.{k}": v for k, v in load_file(str(path)).items()}
+        try:
+            weights = load_file(str(path))
+        except Exception as err:  # truncated file, bad header (SafetensorError), ...
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+        return {f"encoder.{k}": v for k, v in weights.items()}
     return load_checkpoint(path)["model"]
 
 

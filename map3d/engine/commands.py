@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 from map3d.cli import Command
 from map3d.engine.config import ConfigError, apply_overrides, default_config, load_config
-from map3d.engine.rundir import RunDirError
+from map3d.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +88,8 @@ def _build_config(args: argparse.Namespace, task: str):
         cfg.data.root = args.data
     if getattr(args, "pretrained", None):
         cfg.train.pretrained = args.pretrained
+    if getattr(args, "allow_partial", False):
+        cfg.train.allow_partial_pretrained = True
     cfg = apply_overrides(cfg, list(args.overrides))
     if (task == "pretrain") != (cfg.train.task == "pretrain"):
         raise ConfigError(
@@ -158,6 +159,12 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
         "encoder (.safetensors) or a PointMAP / Mamba3D / Point-MAE release checkpoint "
         "(detected, converted, model built with its compat), keys under "
         "train.pretrained_prefix (encoder.); omit to train from scratch",
+    )
+    p.add_argument(
+        "--allow-partial", action="store_true",
+        help="accept --pretrained weights that cover only part of the encoder (the rest starts "
+        "from scratch; train.allow_partial_pretrained); by default every encoder tensor must "
+        "be in the file",
     )
     p.add_argument(
         "--fold", metavar="K|all",
@@ -257,10 +264,16 @@ def _run_eval(args: argparse.Namespace) -> int:
         results["svm"] = svm_probe(ckpt_path, svm_cfg)
         lines.append(f"svm_oa: {results['svm']['svm_oa']:.2f}")
     if dist.is_main:
-        with atomic_write(out, "w") as f:
-            f.write(json.dumps(results, indent=2) + "\n")
-        lines.append(f"results (with protocol): {out}")
-        _report(lines, dist)
+        _report(lines, dist)  # printed first: a failed write below loses nothing
+        try:
+            with atomic_write(out, "w") as f:
+                f.write(json.dumps(results, indent=2) + "\n")
+        except OSError as err:
+            raise UserError(
+                f"could not write the results to {out} ({err.strerror or err}); they are "
+                "printed above (choose another file with --out)"
+            ) from err
+        _report([f"results (with protocol): {out}"], dist)
     return 0
 
 
@@ -286,19 +299,6 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(run):
-    """Turn config/file errors into one readable line and exit status 2."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (ConfigError, FileNotFoundError, RunDirError) as err:
-            print(f"map3d: error: {err}", file=sys.stderr)
-            return 2
-
-    return wrapped
-
-
 PRETRAIN = Command(
     help="MAP pretraining (default: built-in synthetic shapes, a few minutes on a CPU)",
     description="Masked autoregressive pretraining of a point encoder. With no arguments it "
@@ -306,7 +306,7 @@ PRETRAIN = Command(
     "checkpoint went and how to finetune from it. Paper recipe: --config "
     "configs/pretrain/shapenet55_map.yaml --data /path/to/ShapeNet55.",
     add_arguments=_add_pretrain,
-    run=_guard(_run_pretrain),
+    run=_run_pretrain,
 )
 
 FINETUNE = Command(
@@ -315,7 +315,7 @@ FINETUNE = Command(
     "shapes. Recipes: configs/finetune/{modelnet40,scanobjectnn_*,modelnet40_fewshot}.yaml. "
     "Few-shot: --fold all runs every fold and reports mean ± std.",
     add_arguments=_add_finetune,
-    run=_guard(_run_finetune),
+    run=_run_finetune,
 )
 
 EVAL = Command(
@@ -325,7 +325,7 @@ EVAL = Command(
     "eval.votes random subsets with the test transform). Pretraining checkpoints report their "
     "masked reconstruction loss; --svm adds a linear-SVM probe.",
     add_arguments=_add_eval,
-    run=_guard(_run_eval),
+    run=_run_eval,
 )
 
 EXPORT = Command(
@@ -334,5 +334,5 @@ EXPORT = Command(
     "checkpoint to a .safetensors file with the model name and config in its metadata; "
     "`map3d finetune --pretrained FILE.safetensors` loads it.",
     add_arguments=_add_export,
-    run=_guard(_run_export),
+    run=_run_export,
 )

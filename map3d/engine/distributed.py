@@ -9,6 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from map3d.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,8 +35,9 @@ _CPU_GROUP = None
 _TIMEOUT_S: float | None = None
 
 
-class DistributedTimeoutError(RuntimeError):
-    """A collective operation waited longer than `train.dist_timeout_s` (or a peer died)."""
+class DistributedTimeoutError(UserError, RuntimeError):
+    """A collective operation waited longer than `train.dist_timeout_s` (or a peer died); the
+    message is one line (`map3d` ends with it and exit status 2, not a traceback)."""
 
 
 def init_distributed(device_kind: str, timeout_s: float | None = None) -> DistInfo:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from map3d.atomic import atomic_write
+from map3d.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class MetricsWriter:
             try:
                 import torch.utils.tensorboard  # noqa: F401
             except ImportError as err:  # tensorboard is an optional dependency
-                raise ImportError(
+                raise MissingDependencyError(
                     "output.tensorboard=true needs the tensorboard package: pip install tensorboard"
                 ) from err
             self._tb_dir = Path(run_dir) / "tensorboard"  # created at the first record

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Self
 
 from map3d.atomic import pid_alive
+from map3d.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,9 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "best.pt",
              "encoder.safetensors", "fewshot.json", "tensorboard")
 
 
-class RunDirError(ValueError):
-    """A run directory that cannot be used as asked; the message is one line."""
+class RunDirError(UserError, ValueError):
+    """A run directory that cannot be used as asked; the message is one line (a refusal:
+    `map3d` prints it as `map3d <command>: error: ...` with exit status 2)."""
 
 
 def _held_files(run_dir: Path) -> list[str]:

@@ -26,6 +26,7 @@ from map3d.engine.checkpoint import (
     adopt_release,
     export_encoder,
     load_checkpoint,
+    load_model_weights,
     model_state_dict,
 )
 from map3d.engine.config import (
@@ -52,6 +53,7 @@ from map3d.engine.trainer import (
     resolve_device,
     resolve_precision,
 )
+from map3d.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +158,13 @@ def train_fewshot(
     return summary
 
 
-def _model_from_checkpoint(ckpt: dict, cfg: ExperimentConfig, dataset) -> torch.nn.Module:
+def _model_from_checkpoint(
+    ckpt: dict, cfg: ExperimentConfig, dataset, path: str | os.PathLike
+) -> torch.nn.Module:
     task = get_task(ckpt["task"])
     cfg = adopt_release(cfg, ckpt, model_task=task.model_task, whole_model=True)
     model = task.build_model(cfg, dataset)
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt, path)
     return model
 
 
@@ -204,7 +208,7 @@ def evaluate_checkpoint(
     dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     ctx = _context(cfg, dist)
     dataset = task.build_dataset(cfg, cfg.data.test_split)
-    model = _model_from_checkpoint(ckpt, cfg, dataset).to(ctx.device).eval()
+    model = _model_from_checkpoint(ckpt, cfg, dataset, checkpoint).to(ctx.device).eval()
     results = task.test(model, _loader(dataset, cfg, dist, ctx.device), ctx)
     results["checkpoint"] = {
         "path": str(checkpoint), "epoch": ckpt["epoch"], "step": ckpt["step"],
@@ -256,7 +260,7 @@ def svm_probe(
     try:
         from sklearn.svm import LinearSVC
     except ImportError as err:
-        raise ImportError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
+        raise MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
     from map3d.models import load_pretrained
 
     dist = DistInfo()
@@ -271,7 +275,10 @@ def svm_probe(
         cfg = adopt_release(cfg, load_checkpoint(checkpoint), model_task=task.model_task)
     model = task.build_model(cfg, train_set)
     if checkpoint is not None:
-        load_pretrained(model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix)
+        load_pretrained(
+            model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix,
+            allow_partial=cfg.train.allow_partial_pretrained, source=checkpoint,
+        )
     model = model.to(ctx.device).eval()
     x_train, y_train = _features(model, train_set, cfg, ctx, dist)
     x_test, y_test = _features(model, test_set, cfg, ctx, dist)

@@ -453,8 +453,10 @@ class Trainer:
     def _load_pretrained(self, path: str, prefix: str) -> None:
         from map3d.models import load_pretrained
 
-        state = model_state_dict(path)
-        missing, unexpected = load_pretrained(self.model, state, prefix=prefix)
+        missing, unexpected = load_pretrained(
+            self.model, model_state_dict(path), prefix=prefix,
+            allow_partial=self.cfg.train.allow_partial_pretrained, source=path,
+        )
         log.info(
             "loaded pretrained weights %s (prefix %r): %d missing, %d unexpected keys",
             path, prefix, len(missing), len(unexpected),

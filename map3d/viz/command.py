@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import sys
 from pathlib import Path
 
 from map3d.atomic import atomic_write
 from map3d.cli import Command
+from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,17 @@ def load_pretrainer(path: str | Path, device):
     Returns (model, checkpoint dict). Raises ValueError for checkpoints of other tasks.
     """
     from map3d import create_model
-    from map3d.engine.checkpoint import load_checkpoint
+    from map3d.engine.checkpoint import load_checkpoint, load_model_weights
 
     ckpt = load_checkpoint(path, map_location="cpu")
     model_task = ckpt.get("model_task", ckpt.get("task"))
     if model_task != "pretrain":
-        raise ValueError(
+        raise OptionError(
             f"{path}: `map3d viz` needs a pretraining checkpoint, this one is for task "
             f"{ckpt.get('task')!r}"
         )
     model = create_model(ckpt["model_name"], task="pretrain", **(ckpt.get("model_config") or {}))
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
 
 
@@ -119,25 +119,17 @@ def file_items(files: list[str], ckpt: dict, seed: int) -> list[tuple[int, str, 
     count = int(options.get("points_per_shape", 8192))
     items = []
     for i, path in enumerate(files):
-        points = pc_normalize(read_points(path, count, seed=seed))
+        points = pc_normalize(read_points(path, count, seed=seed), path)
         items.append((i, Path(path).stem, {"points": torch.from_numpy(points)}))
     return items
 
 
 def run(args: argparse.Namespace) -> int:
-    from map3d.viz.interactive import DisplayUnavailableError, require_display
+    from map3d.viz.interactive import require_display
 
     if args.show:
-        try:
-            require_display()
-        except DisplayUnavailableError as err:
-            print(f"map3d viz: error: {err}", file=sys.stderr)
-            return 2
-    try:
-        rows = visualize(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"map3d viz: error: {err}", file=sys.stderr)
-        return 2
+        require_display()  # before any work
+    rows = visualize(args)
     return 0 if rows else 1
 
 
@@ -163,7 +155,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
         )
         bad = [i for i in args.index if not 0 <= i < len(dataset)]
         if bad:
-            raise ValueError(
+            raise OptionError(
                 f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)"
             )
         if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
@@ -181,7 +173,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     rows, shapes = [], []
     for index, stem, item in items:
         if "points" not in item:
-            raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
+            raise OptionError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
         points = item["points"].to(device=device, dtype=torch.float32).unsqueeze(0)
         if npoints and points.shape[1] > npoints:
             points = fps_points(points, npoints)

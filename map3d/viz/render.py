@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from map3d.atomic import atomic_write
+from map3d.errors import MissingDependencyError
 from map3d.viz.layers import ShapeLayers, View, to_numpy
 
 log = logging.getLogger(__name__)
@@ -230,12 +231,12 @@ def _import_open3d():
     try:
         import open3d
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"Open3D is not available ({err}). Install it with `pip install 'map3d[viz]'`"
             f"{_O3D_HINT}"
         ) from err
     except OSError as err:  # a missing shared library, e.g. libusb-1.0.so.0
-        raise ImportError(f"Open3D failed to load a system library ({err}){_O3D_HINT}") from err
+        raise MissingDependencyError(f"Open3D failed to load a system library ({err}){_O3D_HINT}") from err
     return open3d
 
 

@@ -128,3 +128,19 @@ def test_background_writer_error_surfaces_in_the_caller(tmp_path, monkeypatch):
     with pytest.raises(checkpoint.CheckpointWriteError, match="last.pt.*No space left"):
         writer.wait()
     writer.wait()  # reported once
+
+
+def test_background_writer_bug_keeps_its_type(tmp_path, monkeypatch):
+    from map3d.engine import checkpoint
+    from map3d.errors import UserError
+
+    def bug(obj, path):
+        raise TypeError("cannot pickle 'generator' object")
+
+    monkeypatch.setattr(checkpoint, "atomic_torch_save", bug)
+    writer = checkpoint.CheckpointWriter()
+    writer.submit(_ckpt(1.0), [tmp_path / "last.pt"])
+    with pytest.raises(TypeError, match="cannot pickle") as info:
+        writer.wait()
+    assert not isinstance(info.value, UserError)  # a bug: map3d shows its traceback
+    writer.wait()  # reported once

@@ -115,3 +115,19 @@ def test_resume_refuses_settings_that_change_the_model_data_or_objective(tmp_pat
     assert main(["pretrain", "--resume", str(out), "--set", "train.log_every_steps=2",
                  "--epochs", "3", "--set", "train.max_steps=null"]) == 0
     assert load_checkpoint(out / "last.pt")["step"] == 6
+
+
+def test_pretrained_weight_settings_may_change_on_resume():
+    """Pretrained weights are loaded only when a run starts; a resumed run takes its weights
+    from the checkpoint, so where they came from and how strictly they matched may change."""
+    import pytest
+
+    from map3d.engine.config import ConfigError, check_resume_config, config_to_dict, default_config
+
+    saved = config_to_dict(default_config("classify"))
+    resumed = apply_overrides(default_config("classify"), [
+        "train.pretrained=runs/pre/encoder.safetensors", "train.allow_partial_pretrained=true",
+    ])
+    check_resume_config(saved, resumed, "runs/ft/last.pt")
+    with pytest.raises(ConfigError, match="train.seed"):
+        check_resume_config(saved, apply_overrides(resumed, ["train.seed=3"]), "runs/ft/last.pt")
