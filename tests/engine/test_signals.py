@@ -54,3 +54,11 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(tmp
     assert resumed.stopped is None and resumed.step == 6
     train(cfg, tmp_path / "full")
     assert _records(out) == _records(tmp_path / "full")
+
+
+def test_a_stopped_run_exits_with_its_signals_status():
+    from map3d.engine.commands import stop_status
+
+    assert stop_status("SIGTERM") == 143  # what Slurm's requeue scripts test for
+    assert stop_status("SIGINT") == 130  # Ctrl-C, as a shell reports it
+    assert stop_status("max_steps") == 0
