@@ -92,9 +92,11 @@ def test_no_citation_of_documents_outside_the_repository_nor_machine_paths(texts
 
 
 def test_the_pattern_catches_what_it_should():
-    for line in ("see DATASETS.md A6", "(DESIGN.md §2)", "/work/shared/x", '"/root/x"'):
+    # Spelt in pieces so that a `git grep` for them finds only real citations.
+    for line in ("see DATA" + "SETS.md A6", "(DES" + "IGN.md §2)", "/wo" + "rk/shared/x",
+                 '"/ro' + 'ot/x"'):
         assert FORBIDDEN.search(line), line
-    for line in ("runs/work/x", "docs/protocols.md#voting", "~/work/data", "/data/ShapeNet55"):
+    for line in ("runs/wo" + "rk/x", "docs/protocols.md#voting", "~/wo" + "rk/data", "/data/x"):
         assert not FORBIDDEN.search(line), line
 
 
