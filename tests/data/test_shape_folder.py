@@ -175,7 +175,7 @@ def test_missing_trimesh_names_the_extra(tmp_path, monkeypatch):
 def test_cache_is_read_back_and_invalidated_when_a_file_changes(tmp_path, monkeypatch):
     root = make_shape_folder(tmp_path / "s", per_class=2, formats=(".obj", ".xyz"))
     first = folder(root, points_per_shape=256)
-    entries = sorted((root / ".map3d_cache" / "v1").glob("*.npy"))
+    entries = sorted((root / ".map3d_cache" / "v2").glob("*.npy"))
     assert len(entries) == 4
     before = first[0]["points"]
 
@@ -199,7 +199,7 @@ def test_cache_is_read_back_and_invalidated_when_a_file_changes(tmp_path, monkey
     assert len(calls) == 5
     elsewhere = tmp_path / "cache"
     folder(root, points_per_shape=256, cache_dir=elsewhere)
-    assert len(list((elsewhere / "v1").glob("*.npy"))) == 4
+    assert len(list((elsewhere / "v2").glob("*.npy"))) == 4
 
 
 def test_registry_options_are_checked(tmp_path):
