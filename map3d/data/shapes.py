@@ -112,7 +112,9 @@ def _ply_face_count(path: Path) -> int:
 
 def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
     """A mesh file -> `Mesh` (trimesh; polygons triangulated, multi-object files merged); its
-    colours only with `colors`."""
+    colours only with `colors`. map3d's one mesh reader (`shape_folder`, `map3d predict`, the
+    real-shape corpus). Raises `DatasetFormatError` naming `path` for an unreadable file, no
+    vertices or faces, face indices out of range or non-finite vertices."""
     path = Path(path)
     try:
         import trimesh
@@ -135,6 +137,7 @@ def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
         raise DatasetFormatError(
             path, f"face index out of range [0, {len(vertices)}): {faces.min()}..{faces.max()}"
         )
+    _require_finite(vertices, path)
     if not colors:
         return Mesh(vertices, faces)
     visual = mesh.visual
@@ -149,6 +152,14 @@ def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
     if kind == "face":
         return Mesh(vertices, faces, face_colors=_unit_colors(visual.face_colors[:, :3]))
     return Mesh(vertices, faces)
+
+
+def _require_finite(vertices: np.ndarray, path: str | os.PathLike) -> None:
+    bad = ~np.isfinite(vertices).all(axis=1)
+    if bad.any():
+        raise DatasetFormatError(
+            path, f"non-finite vertex coordinate (NaN/inf) at vertex {int(np.argmax(bad))}"
+        )
 
 
 def _unit_colors(colors) -> np.ndarray:
@@ -180,11 +191,7 @@ def sample_surface(
     faces all have zero area, or with non-finite vertices, raises `DatasetFormatError` naming
     `path`.
     """
-    bad = ~np.isfinite(vertices).all(axis=1)
-    if bad.any():
-        raise DatasetFormatError(
-            path, f"non-finite vertex coordinate (NaN/inf) at vertex {int(np.argmax(bad))}"
-        )
+    _require_finite(vertices, path)
     a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]  # (F,3) each
     cross = np.cross(b - a, c - a)
     twice_area = np.linalg.norm(cross, axis=1)
