@@ -35,7 +35,7 @@ def test_pretrain_finetune_predict_viz_on_folders(tmp_path, capsys):
 
     assert main(["pretrain", "--config", PRETRAIN, "--data", str(unlabelled),
                  "--out", str(pre)]) == 0
-    assert (unlabelled / ".map3d_cache" / "v1").is_dir()
+    assert (unlabelled / ".map3d_cache" / "v2").is_dir()
     assert main(["finetune", "--config", FINETUNE, "--data", str(labelled), "--out", str(ft),
                  "--pretrained", str(pre / "last.pt")]) == 0
     ckpt = load_checkpoint(ft / "best.pt")

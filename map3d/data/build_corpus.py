@@ -1,17 +1,21 @@
 """Build a pretraining corpus of real shapes from meshes that ship inside installed packages.
 
-    pip install 'map3d[corpus]'                     # pybullet (pybullet_data), robosuite-models
+    pip install 'map3d[corpus]'                     # pybullet (pybullet_data), robosuite-models,
+                                                    # trimesh
     python -m map3d.data.build_corpus --out data/pkg_shapes
     map3d pretrain --config configs/pretrain/shapenet55_map.yaml --data data/pkg_shapes
 
 Everything runs offline: the meshes are files of the installed packages. Each `.obj` / `.stl`
-file is one shape. It is read by the small readers below (no mesh library needed), its
-referenced vertices are normalized as ShapeNetCore v2's `model_normalized.obj` (bounding box
-centred at the origin, diagonal 1) and turned y-up (the packages here are z-up robotics assets),
-and `--points` (8,192, as ShapeNet-55's `shapenet_pc` files) surface points are sampled
-area-weighted (`map3d.data.synthetic.sample_surface`) with a generator seeded by `--seed` and the
-file's path, so a rebuild gives the same files. Output, in the ShapeNet-55 layout that the
-`shapenet55` dataset reads:
+file is one shape. It is read as `shape_folder` reads meshes (`map3d.data.shapes.read_mesh`,
+trimesh; polygons triangulated), its referenced vertices are normalized as ShapeNetCore v2's
+`model_normalized.obj` (bounding box centred at the origin, diagonal 1) and turned y-up (the
+packages here are z-up robotics assets), and `--points` (8,192, as ShapeNet-55's `shapenet_pc`
+files) surface points are sampled area-weighted (`map3d.data.shapes.sample_surface`, also the
+synthetic shapes' sampler) with a generator seeded by `--seed` and the file's path, so a rebuild
+gives the same files. (Corpora built before these meshes were read with trimesh differ for meshes
+whose polygons or material groups trimesh triangulates or orders otherwise: the same triangles,
+other sample points; 40 of the 1,376 shapes of pybullet 3.2.7 and robosuite-models 1.0.0.)
+Output, in the ShapeNet-55 layout that the `shapenet55` dataset reads:
 
     OUT/shapenet_pc/<package>-<path_in_package>.npy   (points, 3) float32, path with _
     OUT/ShapeNet-55/train.txt, test.txt               file names; test = `--test-fraction`,
@@ -21,8 +25,9 @@ file's path, so a rebuild gives the same files. Output, in the ShapeNet-55 layou
 Skipped, with the reason in the manifest: collision copies (a `collision` folder, `collision` or
 `vhacd` in the name: convex decompositions of a visual mesh), exact geometric duplicates of an
 earlier file, flat meshes (planes: smallest bounding-box side < 1e-3 of the largest). Files that
-cannot be read (bad numbers, face indices out of range, no faces, zero area) are `bad: <why>`
-and are listed at the end of the run. The meshes themselves are never part of this project.
+cannot be used (unreadable, face indices out of range, no faces, non-finite coordinates, zero
+area) are `bad: <why>` and are listed at the end of the run. The meshes themselves are never
+part of this project.
 """
 
 from __future__ import annotations
@@ -33,17 +38,16 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import re
-import struct
 import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from map3d.data.synthetic import sample_surface
+from map3d.data.errors import DatasetFormatError
+from map3d.data.shapes import read_mesh, sample_surface
 
 MESH_SUFFIXES = (".obj", ".stl")
 LICENCE_FILE = re.compile(r"^(licen[cs]e|copying)(\.\w+)?$", re.IGNORECASE)
@@ -80,84 +84,7 @@ KNOWN_PACKAGES = {
 
 
 class MeshError(ValueError):
-    """A mesh file that cannot be turned into a shape; the message says why."""
-
-
-# ----------------------------------------------------------------------------- readers
-
-
-def _obj_index(token: str, count: int) -> int:
-    raw = int(token.split("/", 1)[0])
-    index = raw - 1 if raw > 0 else count + raw
-    if raw == 0 or not 0 <= index < count:
-        raise MeshError(f"face index {token} out of range (1..{count})")
-    return index
-
-
-def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Wavefront OBJ: `v` lines and `f` lines (polygons fan-triangulated, `i/j/k` and negative
-    indices); everything else ignored. Returns vertices (V,3) float64, faces (F,3) int64."""
-    vertices: list[list[float]] = []
-    faces: list[tuple[int, int, int]] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if line.startswith("v "):
-                parts = line.split()
-                try:
-                    vertices.append([float(x) for x in parts[1:4]])
-                except ValueError:
-                    raise MeshError(f"line {number}: bad vertex {line.strip()!r}") from None
-                if len(vertices[-1]) != 3:
-                    raise MeshError(f"line {number}: vertex needs 3 coordinates")
-            elif line.startswith("f "):
-                try:
-                    corners = [_obj_index(t, len(vertices)) for t in line.split()[1:]]
-                except ValueError as err:
-                    raise MeshError(f"line {number}: {err}") from None
-                faces.extend((corners[0], b, c) for b, c in pairwise(corners[1:]))
-    return np.asarray(vertices, dtype=np.float64).reshape(-1, 3), np.asarray(
-        faces, dtype=np.int64
-    ).reshape(-1, 3)
-
-
-def read_stl(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """STL, binary or ASCII; every facet gets its own three vertices."""
-    data = path.read_bytes()
-    if len(data) >= 84:
-        (count,) = struct.unpack_from("<I", data, 80)
-        if len(data) == 84 + 50 * count:
-            records = np.frombuffer(data, dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)),
-                                                          ("a", "<u2")]), offset=84)
-            vertices = records["v"].reshape(-1, 3).astype(np.float64)
-            return vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
-    text = data.decode("ascii", errors="replace")
-    if not text.lstrip().lower().startswith("solid"):
-        raise MeshError("neither binary STL (size does not match the facet count) nor ASCII STL")
-    try:
-        coords = [[float(x) for x in m.split()] for m in
-                  re.findall(r"vertex\s+(\S+\s+\S+\s+\S+)", text)]
-    except ValueError:
-        raise MeshError("bad vertex line in ASCII STL") from None
-    if len(coords) % 3:
-        raise MeshError(f"ASCII STL: {len(coords)} vertices, not a multiple of 3")
-    vertices = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
-    return vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
-
-
-def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices (V,3), triangles (F,3)) of an .obj or .stl file; MeshError if unusable."""
-    suffix = path.suffix.lower()
-    if suffix == ".obj":
-        vertices, faces = read_obj(path)
-    elif suffix == ".stl":
-        vertices, faces = read_stl(path)
-    else:
-        raise MeshError(f"unsupported mesh format {suffix!r}")
-    if len(faces) == 0:
-        raise MeshError("no faces")
-    if not np.isfinite(vertices).all():
-        raise MeshError("non-finite vertex coordinates")
-    return vertices, faces
+    """A mesh that was read but cannot be turned into a shape; the message says why."""
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -177,11 +104,6 @@ def normalize_like_shapenet(vertices: np.ndarray, faces: np.ndarray, up: str) ->
     elif up != "y":
         raise ValueError(f"up axis must be 'y' or 'z', got {up!r}")
     return out
-
-
-def surface_area(vertices: np.ndarray, faces: np.ndarray) -> float:
-    a, b, c = (vertices[faces[:, i]] for i in range(3))
-    return float(0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1).sum())
 
 
 def is_flat(vertices: np.ndarray, faces: np.ndarray) -> bool:
@@ -300,7 +222,8 @@ def _one_shape(path, relative, source, row, seen, taken, pc_dir, *, points, seed
     if COLLISION.search(relative):
         return "skipped: collision copy"
     try:
-        vertices, faces = read_mesh(path)
+        mesh = read_mesh(path)
+        vertices, faces = mesh.vertices, mesh.faces
         row["faces"] = len(faces)
         vertices = normalize_like_shapenet(vertices, faces, source.up)
         if is_flat(vertices, faces):
@@ -308,11 +231,10 @@ def _one_shape(path, relative, source, row, seen, taken, pc_dir, *, points, seed
         key = fingerprint(vertices, faces)
         if key in seen:
             return f"skipped: duplicate of {seen[key]}"
-        area = surface_area(vertices, faces)
-        if not np.isfinite(area) or area <= 0:
-            raise MeshError("zero surface area")
         rng = np.random.default_rng([seed, zlib.crc32(f"{source.name}/{relative}".encode())])
-        cloud = sample_surface(vertices, faces, points, rng).astype(np.float32)
+        cloud = sample_surface(vertices, faces, points, rng, path=path).astype(np.float32)
+    except DatasetFormatError as err:
+        return f"bad: {err.problem}"
     except (MeshError, OSError, MemoryError) as err:
         return f"bad: {err}"
     seen[key] = f"{source.name}/{relative}"
@@ -377,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         sources.append(Source(name, Path(folder), up="y"))
     if not sources:
         p.error("no mesh package installed: pip install 'map3d[corpus]' (or pass --source)")
+    if importlib.util.find_spec("trimesh") is None:
+        p.error("reading the meshes needs trimesh: pip install 'map3d[corpus]'")
     rows = build_corpus(sources, args.out, points=args.points, seed=args.seed,
                         test_fraction=args.test_fraction, limit=args.limit)
     return 0 if any(r["status"] == "ok" for r in rows) else 1

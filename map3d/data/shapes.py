@@ -2,7 +2,8 @@
 
 Formats (by extension, case-insensitive):
 - meshes `.obj`, `.off`, `.stl`, and `.ply` files with faces: read with trimesh (the `meshes`
-  extra), then sampled area-weighted on their triangles (`sample_surface`);
+  extra), then sampled area-weighted on their triangles (`sample_surface`, the sampler of the
+  synthetic shapes and the real-shape corpus too);
 - point clouds `.ply` without faces (map3d's own PLY reader), `.pcd` (ASCII and binary; binary
   compressed through Open3D, the `viz` extra), `.xyz` / `.txt` (one point per line, xyz in the
   first three columns, spaces or commas), `.npy` (an (N,C>=3) array), `.npz` (key `points` or
@@ -75,7 +76,7 @@ def read_points(
         return sample_surface(
             mesh.vertices, mesh.faces, num_points, rng, path=path, normals=normals,
             vertex_colors=mesh.vertex_colors, face_colors=mesh.face_colors,
-        )  # fmt: skip
+        ).astype(np.float32)  # fmt: skip
     cloud = read_cloud(path, normals=normals, colors=colors)
     n = len(cloud)
     if n >= num_points:
@@ -111,7 +112,9 @@ def _ply_face_count(path: Path) -> int:
 
 def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
     """A mesh file -> `Mesh` (trimesh; polygons triangulated, multi-object files merged); its
-    colours only with `colors`."""
+    colours only with `colors`. map3d's one mesh reader (`shape_folder`, `map3d predict`, the
+    real-shape corpus). Raises `DatasetFormatError` naming `path` for an unreadable file, no
+    vertices or faces, face indices out of range or non-finite vertices."""
     path = Path(path)
     try:
         import trimesh
@@ -134,6 +137,7 @@ def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
         raise DatasetFormatError(
             path, f"face index out of range [0, {len(vertices)}): {faces.min()}..{faces.max()}"
         )
+    _require_finite(vertices, path)
     if not colors:
         return Mesh(vertices, faces)
     visual = mesh.visual
@@ -148,6 +152,14 @@ def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
     if kind == "face":
         return Mesh(vertices, faces, face_colors=_unit_colors(visual.face_colors[:, :3]))
     return Mesh(vertices, faces)
+
+
+def _require_finite(vertices: np.ndarray, path: str | os.PathLike) -> None:
+    bad = ~np.isfinite(vertices).all(axis=1)
+    if bad.any():
+        raise DatasetFormatError(
+            path, f"non-finite vertex coordinate (NaN/inf) at vertex {int(np.argmax(bad))}"
+        )
 
 
 def _unit_colors(colors) -> np.ndarray:
@@ -169,38 +181,37 @@ def sample_surface(
     vertex_colors: np.ndarray | None = None,
     face_colors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Area-weighted uniform samples of a triangle mesh.
+    """Area-weighted uniform samples of a triangle mesh; map3d's one surface sampler (the
+    synthetic shapes, `shape_folder` meshes, the real-shape corpus).
 
-    vertices (V,3), faces (F,3) -> (num_points, 3) float32, then +3 unit face normals with
+    vertices (V,3), faces (F,3) -> (num_points, 3) float64, then +3 unit face normals with
     `normals`, then +3 colours when `vertex_colors` (V,3; interpolated) or `face_colors` (F,3)
-    are given. Faces of zero area are never drawn; a mesh whose faces all have zero area, or
-    with non-finite vertices, raises `DatasetFormatError` naming `path`.
+    are given. Draws from `rng`, in this order: one uniform per point on the cumulative area
+    (the face), then two (the position in it). Faces of zero area are never drawn; a mesh whose
+    faces all have zero area, or with non-finite vertices, raises `DatasetFormatError` naming
+    `path`.
     """
-    bad = ~np.isfinite(vertices).all(axis=1)
-    if bad.any():
-        raise DatasetFormatError(
-            path, f"non-finite vertex coordinate (NaN/inf) at vertex {int(np.argmax(bad))}"
-        )
-    a, b, c = (vertices[faces[:, i]] for i in range(3))  # (F,3) each
+    _require_finite(vertices, path)
+    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]  # (F,3) each
     cross = np.cross(b - a, c - a)
-    area = 0.5 * np.linalg.norm(cross, axis=1)
-    total = area.sum()
-    if not total > 0:
+    twice_area = np.linalg.norm(cross, axis=1)
+    drawable = np.flatnonzero(twice_area > 0)
+    if len(drawable) == 0:
         raise DatasetFormatError(path, f"all {len(faces)} faces have zero area")
-    face = rng.choice(len(faces), size=num_points, p=area / total)
-    u, v = rng.random((2, num_points))
-    flip = u + v > 1.0
-    u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
-    points = a[face] + u[:, None] * (b[face] - a[face]) + v[:, None] * (c[face] - a[face])
+    cumulative = np.cumsum(twice_area[drawable])
+    chosen = np.searchsorted(cumulative, rng.uniform(0.0, cumulative[-1], num_points))
+    chosen = drawable[np.minimum(chosen, len(drawable) - 1)]
+    r1, r2 = np.sqrt(rng.uniform(size=(num_points, 1))), rng.uniform(size=(num_points, 1))
+    points = (1 - r1) * a[chosen] + r1 * (1 - r2) * b[chosen] + r1 * r2 * c[chosen]
     columns = [points]
     if normals:
-        columns.append(cross[face] / (2.0 * area[face])[:, None])
+        columns.append(cross[chosen] / twice_area[chosen, None])
     if vertex_colors is not None:
-        weights = np.stack([1.0 - u - v, u, v], axis=1)  # barycentric of a, b, c
-        columns.append((vertex_colors[faces[face]] * weights[:, :, None]).sum(axis=1))
+        weights = np.concatenate([1 - r1, r1 * (1 - r2), r1 * r2], axis=1)  # of a, b, c
+        columns.append((vertex_colors[faces[chosen]] * weights[:, :, None]).sum(axis=1))
     elif face_colors is not None:
-        columns.append(face_colors[face])
-    return np.concatenate(columns, axis=1).astype(np.float32)
+        columns.append(face_colors[chosen])
+    return np.concatenate(columns, axis=1) if len(columns) > 1 else points
 
 
 def read_cloud(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from map3d.data.base import PointDataset, Sample, Transform
+from map3d.data.shapes import sample_surface
 from map3d.errors import OptionError
 
 SPLITS = {"train": 0, "test": 1, "val": 2}
@@ -182,19 +183,6 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ]
     )
-
-
-def sample_surface(
-    vertices: np.ndarray, faces: np.ndarray, num_points: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Area-weighted uniform sample of a triangle mesh: (V,3), (F,3) -> (num_points,3)."""
-    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    area = np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    cumulative = np.cumsum(area)
-    chosen = np.searchsorted(cumulative, rng.uniform(0.0, cumulative[-1], num_points))
-    chosen = np.minimum(chosen, len(faces) - 1)
-    r1, r2 = np.sqrt(rng.uniform(size=(num_points, 1))), rng.uniform(size=(num_points, 1))
-    return (1 - r1) * a[chosen] + r1 * (1 - r2) * b[chosen] + r1 * r2 * c[chosen]
 
 
 def generate_shape(

@@ -71,6 +71,24 @@ def test_surface_sampling_is_area_weighted_and_seeded():
     assert (points[:, 0] < 20).all()
 
 
+class _LowestDraws:
+    """A generator stand-in whose every uniform draw is its lower bound (0.0)."""
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return np.full(size, low, dtype=np.float64)
+
+
+def test_zero_area_faces_are_never_drawn_even_first_and_at_a_zero_draw():
+    # the synthetic shapes' poles are such faces: leading, zero area, next to good ones
+    vertices = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [2, 0, 0], [0, 2, 0]], float)
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    points = sample_surface(vertices, faces, 4, _LowestDraws(), normals=True)
+    assert points.shape == (4, 6) and np.isfinite(points).all()
+    np.testing.assert_array_equal(points[:, 3:], np.tile([0.0, 0.0, 1.0], (4, 1)))
+    with pytest.raises(DatasetFormatError, match="<mesh>: all 1 faces have zero area"):
+        sample_surface(vertices, faces[:1], 4, np.random.default_rng(0))
+
+
 def test_mesh_points_lie_on_the_surface(tmp_path):
     import trimesh
 
@@ -175,7 +193,7 @@ def test_missing_trimesh_names_the_extra(tmp_path, monkeypatch):
 def test_cache_is_read_back_and_invalidated_when_a_file_changes(tmp_path, monkeypatch):
     root = make_shape_folder(tmp_path / "s", per_class=2, formats=(".obj", ".xyz"))
     first = folder(root, points_per_shape=256)
-    entries = sorted((root / ".map3d_cache" / "v1").glob("*.npy"))
+    entries = sorted((root / ".map3d_cache" / "v2").glob("*.npy"))
     assert len(entries) == 4
     before = first[0]["points"]
 
@@ -199,7 +217,7 @@ def test_cache_is_read_back_and_invalidated_when_a_file_changes(tmp_path, monkey
     assert len(calls) == 5
     elsewhere = tmp_path / "cache"
     folder(root, points_per_shape=256, cache_dir=elsewhere)
-    assert len(list((elsewhere / "v1").glob("*.npy"))) == 4
+    assert len(list((elsewhere / "v2").glob("*.npy"))) == 4
 
 
 def test_registry_options_are_checked(tmp_path):
