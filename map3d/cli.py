@@ -30,8 +30,8 @@ COMMANDS: dict[str, str] = {
     "eval": "map3d.engine.commands:EVAL",
     "export": "map3d.engine.commands:EXPORT",
     "viz": "map3d.viz.command:VIZ",
-    "backends": "map3d.ops.dispatch:BACKENDS_COMMAND",
-    "bench": "map3d.bench:BENCH",
+    "backends": "map3d.commands:BACKENDS",
+    "bench": "map3d.commands:BENCH",
 }
 
 

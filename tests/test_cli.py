@@ -84,3 +84,20 @@ def test_fewshot_all_folds(tmp_path, capsys):
     assert summary["way"] == 5 and summary["shot"] == 10
     assert "few-shot 5-way 10-shot" in capsys.readouterr().out
     assert (out / "fold1" / "best.pt").exists()
+
+
+def test_help_imports_neither_torch_nor_dynamo():
+    """`map3d --help` and every subcommand's --help build the parser without torch (~1 s to
+    import on a small CPU); `import map3d.ops` does not import torch._dynamo (~1 s more)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from map3d.cli import build_parser\n"
+        "build_parser()\n"
+        "assert 'torch' not in sys.modules, 'building the parser imported torch'\n"
+        "import map3d.ops, map3d.models\n"
+        "assert 'torch._dynamo' not in sys.modules, 'importing map3d imported torch._dynamo'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
