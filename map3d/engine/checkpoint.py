@@ -138,6 +138,8 @@ def export_encoder(
 ) -> int:
     """Write the `prefix`-ed weights (prefix stripped) as safetensors; returns the tensor count.
 
+    The folder of `path` is created if needed.
+
     `metadata` values are stored JSON-encoded in the safetensors header.
     """
     from safetensors.torch import save_file
@@ -152,6 +154,7 @@ def export_encoder(
     meta = {"format": "map3d-encoder", "prefix": prefix}
     meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)

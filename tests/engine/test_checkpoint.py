@@ -91,3 +91,10 @@ def test_export_encoder_safetensors(tmp_path):
     with pytest.raises(ValueError, match="no weights under prefix"):
         export_encoder(state, tmp_path / "x.safetensors", prefix="decoder.")
     assert not os.path.exists(tmp_path / "x.safetensors")
+
+
+def test_export_encoder_creates_its_folder(tmp_path):
+    state = {"encoder.a.weight": torch.randn(2, 2)}
+    target = tmp_path / "new" / "deeper" / "enc.safetensors"
+    assert export_encoder(state, target) == 1
+    assert torch.equal(model_state_dict(target)["encoder.a.weight"], state["encoder.a.weight"])
