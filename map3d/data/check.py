@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from map3d.data.errors import DatasetFormatError
+from map3d.data.modelnet import find_fewshot_split
 from map3d.data.registry import build_dataset
 
 # Published sizes (see data/README.md).
@@ -67,13 +68,10 @@ def _configurations(name: str, root: Path, use_cache: bool):
                 continue
             cache = root / f"{prefix}_{split}_8192pts_fps.dat"
             options["use_cache"] = use_cache and cache.exists()
-        if (
-            name == "modelnet40_fewshot"
-            and not (
-                root / f"{options['way']}way{options['shot']}shot" / f"{options['fold']}.pkl"
-            ).exists()
-        ):
-            continue
+        if name == "modelnet40_fewshot":
+            folder = find_fewshot_split(root, options["way"], options["shot"])
+            if folder is None or not (folder / f"{options['fold']}.pkl").exists():
+                continue
         yield split, options
 
 
