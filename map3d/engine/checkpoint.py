@@ -2,7 +2,8 @@
 
 A checkpoint is a dict of tensors and plain Python values only (dicts, lists, strings, numbers):
 ```
-format_version, map3d_version, task, model_name, model_config (dict), config (experiment dict),
+format_version, map3d_version, task, modality ("points" | "images"), model_name,
+model_config (dict), config (experiment dict),
 model (state dict), optimizer, scheduler, scaler (state dicts or None),
 epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
 step (optimizer steps), best_metric, best_metric_name, rng (all RNG states), time
@@ -71,6 +72,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"understands ({FORMAT_VERSION}); upgrade map3d"
         )
     return ckpt
+
+
+def checkpoint_modality(ckpt: dict) -> str:
+    """"points" or "images": the checkpoint's `modality`, or for checkpoints written before it
+    was stored, the modality of its model preset (`model_name`, else `config.model.name`)."""
+    if ckpt.get("modality"):
+        return ckpt["modality"]
+    from map3d.models.registry import model_modality
+
+    name = ckpt.get("model_name") or ckpt["config"]["model"]["name"]
+    return model_modality(name)
+
+
+def weights_origin(path: str | Path) -> tuple[str | None, str | None]:
+    """(model preset name, modality) of the weights in a map3d checkpoint or an exported
+    `.safetensors` encoder (from its metadata); None for what the file does not say."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        ckpt = load_checkpoint(path)
+        return ckpt.get("model_name"), checkpoint_modality(ckpt)
+    from safetensors import safe_open
+
+    from map3d.models.registry import model_modality
+
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    name = json.loads(meta["model_name"]) if "model_name" in meta else None
+    if "modality" in meta:
+        return name, json.loads(meta["modality"])
+    try:
+        return name, None if name is None else model_modality(name)
+    except ValueError:  # a preset this map3d does not know
+        return name, None
 
 
 def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

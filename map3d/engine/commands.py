@@ -117,6 +117,7 @@ def _report(lines: list[str], dist) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
+    from map3d.engine.hints import finetune_command
     from map3d.engine.runs import ENCODER_FILE, train
 
     cfg = _build_config(args, "pretrain")
@@ -133,7 +134,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         f"checkpoint: {result.last_checkpoint}",
         f"encoder (safetensors): {run_dir / ENCODER_FILE}",
         "finetune from it:",
-        f"  map3d finetune --pretrained {result.last_checkpoint}",
+        f"  {finetune_command(result.last_checkpoint, cfg.model.name)}",
     ]
     _report(lines, dist)
     return 0
@@ -260,13 +261,14 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from map3d.engine.checkpoint import export_encoder, load_checkpoint
+    from map3d.engine.checkpoint import checkpoint_modality, export_encoder, load_checkpoint
 
     path = _resume_path(args.checkpoint)
     ckpt = load_checkpoint(path)
     out = Path(args.output) if args.output else path.parent / "encoder.safetensors"
     count = export_encoder(ckpt["model"], out, prefix=args.prefix,
                            metadata={"model_name": ckpt["model_name"], "step": ckpt["step"],
+                                     "modality": checkpoint_modality(ckpt),
                                      "model_config": ckpt["model_config"]})
     print(f"wrote {count} tensors to {out}")
     return 0

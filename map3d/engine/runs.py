@@ -40,6 +40,7 @@ from map3d.engine.trainer import (
     resolve_device,
     resolve_precision,
 )
+from map3d.models.registry import model_modality
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def train(
         export_encoder(
             trainer.model.state_dict(),
             result.run_dir / ENCODER_FILE,
-            metadata={"model_name": cfg.model.name, "step": result.step},
+            metadata={"model_name": cfg.model.name, "modality": model_modality(cfg.model.name),
+                      "step": result.step},
         )
     return result
 

@@ -38,13 +38,16 @@ from map3d.engine.checkpoint import (
     load_checkpoint,
     model_state_dict,
     restore_rng,
+    weights_origin,
 )
-from map3d.engine.config import ExperimentConfig, config_to_dict, save_config
+from map3d.engine.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from map3d.engine.distributed import DistInfo, barrier, init_distributed
+from map3d.engine.hints import finetune_command
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
 from map3d.engine.optim import build_optimizer, build_scheduler
 from map3d.engine.tasks import Task, TaskContext, get_task
+from map3d.models.registry import model_modality
 
 log = logging.getLogger(__name__)
 
@@ -357,8 +360,23 @@ class Trainer:
     def _load_pretrained(self, path: str, prefix: str) -> None:
         from map3d.models import load_pretrained
 
-        state = model_state_dict(path)
-        missing, unexpected = load_pretrained(self.model, state, prefix=prefix)
+        name, modality = weights_origin(path)
+        own = model_modality(self.cfg.model.name)
+        instead = f"finetune them with: {finetune_command(path, name)}"
+        if modality is not None and modality != own:
+            raise ConfigError(
+                f"{path} holds {modality} weights ({name}), this run builds a {own} model "
+                f"({self.cfg.model.name}); {instead}"
+            )
+        try:
+            missing, unexpected = load_pretrained(self.model, model_state_dict(path), prefix=prefix)
+        except ValueError as err:
+            if name is None or name == self.cfg.model.name:
+                raise
+            raise ConfigError(
+                f"{path} holds {name} weights, this run builds {self.cfg.model.name} ({err}); "
+                f"{instead}"
+            ) from err
         log.info(
             "loaded pretrained weights %s (prefix %r): %d missing, %d unexpected keys",
             path, prefix, len(missing), len(unexpected),
@@ -383,6 +401,7 @@ class Trainer:
             "format_version": FORMAT_VERSION,
             "map3d_version": map3d.__version__,
             "task": self.task.name,
+            "modality": model_modality(self.cfg.model.name),
             "model_name": self.cfg.model.name,
             "model_task": self.task.model_task,
             "model_config": _plain(model_config),
