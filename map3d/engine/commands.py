@@ -50,7 +50,16 @@ def _add_common(p: argparse.ArgumentParser, *, task: str) -> None:
     )
     p.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 (train.device)")
     p.add_argument("--seed", type=int, help="random seed of the run (train.seed)")
+    _add_threads(p)
     p.add_argument("--epochs", type=int, help="number of epochs (schedule.epochs)")
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads", type=int, metavar="N",
+        help="torch CPU threads per process (default: OMP_NUM_THREADS if set, else the cores "
+        "this process may use, divided among torchrun's local processes); logged at start",
+    )
 
 
 def _build_config(args: argparse.Namespace, task: str):
@@ -100,6 +109,7 @@ def _resume_path(path: str) -> Path:
 def _start(cfg, args):
     from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import resolve_run_dir, setup_logging
+    from map3d.engine.threads import configure_threads
     from map3d.engine.trainer import resolve_device
 
     dist = init_distributed(resolve_device(cfg.train.device).type)
@@ -108,6 +118,7 @@ def _start(cfg, args):
         out = _resume_path(args.resume).parent
     run_dir = resolve_run_dir(cfg, out)
     setup_logging(run_dir, dist)
+    configure_threads(args.threads)
     return dist, run_dir
 
 
@@ -208,12 +219,14 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
                    help="results file (default: results.json next to the checkpoint)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 (train.device)")
     p.add_argument("--seed", type=int, help="seed of the vote subsets and augmentations")
+    _add_threads(p)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from map3d.engine.checkpoint import load_checkpoint
     from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
+    from map3d.engine.threads import configure_threads
     from map3d.engine.trainer import resolve_device
 
     ckpt_path = Path(args.checkpoint)
@@ -231,6 +244,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, list(args.overrides))
     dist = init_distributed(resolve_device(cfg.train.device).type)
     setup_logging(None, dist)
+    configure_threads(args.threads)
     out = Path(args.out) if args.out else ckpt_path.parent / f"results_{ckpt_path.stem}.json"
     lines = []
     if ckpt["task"] != "pretrain" or not args.svm:

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random masking")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="torch CPU threads (default: OMP_NUM_THREADS if set, else the cores this process "
+        "may use)",
+    )
+    parser.add_argument(
         "--size", type=int, nargs=2, default=[480, 480], metavar=("W", "H"), help="pixels per view"
     )
 
@@ -119,10 +124,15 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from map3d.engine.batching import fps_points
+    from map3d.engine.distributed import DistInfo
+    from map3d.engine.runs import setup_logging
+    from map3d.engine.threads import configure_threads
     from map3d.engine.trainer import derive_seed, resolve_device
     from map3d.viz.layers import split_reconstruction
     from map3d.viz.render import render_reconstruction, resolve_renderer
 
+    setup_logging(None, DistInfo())
+    configure_threads(args.threads)
     device = resolve_device(args.device)
     model, ckpt = load_pretrainer(args.checkpoint, device)
     dataset, name, split, npoints = build_viz_dataset(ckpt, args.dataset, args.data, args.split)
