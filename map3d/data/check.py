@@ -15,6 +15,7 @@ from pathlib import Path
 from map3d.data.errors import DatasetFormatError
 from map3d.data.modelnet import find_fewshot_split
 from map3d.data.registry import build_dataset
+from map3d.engine.monitor import Progress
 
 # Published sizes (see data/README.md).
 EXPECTED = {
@@ -93,7 +94,8 @@ def check_dataset(
             report.problems.append(str(error))
             continue
         report.count = len(dataset)
-        for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        count = len(dataset) if limit is None else min(limit, len(dataset))
+        for index in Progress(range(count), desc=f"check {name} {split}", unit="item"):
             try:
                 dataset.load(index, dataset.generator(index))
             except (DatasetFormatError, OSError) as error:
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="ModelNet: check the .txt files, not the .dat"
     )
     args = parser.parse_args(argv)
+    from map3d.engine.distributed import DistInfo
+    from map3d.engine.runs import setup_logging
+
+    setup_logging(None, DistInfo())
     reports = check_dataset(args.dataset, args.root, limit=args.limit, use_cache=not args.no_cache)
     if not reports:
         print(f"{args.dataset}: nothing found under {args.root} (see data/README.md)")

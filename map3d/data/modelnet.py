@@ -166,7 +166,11 @@ class ModelNet40(PointDataset):
 
         generator = torch.Generator().manual_seed(self.seed)
         clouds, labels, errors = [], [], []
-        for path, label in self.shapes:
+        from map3d.engine.monitor import Progress
+
+        shapes = Progress(self.shapes, desc=f"modelnet40 cache {self.cache_path.name}",
+                          unit="file")
+        for path, label in shapes:
             try:
                 cloud = check_points(
                     self._read_txt(path), path, columns=(6,), min_points=self.npoints

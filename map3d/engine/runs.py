@@ -30,6 +30,7 @@ from map3d.engine.distributed import (
     is_main_process,
 )
 from map3d.engine.metrics import mean_std
+from map3d.engine.monitor import Progress, TqdmLoggingHandler
 from map3d.engine.tasks import TaskContext, get_task
 from map3d.engine.trainer import (
     EpochBatchSampler,
@@ -64,7 +65,7 @@ def setup_logging(run_dir: Path | None, dist: DistInfo, *, verbose: bool = True)
         if getattr(handler, "_map3d", False):
             logger.removeHandler(handler)
             handler.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [TqdmLoggingHandler(sys.stderr)]
     if run_dir is not None and dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(run_dir / "train.log"))
@@ -167,7 +168,10 @@ def evaluate_checkpoint(
     ctx = _context(cfg, dist)
     dataset = task.build_dataset(cfg, cfg.data.test_split)
     model = _model_from_checkpoint(ckpt, cfg, dataset).to(ctx.device).eval()
-    results = task.test(model, _loader(dataset, cfg, dist, ctx.device), ctx)
+    loader = _loader(dataset, cfg, dist, ctx.device)
+    batches = Progress(loader, desc=f"eval {cfg.data.name}/{cfg.data.test_split}",
+                       unit="batch", enabled=dist.is_main)
+    results = task.test(model, batches, ctx)
     results["checkpoint"] = {
         "path": str(checkpoint), "epoch": ckpt["epoch"], "step": ckpt["step"],
         "model_name": ckpt["model_name"], "map3d_version": ckpt["map3d_version"],

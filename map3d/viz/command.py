@@ -125,6 +125,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
 
     from map3d.engine.batching import fps_points
     from map3d.engine.distributed import DistInfo
+    from map3d.engine.monitor import Progress, echo
     from map3d.engine.runs import setup_logging
     from map3d.engine.threads import configure_threads
     from map3d.engine.trainer import derive_seed, resolve_device
@@ -152,7 +153,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     print(f"{'index':>7} {'chamfer':>10} {'masked':>8}  figure")
 
     rows, shapes = [], []
-    for index in args.index:
+    for index in Progress(args.index, desc="viz", unit="shape"):
         item = dataset[index]
         if "points" not in item:
             raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
@@ -181,7 +182,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
             }
         )
         masked = f"{shape.num_masked}/{shape.num_groups}"
-        print(f"{index:>7} {shape.chamfer:>10.5f} {masked:>8}  {png}", flush=True)
+        echo(f"{index:>7} {shape.chamfer:>10.5f} {masked:>8}  {png}")
     with open(out / CSV_NAME, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
