@@ -18,6 +18,7 @@ from map3d.cli import Command
 log = logging.getLogger(__name__)
 
 CSV_NAME = "chamfer.csv"
+FIGURE_POINTS = 2048  # default points per drawn cloud
 CSV_COLUMNS = ("index", "label", "chamfer", "num_masked", "num_groups", "png", "ply")
 
 
@@ -50,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also open an interactive Open3D window per shape (needs a display; "
         "SPACE switches input / reconstruction / ground truth)",
     )
+    parser.add_argument(
+        "--num-points", type=int, default=FIGURE_POINTS, metavar="N",
+        help="points per drawn cloud: each shape is sampled with N points (at most what the "
+        "dataset holds) and cut into proportionally more patches of the checkpoint's patch "
+        "size, so reconstructions are drawn as densely as N; 0 = the cloud size the model was "
+        "trained on",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random masking")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -62,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_pretrainer(path: str | Path, device):
-    """Rebuild the MAP pretrainer saved in a `map3d pretrain` checkpoint, in eval mode.
+def load_pretrainer(path: str | Path, device, **overrides):
+    """Rebuild the MAP pretrainer saved in a `map3d pretrain` checkpoint, in eval mode, with
+    model config `overrides` that leave the weights' shapes alone (e.g. num_groups).
 
     Returns (model, checkpoint dict). Raises ValueError for checkpoints of other tasks.
     """
@@ -77,16 +86,28 @@ def load_pretrainer(path: str | Path, device):
             f"{path}: `map3d viz` needs a pretraining checkpoint, this one is for task "
             f"{ckpt.get('task')!r}"
         )
-    model = create_model(ckpt["model_name"], task="pretrain", **(ckpt.get("model_config") or {}))
+    config = {**(ckpt.get("model_config") or {}), **overrides}
+    model = create_model(ckpt["model_name"], task="pretrain", **config)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
 
-def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: str | None):
+def figure_groups(model_config: dict, train_points: int, points: int) -> int:
+    """Patches for a `points`-point figure: the training ratio of patches to points (a multiple
+    of the decoder's regions), so that the patches keep their K points and the reconstruction
+    covers the cloud as in training."""
+    groups, regions = model_config["num_groups"], model_config.get("num_regions") or 1
+    scaled = round(groups * points / train_points / regions) * regions
+    return max(regions, min(scaled, points // regions * regions))
+
+
+def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: str | None,
+                      num_points: int = 0):
     """The dataset to draw from: the checkpoint's (same options, test split) unless overridden.
 
     Returns (dataset, name, split, npoints): npoints is the cloud size the model was trained
-    on (larger clouds are FPS-sampled down to it, as in training), None if unknown.
+    on, None if unknown. The built-in synthetic shapes are generated with at least
+    `num_points` points.
     """
     from map3d.data import build_dataset
 
@@ -96,6 +117,7 @@ def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: 
     options = dict(data.get("options") or {}) if same else {}
     if name == "synthetic":
         options.setdefault("task", "pretrain")
+        options["num_points"] = max(num_points, options.get("num_points", 0)) or 1024
     if root is None and same:
         root = data.get("root")
     split = split or data.get("test_split") or "test"
@@ -136,15 +158,29 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     configure_threads(args.threads)
     device = resolve_device(args.device)
     model, ckpt = load_pretrainer(args.checkpoint, device)
-    dataset, name, split, npoints = build_viz_dataset(ckpt, args.dataset, args.data, args.split)
+    dataset, name, split, npoints = build_viz_dataset(
+        ckpt, args.dataset, args.data, args.split, num_points=args.num_points
+    )
     renderer = resolve_renderer(args.renderer)
     bad = [i for i in args.index if not 0 <= i < len(dataset)]
     if bad:
         raise ValueError(f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)")
-    if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
+    first = dataset[args.index[0]]
+    if "image" in first:  # image pretrainers: one grid of the items
         from map3d.viz.images import visualize_images
 
         return visualize_images(args, model, dataset, name, split, device)
+    if "points" not in first:
+        raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
+    stored = first["points"].shape[0]
+    train_points = npoints or stored
+    drawn = min(args.num_points or train_points, stored)
+    groups = figure_groups(ckpt["model_config"], train_points, drawn)
+    if groups != model.config.num_groups:
+        model, ckpt = load_pretrainer(args.checkpoint, device, num_groups=groups)
+    log.info("figures: %d points per shape in %d patches of %d (trained on %d points, %d "
+             "patches)", drawn, groups, model.config.group_size, train_points,
+             ckpt["model_config"]["num_groups"])
     norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
     variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
     out = Path(args.out)
@@ -155,11 +191,9 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     rows, shapes = [], []
     for index in Progress(args.index, desc="viz", unit="shape"):
         item = dataset[index]
-        if "points" not in item:
-            raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
         points = item["points"].to(device=device, dtype=torch.float32).unsqueeze(0)
-        if npoints and points.shape[1] > npoints:
-            points = fps_points(points, npoints)
+        if points.shape[1] > drawn:
+            points = fps_points(points, drawn)
         generator = torch.Generator(device).manual_seed(derive_seed(args.seed, index))
         with torch.no_grad():
             shape = split_reconstruction(model.reconstruct(points, generator=generator))[0]
