@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -30,6 +31,10 @@ def init_distributed(device_kind: str) -> DistInfo:
     """Join the process group torchrun describes (env WORLD_SIZE/RANK/LOCAL_RANK), if any.
 
     NCCL for CUDA, gloo otherwise. A single process (no WORLD_SIZE, or 1) starts no group.
+    The group is destroyed at interpreter exit (`shutdown_distributed`, registered with
+    atexit): a gloo group left alive has worker threads that can still hold tensors while the
+    interpreter shuts down, which aborts the process ("terminate called without an active
+    exception") after the work is done.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -41,6 +46,7 @@ def init_distributed(device_kind: str) -> DistInfo:
         if device_kind == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
+        atexit.register(shutdown_distributed)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
@@ -50,6 +56,7 @@ def is_main_process() -> bool:
 
 
 def shutdown_distributed() -> None:
+    """Destroy the default process group, if there is one (safe to call twice)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
