@@ -110,7 +110,7 @@ def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys
     pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
     pre = tmp_path / "pre"
     assert main(["pretrain", "--config", "configs/pretrain/image_tiny.yaml", "--out", str(pre),
-                 "--epochs", "1", "--set", "data.batch_size=128"]) == 0
+                 "--epochs", "1", "--set", "data.batch_size=256"]) == 0
     ckpt = load_checkpoint(pre / "last.pt")
     assert (ckpt["modality"], ckpt["task"]) == ("images", "pretrain")
     printed = capsys.readouterr().out.splitlines()
@@ -132,3 +132,15 @@ def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys
                      "--out", str(tmp_path / "bad2")]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert "holds images weights" in err and "image_tiny_digits.yaml" in err
+
+
+def test_a_wider_encoder_says_which_overrides_to_repeat(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--config", "configs/pretrain/image_digits_c64.yaml", "--out",
+                 str(pre), "--epochs", "1", "--set", "data.batch_size=256"]) == 0
+    assert main(["finetune", "--config", "configs/finetune/image_tiny_digits.yaml",
+                 "--pretrained", str(pre / "last.pt"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "do not fit this run's map_nano_patch4_16" in err
+    assert "--set model.overrides.dim=64 --set model.overrides.num_heads=4" in err

@@ -85,13 +85,15 @@ def checkpoint_modality(ckpt: dict) -> str:
     return model_modality(name)
 
 
-def weights_origin(path: str | Path) -> tuple[str | None, str | None]:
-    """(model preset name, modality) of the weights in a map3d checkpoint or an exported
-    `.safetensors` encoder (from its metadata); None for what the file does not say."""
+def weights_origin(path: str | Path) -> tuple[str | None, str | None, dict]:
+    """(model preset name, modality, model overrides) of the weights in a map3d checkpoint or
+    an exported `.safetensors` encoder (from its metadata); None / {} for what the file does
+    not say."""
     path = Path(path)
     if path.suffix != ".safetensors":
         ckpt = load_checkpoint(path)
-        return ckpt.get("model_name"), checkpoint_modality(ckpt)
+        overrides = ((ckpt.get("config") or {}).get("model") or {}).get("overrides") or {}
+        return ckpt.get("model_name"), checkpoint_modality(ckpt), overrides
     from safetensors import safe_open
 
     from map3d.models.registry import model_modality
@@ -101,12 +103,13 @@ def weights_origin(path: str | Path) -> tuple[str | None, str | None]:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     name = json.loads(meta["model_name"]) if "model_name" in meta else None
+    overrides = json.loads(meta.get("model_overrides", "{}"))
     if "modality" in meta:
-        return name, json.loads(meta["modality"])
+        return name, json.loads(meta["modality"]), overrides
     try:
-        return name, None if name is None else model_modality(name)
+        return name, None if name is None else model_modality(name), overrides
     except ValueError:  # a preset this map3d does not know
-        return name, None
+        return name, None, overrides
 
 
 def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -145,7 +145,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         f"checkpoint: {result.last_checkpoint}",
         f"encoder (safetensors): {run_dir / ENCODER_FILE}",
         "finetune from it:",
-        f"  {finetune_command(result.last_checkpoint, cfg.model.name)}",
+        f"  {finetune_command(result.last_checkpoint, cfg.model.name, cfg.model.overrides)}",
     ]
     _report(lines, dist)
     return 0
@@ -283,6 +283,7 @@ def _run_export(args: argparse.Namespace) -> int:
     count = export_encoder(ckpt["model"], out, prefix=args.prefix,
                            metadata={"model_name": ckpt["model_name"], "step": ckpt["step"],
                                      "modality": checkpoint_modality(ckpt),
+                                     "model_overrides": ckpt["config"]["model"]["overrides"],
                                      "model_config": ckpt["model_config"]})
     print(f"wrote {count} tensors to {out}")
     return 0

@@ -10,15 +10,18 @@ FINETUNE_RECIPES: dict[str, tuple[str | None, str | None]] = {
     "hybridmt3d_s": ("configs/finetune/modelnet40.yaml", "/path/to/modelnet40_normal_resampled"),
     "map_nano_patch4_16": ("configs/finetune/image_tiny_digits.yaml", None),
 }
+# Model overrides that shape the encoder: a finetuning run must repeat them to load its weights.
+ENCODER_SHAPE_KEYS = ("dim", "pattern", "num_heads", "mlp_ratio", "qkv_bias", "d_state",
+                      "d_conv", "expand", "patch_size", "in_channels")
 # Presets without a recipe of their own use the recipe of a preset of the same size.
 _SAME_SIZE = {"mamba3d_tiny": "hybridmt3d_tiny", "pointmae_tiny": "hybridmt3d_tiny",
               "mamba3d_s": "hybridmt3d_s", "pointmae_s": "hybridmt3d_s"}
 
 
-def finetune_command(checkpoint, model_name: str | None) -> str:
+def finetune_command(checkpoint, model_name: str | None, overrides: dict | None = None) -> str:
     """A `map3d finetune` command line that finetunes the weights of `checkpoint` (pretrained
-    preset `model_name`); for presets without a shipped recipe, a sentence saying what to
-    write."""
+    preset `model_name` with model `overrides`, of which those in ENCODER_SHAPE_KEYS are
+    repeated); for presets without a shipped recipe, a sentence saying what to write."""
     base = model_name if model_name in FINETUNE_RECIPES else _SAME_SIZE.get(model_name or "")
     if base is None:
         return (f"map3d finetune --config YOUR_CONFIG.yaml --pretrained {checkpoint}   "
@@ -32,5 +35,8 @@ def finetune_command(checkpoint, model_name: str | None) -> str:
         parts.append(f"--data {data}")
     if base != model_name:
         parts.append(f"--set model.name={model_name}")
+    for key, value in (overrides or {}).items():
+        if key in ENCODER_SHAPE_KEYS:
+            parts.append(f"--set model.overrides.{key}={value}")
     parts.append(f"--pretrained {checkpoint}")
     return " ".join(parts)

@@ -93,7 +93,7 @@ def train(
             trainer.model.state_dict(),
             result.run_dir / ENCODER_FILE,
             metadata={"model_name": cfg.model.name, "modality": model_modality(cfg.model.name),
-                      "step": result.step},
+                      "model_overrides": cfg.model.overrides, "step": result.step},
         )
     return result
 

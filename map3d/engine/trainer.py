@@ -360,9 +360,9 @@ class Trainer:
     def _load_pretrained(self, path: str, prefix: str) -> None:
         from map3d.models import load_pretrained
 
-        name, modality = weights_origin(path)
+        name, modality, overrides = weights_origin(path)
         own = model_modality(self.cfg.model.name)
-        instead = f"finetune them with: {finetune_command(path, name)}"
+        instead = f"finetune them with: {finetune_command(path, name, overrides)}"
         if modality is not None and modality != own:
             raise ConfigError(
                 f"{path} holds {modality} weights ({name}), this run builds a {own} model "
@@ -370,12 +370,12 @@ class Trainer:
             )
         try:
             missing, unexpected = load_pretrained(self.model, model_state_dict(path), prefix=prefix)
-        except ValueError as err:
-            if name is None or name == self.cfg.model.name:
+        except ValueError as err:  # shapes differ: another preset, or another width
+            if name is None:
                 raise
             raise ConfigError(
-                f"{path} holds {name} weights, this run builds {self.cfg.model.name} ({err}); "
-                f"{instead}"
+                f"{path} holds {name} weights that do not fit this run's {self.cfg.model.name} "
+                f"({err}); {instead}"
             ) from err
         log.info(
             "loaded pretrained weights %s (prefix %r): %d missing, %d unexpected keys",

@@ -119,3 +119,8 @@ def test_finetune_command_per_preset():
     assert "--set model.name=mamba3d_s" in finetune_command("p.pt", "mamba3d_s")
     assert "configs/finetune/modelnet40.yaml --data" in finetune_command("p.pt", "hybridmt3d_s")
     assert "no finetuning config ships" in finetune_command("p.pt", "map_tiny_patch16_224")
+    # a widened encoder: its shape overrides are repeated, the rest is the recipe's business
+    widened = finetune_command("p.pt", "map_nano_patch4_16",
+                               {"dim": 64, "num_heads": 4, "image_size": 16, "mask_ratio": 0.5})
+    assert widened.endswith("--set model.overrides.dim=64 --set model.overrides.num_heads=4 "
+                            "--pretrained p.pt")
