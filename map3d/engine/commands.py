@@ -303,7 +303,7 @@ def _guard(run):
 
 
 PRETRAIN = Command(
-    help="MAP pretraining (default: built-in synthetic shapes, a few minutes on a CPU)",
+    help="MAP pretraining (default: built-in synthetic shapes, ~5 minutes on a 2-core CPU)",
     description="Masked autoregressive pretraining of a point encoder. With no arguments it "
     "pretrains the small default model on the built-in synthetic shapes and prints where the "
     "checkpoint went and how to finetune from it. Paper recipe: --config "
