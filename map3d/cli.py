@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "map3d.engine.commands:FINETUNE",
     "eval": "map3d.engine.commands:EVAL",
     "export": "map3d.engine.commands:EXPORT",
+    "predict": "map3d.engine.predict:PREDICT",
     "viz": "map3d.viz.command:VIZ",
     "backends": "map3d.commands:BACKENDS",
     "bench": "map3d.commands:BENCH",

@@ -20,6 +20,7 @@ DATASETS: dict[str, tuple[str, bool]] = {
     "modelnet40_fewshot": ("map3d.data.modelnet:ModelNet40FewShot", True),
     "scanobjectnn": ("map3d.data.scanobjectnn:ScanObjectNN", True),
     "shapenetpart": ("map3d.data.shapenetpart:ShapeNetPart", True),
+    "shape_folder": ("map3d.data.shape_folder:ShapeFolder", True),
     "synthetic": ("map3d.data.synthetic:SyntheticShapes", False),
     "synthetic_parts": ("map3d.data.synthetic_parts:SyntheticPartsDataset", False),
     "image_folder": ("map3d.data.images:ImageFolderDataset", True),

@@ -37,15 +37,17 @@ def fps_points(points: Tensor, num_samples: int) -> Tensor:
     return gather(points, fps(points, num_samples))
 
 
-def shared_subset(points: Tensor, npoints: int, generator: torch.Generator) -> Tensor:
+def shared_subset(
+    points: Tensor, npoints: int, generator: torch.Generator, *, permute: bool = False
+) -> Tensor:
     """points (B,P,3) → (B,npoints,3): one random choice without replacement for the batch.
 
-    When `npoints` equals P the points are returned as they are (a permutation would only
-    reorder them).
+    When `npoints` equals P the points are returned as they are (a permutation only reorders
+    them), unless `permute` (the releases: the model's FPS then starts from another point).
     """
     if npoints > points.shape[1]:
         raise ValueError(f"points: need {npoints} points, clouds have {points.shape[1]}")
-    if npoints == points.shape[1]:
+    if npoints == points.shape[1] and not permute:
         return points
     idx = torch.randperm(points.shape[1], generator=generator, device=points.device)[:npoints]
     return points[:, idx]

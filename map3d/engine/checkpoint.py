@@ -4,18 +4,21 @@ A checkpoint is a dict of tensors and plain Python values only (dicts, lists, st
 ```
 format_version, map3d_version, task, modality ("points" | "images"), model_name,
 model_config (dict), config (experiment dict),
+data_info (the training set's class_names / category_names / category_parts, if any),
 model (state dict), optimizer, scheduler, scaler (state dicts or None),
 epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
 step (optimizer steps), best_metric, best_metric_name, rng (all RNG states), time
 ```
 Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed over
 the target with `os.replace` (atomic on POSIX): a crash at any point leaves the previous file
-intact. The encoder can be exported as safetensors (`export_encoder`).
+intact. The encoder can be exported as safetensors (`export_encoder`). Release checkpoints of
+PointMAP, Mamba3D and Point-MAE read as map3d checkpoints (`release_checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import tempfile
@@ -24,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "map3d-checkpoint"
@@ -64,8 +69,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...
         raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+    if isinstance(ckpt, dict) and ckpt.get("format") != FORMAT_NAME:
+        release = release_checkpoint(ckpt, path)
+        if release is not None:
+            return release
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: not a map3d checkpoint (no format '{FORMAT_NAME}')")
+        raise CheckpointError(
+            f"{path}: not a map3d checkpoint (no format '{FORMAT_NAME}') nor a PointMAP, "
+            "Mamba3D or Point-MAE release checkpoint"
+        )
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {ckpt['format_version']} is newer than this map3d "
@@ -112,10 +124,101 @@ def weights_origin(path: str | Path) -> tuple[str | None, str | None, dict]:
         return name, None, overrides
 
 
+def _release_overrides(state: dict[str, torch.Tensor], pattern: str) -> dict[str, Any]:
+    """Sizes a converted release state dict fixes: pattern, width, SSM state, decoder, head."""
+    overrides: dict[str, Any] = {"pattern": pattern}
+    norm = state.get("encoder.backbone.norm.weight")
+    if norm is not None:
+        overrides["dim"] = norm.shape[0]
+    a_log = next((v for k, v in state.items() if k.endswith("mixer.A_log")), None)
+    if a_log is not None:
+        overrides["d_state"] = a_log.shape[1]
+    if "head.8.weight" in state:
+        overrides["num_classes"] = state["head.8.weight"].shape[0]
+    if "decoder.mask_token" in state:
+        depth = {k.split(".")[3] for k in state if k.startswith("decoder.blocks.blocks.")}
+        overrides["decoder_depth"] = len(depth)
+        overrides["group_size"] = state["head.weight"].shape[0] // 3
+    return overrides
+
+
+def release_checkpoint(raw: dict, path: str | Path = "") -> dict | None:
+    """A PointMAP / Mamba3D / Point-MAE release checkpoint (`{'base_model': state_dict}` and
+    variants) as a map3d checkpoint dict, or None when `raw` is not one.
+
+    The release is detected by its keys, the weights converted to map3d names, and the model
+    described by `model_name` (the release's preset) and `model_config` (overrides: `compat`
+    plus the sizes the weights fix); `release` names the release, `config` is None.
+    """
+    from map3d import __version__
+    from map3d.models import RELEASES, convert_release_state_dict, detect_release, release_pattern
+
+    name = detect_release(raw)
+    if name is None:
+        return None
+    release = RELEASES[name]
+    pattern = release_pattern(raw)
+    state, _ = convert_release_state_dict(raw, pattern)
+    task = "classify" if "head.8.weight" in state else "pretrain"
+    log.info("%s: found a %s release checkpoint (%s weights, blocks %s); building it with "
+             "compat=%s", path, release.title, task, pattern, name)
+    return {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "map3d_version": __version__,
+        "release": name, "task": task, "model_task": task, "model_name": release.preset,
+        "model_config": {"compat": name, **_release_overrides(state, pattern)},
+        "config": None, "model": state, "optimizer": None, "scheduler": None, "scaler": None,
+        "epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None,
+        "best_metric_name": None,
+    }  # fmt: skip
+
+
+_ARCHITECTURE = ("pattern", "dim", "d_state")
+
+
+def adopt_release(cfg, ckpt: dict, *, model_task: str, whole_model: bool = False):
+    """`cfg` (an ExperimentConfig), changed so that its model is the one a release checkpoint
+    needs; `cfg` itself when `ckpt` is not a release checkpoint.
+
+    Sets `model.overrides.compat` (a different compat the config asks for is kept, with a
+    warning) and, when the config's preset has other blocks or widths than the checkpoint,
+    switches to the release's preset. `whole_model` also takes the head and decoder sizes (to
+    load every tensor, e.g. for evaluation).
+    """
+    import copy
+
+    from map3d.models import RELEASES, build_config
+
+    name = ckpt.get("release")
+    if name is None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    overrides = cfg.model.overrides
+    wanted = overrides.get("compat", cfg.compat)
+    if wanted not in (None, name):
+        log.warning("the config asks for compat=%s, the checkpoint is a %s release: keeping "
+                    "compat=%s", wanted, name, wanted)
+    else:
+        overrides["compat"] = name
+    sizes = ckpt["model_config"]
+    ours = build_config(cfg.model.name, model_task, **overrides)
+    backbone = ours.encoder.backbone
+    if any(getattr(backbone, k) != sizes[k] for k in _ARCHITECTURE if k in sizes):
+        preset = RELEASES[name].preset
+        log.warning("model %s (blocks %s, width %d) does not match the %s checkpoint (blocks %s): "
+                    "using preset %s", cfg.model.name, backbone.pattern, backbone.dim, name,
+                    sizes["pattern"], preset)
+        cfg.model.name = preset
+        overrides.update({k: sizes[k] for k in _ARCHITECTURE if k in sizes})
+    if whole_model:
+        overrides.update({k: v for k, v in sizes.items() if k != "compat"})
+    return cfg
+
+
 def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights of a map3d checkpoint or of an exported `.safetensors` encoder.
 
     Exported encoders store keys without their prefix; they come back under `encoder.`.
+    Release checkpoints come back converted (`release_checkpoint`).
     """
     path = Path(path)
     if path.suffix == ".safetensors":

@@ -159,9 +159,10 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     _add_common(p, task="classify")
     p.add_argument(
         "--pretrained", metavar="CKPT",
-        help="initialise the encoder from a pretraining checkpoint (.pt) or an exported "
-        "encoder (.safetensors), keys under train.pretrained_prefix (encoder.); omit to train "
-        "from scratch",
+        help="initialise the encoder from a pretraining checkpoint (.pt), an exported "
+        "encoder (.safetensors) or a PointMAP / Mamba3D / Point-MAE release checkpoint "
+        "(detected, converted, model built with its compat), keys under "
+        "train.pretrained_prefix (encoder.); omit to train from scratch",
     )
     p.add_argument(
         "--fold", metavar="K|all",
@@ -205,7 +206,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="checkpoint to evaluate (best.pt / last.pt, or a run directory)")
+                   help="checkpoint to evaluate (best.pt / last.pt, a run directory, or a "
+                   "release checkpoint with --config)")
     p.add_argument("--config", metavar="YAML",
                    help="evaluate under this config instead of the one stored in the checkpoint")
     p.add_argument("--data", metavar="DIR", help="dataset root (data.root)")
@@ -267,7 +269,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="map3d checkpoint (.pt) or run directory")
+    p.add_argument("checkpoint", help="map3d checkpoint (.pt), run directory or release "
+                   "checkpoint (PointMAP / Mamba3D / Point-MAE)")
     p.add_argument("output", nargs="?",
                    help="safetensors file (default: encoder.safetensors next to the checkpoint)")
     p.add_argument("--prefix", default="encoder.",

@@ -65,22 +65,41 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW; weight decay is not applied to biases, norms, tokens and position embeddings."""
+    """AdamW; weight decay is not applied to biases, norms, tokens and position embeddings.
+
+    weight_decay_groups: None / "map3d" (no decay on 1-D tensors, cls/mask tokens, cls position,
+    SSM A_log and D) or "release" (the releases' `add_weight_decay`: no decay on 1-D tensors,
+    `.bias` and names containing "token"; so A_log, cls_pos and LNP's affine are decayed).
+
+    `layer_decay` (layer-wise lr decay, MAE / BEiT): encoder block i runs at
+    lr * layer_decay ** (depth - i), the embeddings (patch, position, cls) at
+    lr * layer_decay ** (depth + 1), the final norm and heads at lr (depth = number of encoder
+    blocks). 1.0 = off, the default and what the Point-MAE / Mamba3D / MAP-3D releases use;
+    MAE and BEiT finetune ViTs with 0.65-0.75, a choice for pretrained encoders.
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     grad_clip: float | None = None
+    weight_decay_groups: str | None = None
+    layer_decay: float = 1.0
 
 
 @dataclass
 class ScheduleConfig:
-    """Per-step cosine decay to `min_lr` after a linear warm-up of `warmup_epochs` from ~0."""
+    """Per-step cosine decay to `min_lr` after a linear warm-up of `warmup_epochs` from ~0.
+
+    interval: None / "step" (the above, updated every optimizer step) or "epoch" (the releases'
+    timm CosineLRScheduler stepped after each epoch: warm-up from `min_lr`, constant within an
+    epoch, epoch e trains at the value of epoch max(e-1, 0)).
+    """
 
     epochs: int = 300
     warmup_epochs: float = 10
     min_lr: float = 1e-6
+    interval: str | None = None
 
 
 @dataclass
@@ -94,6 +113,13 @@ class TrainConfig:
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
     epoch's training mean of the task's metric). `accum_steps` splits each process's share of
     the batch into micro-batches (gradient accumulation).
+    `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
+    else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
+    `label_smoothing`: of the cross-entropy of classification and part segmentation, as
+    `F.cross_entropy(label_smoothing=)` (0 <= value < 1). 0.0 is the default and what the
+    releases do: Point-MAE uses a plain cross-entropy, Mamba3D (and so MAP-3D)
+    `CrossEntropyLoss(label_smoothing=label_smooth)` with `label_smooth: 0.0` in every finetuning
+    config (the MAP 2D release finetunes ImageNet with 0.1, inside mixup/cutmix).
     """
 
     task: str = "pretrain"
@@ -107,6 +133,8 @@ class TrainConfig:
     max_steps: int | None = None
     pretrained: str | None = None
     pretrained_prefix: str = "encoder."
+    step_mode: str = "auto"
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -115,11 +143,15 @@ class EvalConfig:
 
     `fewshot_folds` lists the folds `--fold all` runs (DATASETS.md A3: mean ± std of the best
     test accuracy over folds); `svm` adds a linear-SVM probe on frozen encoder features.
+    `vote_permute`: None / False takes the FPS pool as is when it has exactly `npoints` points
+    (ScanObjectNN); True permutes it for every vote, as the releases do (FPS then starts from a
+    different point).
     """
 
     votes: int = 10
     fewshot_folds: list[int] = field(default_factory=lambda: list(range(10)))
     svm: bool = False
+    vote_permute: bool | None = None
 
 
 @dataclass
@@ -133,6 +165,10 @@ class OutputConfig:
 
 @dataclass
 class ExperimentConfig:
+    """The whole experiment. `compat` (None, "pointmap", "mamba3d", "pointmae") reproduces a
+    public release: the model is built with `compat=` (`map3d.models.compat`), and the engine
+    fields it lists that the config leaves unset (None) take the release's values."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -140,6 +176,25 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    compat: str | None = None
+
+    def __post_init__(self):
+        for path, value, choices in (
+            ("optim.weight_decay_groups", self.optim.weight_decay_groups, ("map3d", "release")),
+            ("schedule.interval", self.schedule.interval, ("step", "epoch")),
+        ):
+            if value is not None and value not in choices:
+                raise ConfigError(f"{path}: expected one of {choices} or null, got {value!r}")
+        if self.compat is None:
+            return
+        from map3d.models.compat import COMPATS, get_release
+
+        if self.compat not in COMPATS:
+            raise ConfigError(f"compat: expected one of {COMPATS} or null, got {self.compat!r}")
+        for path, value in get_release(self.compat).engine.items():
+            section, name = path.split(".")
+            if getattr(getattr(self, section), name) is None:
+                setattr(getattr(self, section), name, value)
 
 
 # ----------------------------------------------------------------------------- typed filling

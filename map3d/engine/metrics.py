@@ -76,6 +76,65 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
     return {"mean": mean, "std": math.sqrt(var), "n": len(values)}
 
 
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    front = math.exp(log_front + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-14:
+            break
+    return front * result
+
+
+def student_t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
+    if math.isnan(t):
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Two-sided paired t-test of a - b (per-seed pairs): mean ± sample std of the differences,
+    t, p (scipy.stats.ttest_rel when installed, else the same statistic with our t CDF), n."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired_t_test: need two equal-length lists of >= 2, got {len(a)}, "
+                         f"{len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    stats = mean_std(diffs)
+    n = len(diffs)
+    if stats["std"] == 0.0:
+        t = 0.0 if stats["mean"] == 0.0 else math.copysign(math.inf, stats["mean"])
+        p = 1.0 if stats["mean"] == 0.0 else 0.0
+    else:
+        t = stats["mean"] / (stats["std"] / math.sqrt(n))
+        try:
+            from scipy.stats import ttest_rel
+        except ImportError:
+            p = student_t_two_sided_p(t, n - 1)
+        else:
+            p = float(ttest_rel(a, b).pvalue)
+    return {**stats, "t": t, "p": p}
+
+
 class RunningMean:
     """Per-name sums of scalars weighted by sample count, kept on the device until `compute()`."""
 

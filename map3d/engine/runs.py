@@ -21,8 +21,18 @@ from typing import Any
 
 import torch
 
-from map3d.engine.checkpoint import export_encoder, load_checkpoint, model_state_dict
-from map3d.engine.config import ExperimentConfig, apply_overrides, config_from_dict
+from map3d.engine.checkpoint import (
+    adopt_release,
+    export_encoder,
+    load_checkpoint,
+    model_state_dict,
+)
+from map3d.engine.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+)
 from map3d.engine.distributed import (
     DistInfo,
     broadcast_object,
@@ -127,6 +137,7 @@ def train_fewshot(
 
 def _model_from_checkpoint(ckpt: dict, cfg: ExperimentConfig, dataset) -> torch.nn.Module:
     task = get_task(ckpt["task"])
+    cfg = adopt_release(cfg, ckpt, model_task=task.model_task, whole_model=True)
     model = task.build_model(cfg, dataset)
     model.load_state_dict(ckpt["model"])
     return model
@@ -134,6 +145,11 @@ def _model_from_checkpoint(ckpt: dict, cfg: ExperimentConfig, dataset) -> torch.
 
 def checkpoint_config(ckpt: dict, overrides: list[str] | None = None) -> ExperimentConfig:
     """The experiment config stored in a checkpoint, with `a.b=value` overrides applied."""
+    if ckpt.get("config") is None:
+        raise ConfigError(
+            f"this {ckpt.get('release', 'foreign')} release checkpoint carries no experiment "
+            "config; pass --config (e.g. configs/finetune/modelnet40.yaml)"
+        )
     return apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
 
 
@@ -233,6 +249,8 @@ def svm_probe(
     train_set = task.build_dataset(cfg, cfg.data.train_split)
     test_set = task.build_dataset(cfg, cfg.data.test_split)
     torch.manual_seed(cfg.train.seed)
+    if checkpoint is not None and Path(checkpoint).suffix != ".safetensors":
+        cfg = adopt_release(cfg, load_checkpoint(checkpoint), model_task=task.model_task)
     model = task.build_model(cfg, train_set)
     if checkpoint is not None:
         load_pretrained(model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix)

@@ -33,6 +33,7 @@ import map3d
 from map3d.engine.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    adopt_release,
     atomic_torch_save,
     capture_rng,
     load_checkpoint,
@@ -46,6 +47,7 @@ from map3d.engine.hints import finetune_command
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
 from map3d.engine.optim import build_optimizer, build_scheduler
+from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
 from map3d.models.registry import model_modality
 
@@ -79,13 +81,14 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    """A callable entering autocast to `dtype` on `device` (a no-op context for fp32)."""
+def autocast_context(device: torch.device, dtype: torch.dtype | None, *, cache: bool = True):
+    """A callable entering autocast to `dtype` on `device` (a no-op context for fp32).
+    `cache=False` turns off autocast's weight-cast cache (needed inside a CUDA graph)."""
 
     def enter():
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=dtype)
+        return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
 
     return enter
 
@@ -97,6 +100,8 @@ def derive_seed(*parts: int) -> int:
 
 # Stream ids of the generators a run owns.
 _AUGMENT_STREAM, _MODEL_STREAM, _LOADER_STREAM = 1, 2, 3
+# Dataset attributes stored in checkpoints as `data_info` (class names for `map3d predict`).
+DATA_INFO_KEYS = ("class_names", "category_names", "category_parts")
 
 
 # ----------------------------------------------------------------------------- data
@@ -259,6 +264,13 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+def _adopt_pretrained_release(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
+    """`cfg` whose model matches `train.pretrained` when that is a release checkpoint."""
+    if Path(cfg.train.pretrained).suffix == ".safetensors":
+        return cfg
+    return adopt_release(cfg, load_checkpoint(cfg.train.pretrained), model_task=task.model_task)
+
+
 class Trainer:
     """Builds everything for `cfg` and runs `fit()`; also used by `map3d eval` for setup."""
 
@@ -292,6 +304,8 @@ class Trainer:
 
         self.train_set = self.task.build_dataset(cfg, cfg.data.train_split)
         self.test_set = self._maybe_test_set()
+        if cfg.train.pretrained and resume is None:
+            cfg = self.cfg = _adopt_pretrained_release(cfg, self.task)
         torch.manual_seed(seed)  # identical initial weights on every rank
         self.model = self.task.build_model(cfg, self.train_set).to(self.device)
         torch.manual_seed(derive_seed(seed, rank))
@@ -330,10 +344,22 @@ class Trainer:
         if resume is not None:
             self._resume(resume)
         self.ddp_model = self._wrap_ddp()
+        self.step_mode, self.step_mode_note = resolve_step_mode(
+            cfg.train.step_mode,
+            graph_problem(
+                device=self.device, distributed=self.dist.enabled,
+                grad_scaler=self.scaler.is_enabled(),
+                task_problem=self.task.static_step_problem(self.model),
+            ),
+        )
+        graphed = self.step_mode == "cuda_graph"
         self.ctx = TaskContext(
             cfg=cfg, device=self.device, generator=self.generators["augment"],
             model_generator=self.generators["model"], dist=self.dist,
-            autocast=autocast_context(self.device, self.amp_dtype),
+            autocast=autocast_context(self.device, self.amp_dtype, cache=not graphed),
+        )
+        self.run_step = build_step(
+            self.step_mode, self._step_body, self.optimizer, self.generators.values()
         )
         self.writer = MetricsWriter(
             self.run_dir if self.dist.is_main else None, tensorboard=cfg.output.tensorboard
@@ -406,8 +432,10 @@ class Trainer:
             "model_task": self.task.model_task,
             "model_config": _plain(model_config),
             "config": config_to_dict(self.cfg),
+            "data_info": {k: _plain(getattr(self.train_set, k)) for k in DATA_INFO_KEYS
+                          if getattr(self.train_set, k, None) is not None},
             "model": model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch,
@@ -457,12 +485,15 @@ class Trainer:
                  path, self.epoch, self.batch_in_epoch, self.step)
 
     # -- the loop ------------------------------------------------------------------------------
-    def _optimizer_step(self, batch: dict[str, Any], meters: list[RunningMean]) -> None:
-        """One optimizer step on this process's share of a global batch; scalars go to `meters`."""
+    def _step_body(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Forward and backward of every micro-batch, gradient clipping and the optimizer update
+        (no zero_grad, no schedule step: the part a CUDA graph captures). Returns the batch means
+        of the loss and the task's scalars (and `grad_norm` when clipping), as device tensors."""
         cfg = self.cfg
         micro = cfg.train.accum_steps
         size = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
         chunk = size // micro
+        values: dict[str, torch.Tensor] = {}
         for i in range(micro):
             part = {
                 k: v[i * chunk : (i + 1) * chunk] if isinstance(v, torch.Tensor) else v
@@ -474,16 +505,23 @@ class Trainer:
             with sync:
                 loss, stats = self.task.training_step(self.ddp_model, part, self.ctx)
                 self.scaler.scale(loss / micro).backward()
-            for meter in meters:
-                meter.update({"loss": loss.detach().float(), **stats}, chunk)
+            for name, value in {"loss": loss, **stats}.items():
+                value = value.detach().float() / micro  # equal micro-batches: mean of means
+                values[name] = values[name] + value if name in values else value
         if cfg.optim.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            for meter in meters:
-                meter.update({"grad_norm": norm.detach().float()}, size)
+            values["grad_norm"] = norm.detach().float()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        return values
+
+    def _optimizer_step(self, batch: dict[str, Any], meters: list[RunningMean]) -> None:
+        """One optimizer step on this process's share of a global batch; scalars go to `meters`."""
+        size = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
+        values = self.run_step(batch)
+        for meter in meters:
+            meter.update(values, size)
         self.scheduler.step()
 
     def fit(self) -> RunResult:
@@ -495,11 +533,11 @@ class Trainer:
             self.writer.truncate_after(self.step)
         log.info(
             "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
-            " %d epochs | run dir %s",
+            " %d epochs | %s | run dir %s",
             self.task.name, cfg.model.name,
             sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
             self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
-            self.run_dir,
+            self.step_mode_note, self.run_dir,
         )
         bar = progress_bar(total_steps, self.step, enabled=cfg.output.progress and
                            self.dist.is_main, desc=self.task.name)
@@ -526,7 +564,8 @@ class Trainer:
                         rate = (self.step - tick_step) * cfg.data.batch_size / max(now - tick, 1e-9)
                         tick, tick_step = now, self.step
                         self._check_finite(values)
-                        record = {"epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
+                        lr = float(self.scheduler.get_last_lr()[0])
+                        record = {"epoch": self.epoch, "lr": lr,
                                   **values, "samples_per_s": rate}
                         self.writer.write("train", self.step, record)
                         bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")

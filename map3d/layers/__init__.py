@@ -6,6 +6,8 @@ from map3d.layers.drop_path import DropPath
 from map3d.layers.embed import PatchEmbed, PositionMLP
 from map3d.layers.lnp import LNP, LNP_STD_SCOPES
 from map3d.layers.masks import (
+    MASK_TYPES,
+    block_masking,
     check_mask_ratio,
     num_masked_tokens,
     random_masking,
@@ -17,6 +19,7 @@ __all__ = [
     "BIMAMBA_FLIPS",
     "LNP",
     "LNP_STD_SCOPES",
+    "MASK_TYPES",
     "Attention",
     "BiMamba",
     "DropPath",
@@ -24,6 +27,7 @@ __all__ = [
     "PatchEmbed",
     "PositionMLP",
     "TransformerBlock",
+    "block_masking",
     "check_mask_ratio",
     "num_masked_tokens",
     "random_masking",

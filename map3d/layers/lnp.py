@@ -1,11 +1,47 @@
-"""LNP: Mamba3D's local norm pooling over the k nearest token centers."""
+"""LNP: Mamba3D's local norm pooling over the k nearest token centers.
+
+The elementwise heart of LNP (`lnp_pool`: gather, normalize, concatenate, affine, softmax pool)
+is a dozen small kernels forward and twice that backward when run op by op. On CUDA it runs
+as one `torch.compile`d region (fused kernels, no (B,G,k,2C) intermediates in memory), compiled
+once per shape at first use; `MAP3D_COMPILE=0` keeps it eager.
+"""
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 from torch import Tensor, nn
 
 LNP_STD_SCOPES = ("sample", "batch")
+
+
+def lnp_pool(
+    feat: Tensor, idx: Tensor, alpha: Tensor, beta: Tensor, per_sample: bool, eps: float
+) -> Tensor:
+    """feat (B,G,C), idx (B,G,k) neighbour indices -> (B,G,2C).
+
+    diff = feat[idx] - feat (B,G,k,C), divided by the standard deviation of diff (per sample
+    or over the batch) + eps, concatenated with feat, affine `alpha * h + beta` (2C,), then the
+    softmax-weighted mean over k.
+    """
+    b, k = feat.shape[0], idx.shape[-1]
+    rows = torch.arange(b, device=feat.device).view(b, 1, 1)
+    diff = feat[rows, idx] - feat.unsqueeze(2)  # (B,G,k,C)
+    std = diff.reshape(b, -1).std(dim=1).view(b, 1, 1, 1) if per_sample else diff.std()
+    h = torch.cat([diff / (std + eps), feat.unsqueeze(2).expand(-1, -1, k, -1)], dim=-1)
+    h = alpha * h + beta  # (B,G,k,2C)
+    return (h * torch.softmax(h, dim=2)).sum(dim=2)
+
+
+@functools.cache
+def _compiled_lnp_pool():
+    return torch.compile(lnp_pool, dynamic=False)
+
+
+def _use_compiled(feat: Tensor) -> bool:
+    return feat.is_cuda and os.environ.get("MAP3D_COMPILE", "1") != "0"
 
 
 def center_neighbors(centers: Tensor, k: int) -> Tensor:
@@ -51,8 +87,6 @@ class LNP(nn.Module):
     def forward(self, x: Tensor, centers: Tensor, neighbors: Tensor | None = None) -> Tensor:
         """`neighbors` (B,G,k) from `center_neighbors(centers, self.k)`, computed here if None
         (a backbone computes it once for all its blocks)."""
-        from map3d import ops
-
         b, length, _ = x.shape
         g = centers.shape[1]
         if centers.shape[0] != b or g > length or centers.shape[-1] != 3:
@@ -62,15 +96,9 @@ class LNP(nn.Module):
             )
         prefix, feat = x[:, : length - g], x[:, length - g :]
         idx = center_neighbors(centers, self.k) if neighbors is None else neighbors
-        k = idx.shape[-1]
-        diff = ops.gather(feat, idx) - feat.unsqueeze(2)  # (B,G,k,C)
-        if self.std_scope == "sample":
-            std = diff.reshape(b, -1).std(dim=1).view(b, 1, 1, 1)
-        else:
-            std = diff.std()
-        h = torch.cat([diff / (std + self.eps), feat.unsqueeze(2).expand(-1, -1, k, -1)], dim=-1)
-        h = self.affine_alpha * h + self.affine_beta  # (B,G,k,2C)
-        h = (h * torch.softmax(h, dim=2)).sum(dim=2)  # softmax-weighted mean over k
+        pool = _compiled_lnp_pool() if _use_compiled(feat) else lnp_pool
+        h = pool(feat, idx, self.affine_alpha, self.affine_beta, self.std_scope == "sample",
+                 self.eps)
         h = self.act(self.proj(self.norm(h)))
         return torch.cat([prefix, h], dim=1)
 

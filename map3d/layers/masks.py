@@ -1,4 +1,4 @@
-"""Masks: per-sample random token masking and the MAP region-causal attention mask."""
+"""Masks: per-sample random or block token masking and the MAP region-causal attention mask."""
 
 from __future__ import annotations
 
@@ -69,6 +69,29 @@ def random_masking(
     noise = torch.rand(batch, num_tokens, generator=generator, device=noise_device).to(device)
     chosen = noise.argsort(dim=1)[:, :num_masked]
     mask = torch.zeros(batch, num_tokens, dtype=torch.bool, device=noise.device)
+    return mask.scatter_(1, chosen, True)
+
+
+MASK_TYPES = ("random", "block")
+
+
+def block_masking(
+    centers: Tensor, num_masked: int, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """(B,G) bool mask, True = masked: per sample, the `num_masked` tokens whose centers are
+    nearest to one random token's center (a contiguous blob; the release's `mask_type: block`).
+
+    centers (B,G,D); the seed token is drawn on the generator's device.
+    """
+    b, g = centers.shape[:2]
+    if not 0 <= num_masked <= g:
+        raise ValueError(f"num_masked={num_masked} must be in [0, {g}]")
+    gen_device = generator.device if generator is not None else centers.device
+    seed = torch.randint(g, (b,), generator=generator, device=gen_device).to(centers.device)
+    anchor = centers[torch.arange(b, device=centers.device), seed].unsqueeze(1)  # (B,1,D)
+    dist = (centers - anchor).norm(dim=-1)  # (B,G)
+    chosen = dist.argsort(dim=1)[:, :num_masked]
+    mask = torch.zeros(b, g, dtype=torch.bool, device=centers.device)
     return mask.scatter_(1, chosen, True)
 
 

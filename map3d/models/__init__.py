@@ -5,16 +5,22 @@
 Faithfulness to the MAP / Mamba3D / Point-MAE releases. Everything below the line is a
 config field whose default is our choice; the other value reproduces the release.
 
+`compat="pointmap" | "mamba3d" | "pointmae"` (`map3d.models.compat`) sets all of them at once.
+
 - Grouping, mini-PointNet, position MLP (SiLU for Mamba3D-based presets, GELU for Point-MAE),
   LNP (k=4, softmax-weighted pooling), bidirectional Mamba, masking (per sample, floor(ratio*G),
   0.6), decoder (4 blocks, drop path 0.1, GELU position MLP), Chamfer "cdl2" (the Point-MAE
   and Mamba3D pretraining configs; the PointMAP code builds on Mamba3D and ships no config of
-  its own), classification head: as in the releases.
-- Decoder input: always the full sequence in serialized order with mask tokens in place (the
-  MAP 2D release's convention; the 3D release concatenates [visible, masked], which breaks the
-  spatial order the region-causal mask relies on). Not configurable, by design.
+  its own), classification head layers: as in the releases.
 --------------------------------------------------------------------------------------------
-- serialization = "hilbert" (release: "none", FPS order).
+- decoder_order = "serialized": the full sequence in serialized order with mask tokens in place
+  (the MAP 2D release's convention; release 3D: "release", [visible ; masked], which breaks the
+  spatial order the region-causal mask relies on).
+- mask_type = "random" (the release configs' "rand"; the release also offers "block").
+- head_pooling = "cls_max_mean" (Point-MAE: "cls_max"; Mamba3D/PointMAP as written:
+  "release_exact", whose mean term is sample 0's, shared by the batch).
+- serialization = "hilbert" (release: "none", FPS order); fps_rule = "map3d" (release:
+  pointnet2_ops never picks a point with |p|^2 <= 1e-3).
 - BackboneConfig.lnp_std = "sample" (release: "batch", one std over the whole batch, which
   makes a shape's features depend on the other shapes of its batch).
 - BackboneConfig.bimamba_flip = "sequence" (Vim v2 / MAP 2D; release 3D configs: "channel",
@@ -30,6 +36,7 @@ config field whose default is our choice; the other value reproduces the release
 from map3d.models.backbone import BackboneConfig, HybridBackbone
 from map3d.models.checkpoint import load_pretrained
 from map3d.models.classifier import PointClassifier, PointClassifierConfig
+from map3d.models.compat import COMPATS, RELEASES, detect_release
 from map3d.models.encoder import PointEncoderConfig, TokenEncoder, build_point_encoder
 from map3d.models.pretrainer import (
     ChamferObjective,
@@ -49,9 +56,11 @@ from map3d.models.registry import (
     register_model,
     register_task,
 )
-from map3d.models.release import convert_release_state_dict
+from map3d.models.release import convert_release_state_dict, release_pattern
 
 __all__ = [
+    "COMPATS",
+    "RELEASES",
     "BackboneConfig",
     "ChamferObjective",
     "HybridBackbone",
@@ -70,9 +79,11 @@ __all__ = [
     "build_point_pretrainer",
     "convert_release_state_dict",
     "create_model",
+    "detect_release",
     "list_models",
     "list_tasks",
     "load_pretrained",
     "register_model",
     "register_task",
+    "release_pattern",
 ]

@@ -7,21 +7,29 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from map3d.models.compat import COMPATS, HEAD_POOLINGS, check_choice
 from map3d.models.encoder import (
     PointEncoderConfig,
     TokenEncoder,
     build_point_encoder,
     build_point_tokenizer,
 )
-from map3d.tokenize import SERIALIZATIONS
+from map3d.tokenize import FPS_RULES, SERIALIZATIONS
 
 
 @dataclass
 class PointClassifierConfig:
     """Classification finetuning. Defaults: ModelNet40 / ScanObjectNN setting of the paper.
 
-    num_groups: G tokens (128 for finetuning); head: concat[cls, max+mean] (2C) -> head_hidden
+    num_groups: G tokens (128 for finetuning); head: pooled features (2C) -> head_hidden
     -> head_hidden -> num_classes, each hidden layer Linear, BatchNorm, ReLU, Dropout.
+    head_pooling: "cls_max_mean" (default: concat[cls, max + mean of the tokens], what the
+      Mamba3D/PointMAP code means), "cls_max" (Point-MAE: concat[cls, max]) or "release_exact"
+      (Mamba3D/PointMAP as written: `.mean(1)[0]` adds the token mean of sample 0 to every
+      sample, so a cloud's logits depend on its batch; for bit-level comparisons only).
+    fps_rule: "map3d" (default) or "release" (pointnet2_ops never picks |p|^2 <= 1e-3).
+    compat: None, or a release ("pointmap", "mamba3d", "pointmae") whose settings fill every
+      field not given explicitly (`map3d.models.compat`).
     check_finite: NaN/Inf input check: None = CPU inputs only (no host sync), True, False.
     """
 
@@ -32,9 +40,16 @@ class PointClassifierConfig:
     serialization: str = "hilbert"
     head_hidden: int = 256
     head_dropout: float = 0.5
+    head_pooling: str = "cls_max_mean"
+    fps_rule: str = "map3d"
+    compat: str | None = None
     check_finite: bool | None = None
 
     def __post_init__(self):
+        check_choice("head_pooling", self.head_pooling, HEAD_POOLINGS)
+        check_choice("fps_rule", self.fps_rule, FPS_RULES)
+        if self.compat is not None:
+            check_choice("compat", self.compat, COMPATS)
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.serialization not in SERIALIZATIONS:
@@ -64,7 +79,7 @@ class PointClassifier(nn.Module):
     """(B,N,3) points -> (B,num_classes) logits.
 
     Tokens in serialized order with a learned cls token (and cls position) in front; the cls
-    token has no center, so LNP leaves it as is. Features: concat[cls, max + mean of tokens].
+    token has no center, so LNP leaves it as is. Features: `pool` (see `head_pooling`).
     """
 
     def __init__(self, config: PointClassifierConfig):
@@ -90,7 +105,15 @@ class PointClassifier(nn.Module):
         pos = torch.cat([self.cls_pos.expand(b, -1, -1).to(pos.dtype), pos], dim=1)
         return self.encoder(x, pos, tokens.centers)
 
+    def pool(self, h: Tensor) -> Tensor:
+        """(B,1+G,C) features, cls first -> (B,2C) head input, by `config.head_pooling`."""
+        cls, tokens = h[:, 0], h[:, 1:]
+        pooled = tokens.amax(dim=1)
+        if self.config.head_pooling == "cls_max_mean":
+            pooled = pooled + tokens.mean(dim=1)
+        elif self.config.head_pooling == "release_exact":
+            pooled = pooled + tokens.mean(dim=1)[0]  # sample 0's mean, broadcast to the batch
+        return torch.cat([cls, pooled], dim=-1)
+
     def forward(self, points: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        h = self.features(points, generator)
-        tokens = h[:, 1:]
-        return self.head(torch.cat([h[:, 0], tokens.amax(dim=1) + tokens.mean(dim=1)], dim=-1))
+        return self.head(self.pool(self.features(points, generator)))

@@ -60,6 +60,7 @@ class PointTokenizerConfig(Protocol):
     num_groups: int
     group_size: int
     serialization: str
+    fps_rule: str
     check_finite: bool | None
 
 
@@ -70,6 +71,7 @@ def build_point_tokenizer(config: PointTokenizerConfig) -> PointGrouper:
         config.group_size,
         config.serialization,
         check_finite=config.check_finite,
+        fps_rule=config.fps_rule,
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from map3d.models.compat import COMPATS, check_choice
 from map3d.models.encoder import (
     PointEncoderConfig,
     TokenEncoder,
@@ -25,7 +26,7 @@ from map3d.models.encoder import (
 )
 from map3d.models.registry import register_task
 from map3d.ops import gather, knn
-from map3d.tokenize import SERIALIZATIONS
+from map3d.tokenize import FPS_RULES, SERIALIZATIONS
 
 
 def interpolate_features(
@@ -97,6 +98,8 @@ class PointPartSegConfig:
     `nn.Embedding` + LeakyReLU(0.2): the reference's bias-free 1x1 conv of the one-hot, without
     its BatchNorm, which cannot train on a batch of one shape).
     interpolation_k: nearest centers each point interpolates from.
+    fps_rule: "map3d" (default) or "release" (pointnet2_ops never picks |p|^2 <= 1e-3).
+    compat: None, or a release whose model settings fill every field not given explicitly.
     check_finite: NaN/Inf input check: None = CPU inputs only (no host sync), True, False.
     """
 
@@ -112,6 +115,8 @@ class PointPartSegConfig:
     head_dropout: float = 0.5
     category_dim: int = 64
     interpolation_k: int = 3
+    fps_rule: str = "map3d"
+    compat: str | None = None
     check_finite: bool | None = None
 
     def __post_init__(self):
@@ -132,6 +137,9 @@ class PointPartSegConfig:
             )
         if self.interpolation_k < 1:
             raise ValueError(f"interpolation_k must be >= 1, got {self.interpolation_k}")
+        check_choice("fps_rule", self.fps_rule, FPS_RULES)
+        if self.compat is not None:
+            check_choice("compat", self.compat, COMPATS)
 
     def resolved_feature_blocks(self) -> list[int]:
         if self.feature_blocks is not None:

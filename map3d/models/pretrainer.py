@@ -9,8 +9,10 @@ A modality is a set of parts: points use `PointGrouper`, the point encoder, a ce
 decoder positions and `ChamferObjective`; images swap in a patchifier, their embeddings and a
 pixel objective. Decoder regions: R = 1 is an MAE decoder, R = G a token-level AR decoder.
 
-Unlike the 3D release, which feeds the decoder [visible, masked] (losing the spatial order), the
-decoder always sees the full sequence in serialized order, as the MAP 2D release does.
+Decoder order (`decoder_order`): "serialized" (default, as the MAP 2D release) keeps the full
+sequence in serialized order; "release" feeds [visible ; masked] (each part in serialized order)
+as the 3D release does, with the regions cut over that concatenation (the release uses
+R = sqrt(G)). Masking (`mask_type`): "random" per sample, or "block" (the release's option).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from map3d.layers import (
+    MASK_TYPES,
     PositionMLP,
+    block_masking,
     check_mask_ratio,
     num_masked_tokens,
     random_masking,
@@ -31,13 +35,14 @@ from map3d.layers import (
     sample_mask_ratio,
 )
 from map3d.models.backbone import BackboneConfig, HybridBackbone
+from map3d.models.compat import COMPATS, DECODER_ORDERS, check_choice
 from map3d.models.encoder import (
     PointEncoderConfig,
     TokenEncoder,
     build_point_encoder,
     build_point_tokenizer,
 )
-from map3d.tokenize import SERIALIZATIONS, PatchTokens
+from map3d.tokenize import FPS_RULES, SERIALIZATIONS, PatchTokens
 
 
 def take(x: Tensor, idx: Tensor) -> Tensor:
@@ -161,10 +166,12 @@ class ChamferObjective(nn.Module):
 class MAPDecoder(nn.Module):
     """Region-causal Transformer decoder over the full serialized sequence.
 
-    forward(visible (B,V,C_in), visible_idx (B,V), centers (B,G,...)) -> (B,G,C): visible
-    features (after `embed`) scattered to their positions, `mask_token` elsewhere; positions
-    from `pos_embed(centers)` added before every block; attention mask from
-    `region_causal_mask(G, num_regions)`.
+    forward(visible (B,V,C_in), visible_idx (B,V), centers (B,G,...), order=None) -> (B,G,C):
+    visible features (after `embed`) scattered to their positions, `mask_token` elsewhere;
+    positions from `pos_embed(centers)` added before every block; attention mask from
+    `region_causal_mask(G, num_regions)`. With `order` (B,G) = [visible_idx ; masked_idx] the
+    decoder runs over [visible ; mask tokens] in that order instead (the 3D release); the output
+    is scattered back, so it is in serialized order either way.
     """
 
     def __init__(
@@ -210,13 +217,20 @@ class MAPDecoder(nn.Module):
         """(G,G) bool region-causal mask, True = may attend."""
         return region_causal_mask(length, self.num_regions, device=device)
 
-    def forward(self, visible: Tensor, visible_idx: Tensor, centers: Tensor) -> Tensor:
+    def forward(
+        self, visible: Tensor, visible_idx: Tensor, centers: Tensor, order: Tensor | None = None
+    ) -> Tensor:
         b, g = centers.shape[:2]
         x = self.embed(visible)
-        full = place(self.mask_token.to(x.dtype).expand(b, g, -1), visible_idx, x)
-        return self.blocks(
-            full, self.pos_embed(centers), None, self.attention_mask(g, centers.device)
+        attn_mask = self.attention_mask(g, centers.device)
+        if order is None:
+            full = place(self.mask_token.to(x.dtype).expand(b, g, -1), visible_idx, x)
+            return self.blocks(full, self.pos_embed(centers), None, attn_mask)
+        masks = self.mask_token.to(x.dtype).expand(b, g - x.shape[1], -1)
+        out = self.blocks(
+            torch.cat([x, masks], dim=1), self.pos_embed(take(centers, order)), None, attn_mask
         )
+        return place(out, order, out)
 
 
 @dataclass
@@ -234,6 +248,8 @@ class MAPPretrainer(nn.Module):
 
     forward(inputs (B,N,3) points | images, generator=None) -> PretrainOutput;
     reconstruct(...) -> the objective's reconstruction (points: `Reconstruction`).
+    decoder_order: "serialized" or "release" (see the module docstring); mask_type: "random"
+    or "block" (`block_masking` over the token centers).
     Randomness (FPS start, masking, mask ratio) comes from `generator`; pass one on the
     model's device: then the forward has no host sync (a (min,max) mask ratio draws one
     number from it, a sync if it lives on an accelerator).
@@ -248,9 +264,13 @@ class MAPPretrainer(nn.Module):
         *,
         mask_ratio=0.6,
         mask_ratio_std: float = 0.25,
+        decoder_order: str = "serialized",
+        mask_type: str = "random",
     ):
         super().__init__()
         check_mask_ratio(mask_ratio)
+        check_choice("decoder_order", decoder_order, DECODER_ORDERS)
+        check_choice("mask_type", mask_type, MASK_TYPES)
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.decoder = decoder
@@ -258,6 +278,8 @@ class MAPPretrainer(nn.Module):
         self.objective = objective
         self.mask_ratio = mask_ratio
         self.mask_ratio_std = mask_ratio_std
+        self.decoder_order = decoder_order
+        self.mask_type = mask_type
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -267,14 +289,18 @@ class MAPPretrainer(nn.Module):
         b, g, _ = x.shape
         ratio = sample_mask_ratio(self.mask_ratio, std=self.mask_ratio_std, generator=generator)
         num_masked = num_masked_tokens(ratio, g)
-        mask = random_masking(b, g, num_masked, generator=generator, device=x.device)
+        if self.mask_type == "block":
+            mask = block_masking(tokens.centers, num_masked, generator=generator)
+        else:
+            mask = random_masking(b, g, num_masked, generator=generator, device=x.device)
         # visible tokens first, each group in increasing (serialized) position
         by_position = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
         visible_idx, masked_idx = by_position[:, : g - num_masked], by_position[:, g - num_masked :]
         features = self.encoder(
             take(x, visible_idx), take(pos, visible_idx), take(tokens.centers, visible_idx)
         )
-        decoded = self.decoder(features, visible_idx, tokens.centers)  # (B,G,C_dec)
+        order = by_position if self.decoder_order == "release" else None
+        decoded = self.decoder(features, visible_idx, tokens.centers, order)  # (B,G,C_dec)
         pred = self.head(take(decoded, masked_idx))  # (B,M,out_features)
         target = take(self.objective.target(tokens), masked_idx)
         per_sample = self.objective.loss(pred, target)
@@ -309,6 +335,12 @@ class PointPretrainConfig:
     num_regions: decoder regions R (G % R == 0); 1 = MAE decoder, num_groups = AR decoder.
     decoder_dim / decoder_num_heads: None = the encoder's (384 / 6 in the paper).
     chamfer_norm: 2 = squared-L2 Chamfer "cdl2" (release configs), 1 = Euclidean "cdl1".
+    decoder_order: "serialized" (default: full sequence in serialized order) or "release"
+      ([visible ; masked], the 3D release; it uses R = sqrt(G), 8 for G = 64).
+    mask_type: "random" (default, per sample) or "block" (nearest tokens of a random center).
+    fps_rule: "map3d" (default) or "release" (pointnet2_ops never picks |p|^2 <= 1e-3).
+    compat: None, or a release ("pointmap", "mamba3d", "pointmae") whose settings fill every
+      field not given explicitly (`map3d.models.compat`).
     check_finite: NaN/Inf input check: None = CPU inputs only (no host sync), True, False.
     """
 
@@ -324,9 +356,18 @@ class PointPretrainConfig:
     decoder_num_heads: int | None = None
     decoder_drop_path_rate: float = 0.1
     chamfer_norm: int = 2
+    decoder_order: str = "serialized"
+    mask_type: str = "random"
+    fps_rule: str = "map3d"
+    compat: str | None = None
     check_finite: bool | None = None
 
     def __post_init__(self):
+        check_choice("decoder_order", self.decoder_order, DECODER_ORDERS)
+        check_choice("mask_type", self.mask_type, MASK_TYPES)
+        check_choice("fps_rule", self.fps_rule, FPS_RULES)
+        if self.compat is not None:
+            check_choice("compat", self.compat, COMPATS)
         if isinstance(self.mask_ratio, list):
             self.mask_ratio = tuple(self.mask_ratio)
         check_mask_ratio(self.mask_ratio)
@@ -362,6 +403,8 @@ def build_point_pretrainer(config: PointPretrainConfig) -> MAPPretrainer:
         ChamferObjective(config.group_size, config.chamfer_norm),
         mask_ratio=config.mask_ratio,
         mask_ratio_std=config.mask_ratio_std,
+        decoder_order=config.decoder_order,
+        mask_type=config.mask_type,
     )
     model.config = config
     return model

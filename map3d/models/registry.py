@@ -12,6 +12,8 @@ Overrides fill the task config: a top-level field by name, a nested dataclass fi
 dict (e.g. `encoder={"backbone": {"dim": 256}}`) or, when the name is unique, by its bare
 name (`drop_path_rate=...` reaches `encoder.backbone.drop_path_rate`). Unknown names are
 errors. `create_model(name, task=t, **dataclasses.asdict(model.config))` rebuilds a model.
+`compat="pointmap" | "mamba3d" | "pointmae"` first applies that release's settings
+(`map3d.models.compat`); the other overrides win over them.
 Presets and tasks in other files register themselves when `PLUGIN_MODULES` are imported
 (lazily, on first use; a plugin module that does not exist yet is skipped).
 """
@@ -204,6 +206,12 @@ def build_config(name: str, task: str = "pretrain", **overrides) -> Any:
     spec = _TASKS[key]
     encoder = overrides.pop("encoder", None)
     config = spec.config(encoder=preset.build_config())
+    compat = overrides.get("compat")
+    if compat is not None:  # the release's settings first: explicit overrides win
+        from map3d.models.compat import get_release
+
+        release = {"compat": compat, **get_release(compat).overrides(task)}
+        config = apply_overrides(config, release, where=f"{name}/{task} compat={compat}")
     if encoder is not None:
         config = apply_overrides(config, {"encoder": encoder})
     return apply_overrides(config, overrides, where=f"{name}/{task}")

@@ -1,20 +1,23 @@
 """Key mapping from the public PointMAP / Mamba3D / Point-MAE checkpoints to map3d models.
 
     state, skipped = convert_release_state_dict(torch.load(path, weights_only=True),
-                                                pattern="MMMT" * 4)
-    model = create_model("hybridmt3d_s", task="classify", attention_block="release",
-                         bimamba_flip="channel", drop_path_schedule="release",
-                         lnp_std="batch", bimamba_init="release")
+                                                pattern=release_pattern(ckpt))
+    model = create_model("hybridmt3d_s", task="classify", compat="pointmap")
     model.load_state_dict(state, strict=False)
+
+`compat` (see `map3d.models.compat`) sets every field the release computes differently:
+serialization "none" (FPS order), the release FPS rule, bimamba flip "channel", batch LNP std,
+release init, nested T block, release drop-path schedule, decoder order, head pooling. Without
+it the weights load into a different model. map3d's checkpoint readers do all of this
+themselves: a release file passed to `map3d finetune --pretrained`, `eval`, `viz` or `export`
+is detected by its keys, converted and built with its compat.
 
 Handles pretraining checkpoints (`MAE_encoder.*`, `MAE_decoder.*`, `mask_token`,
 `decoder_pos_embed.*`, `increase_dim.*`) and finetuning ones (`encoder.*`, `blocks.*`,
 `cls_token`, `cls_head_finetune.*`), with or without a DDP `module.` prefix or a
 `base_model` / `model` wrapper. The release stores Mamba blocks in `blocks.blocks.{i}` and the
-Transformer blocks of the hybrid in `blocks.blocks_vit.{j}`; `pattern` places them in our single
-block list. For the same computation build the model with the release options (see
-`map3d.models` docstring): `attention_block="release"` (the release's T block has an outer
-norm2), and the bimamba flip the checkpoint was trained with (Mamba3D's configs: "channel").
+Transformer blocks of the hybrid in `blocks.blocks_vit.{j}` (one after every third Mamba block);
+`pattern` places them in our single block list.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ _LNP_KEYS = {
 _BLOCK = re.compile(r"^blocks\.(blocks|blocks_vit)\.(\d+)\.(.+)$")
 
 
-def _unwrap(state: Mapping) -> Mapping[str, Tensor]:
+def unwrap_release(state: Mapping) -> Mapping[str, Tensor]:
+    """The state dict inside a release checkpoint (`base_model`, `model` or `state_dict`)."""
     for key in ("base_model", "model", "state_dict"):
         if key in state and isinstance(state[key], Mapping):
             return state[key]
@@ -74,6 +78,28 @@ def _encoder_key(key: str, positions: dict[str, list[int]], plain: bool) -> str 
     return None
 
 
+def release_pattern(state: Mapping) -> str:
+    """The block pattern of a release checkpoint: PointMAP puts its j-th Transformer block after
+    the (3j+3)-th Mamba block; Mamba3D is all "M", Point-MAE all "T"."""
+    indices: dict[str, set[int]] = {"blocks": set(), "blocks_vit": set()}
+    has_mamba = False
+    for raw_key in unwrap_release(state):
+        key = raw_key.removeprefix("module.").removeprefix("MAE_encoder.")
+        match = _BLOCK.match(key)
+        if match:
+            indices[match.group(1)].add(int(match.group(2)))
+            has_mamba |= match.group(3).startswith(("lfa.", "mixer."))
+    depth, vit = len(indices["blocks"]), len(indices["blocks_vit"])
+    if not has_mamba:
+        return "T" * depth
+    pattern = ""
+    for n in range(depth):
+        pattern += "M"
+        if (n + 1) % 3 == 0 and n // 3 < vit:
+            pattern += "T"
+    return pattern
+
+
 def convert_release_state_dict(
     state: Mapping, pattern: str = "MMMT" * 4
 ) -> tuple[dict[str, Tensor], list[str]]:
@@ -82,7 +108,7 @@ def convert_release_state_dict(
     plain = set(pattern) == {"T"}
     converted: dict[str, Tensor] = {}
     skipped: list[str] = []
-    for raw_key, value in _unwrap(state).items():
+    for raw_key, value in unwrap_release(state).items():
         key = raw_key.removeprefix("module.")
         pretraining = key.startswith("MAE_encoder.")
         key = key.removeprefix("MAE_encoder.")

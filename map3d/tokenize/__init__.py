@@ -1,6 +1,6 @@
 """Tokenizers: point grouping and serialization curves, image patchify -> `PatchTokens`."""
 
-from map3d.tokenize.points import PointGrouper, check_points
+from map3d.tokenize.points import FPS_RULES, PointGrouper, check_points
 from map3d.tokenize.serialization import (
     SERIALIZATIONS,
     hilbert_encode,
@@ -11,6 +11,7 @@ from map3d.tokenize.serialization import (
 from map3d.tokenize.tokens import PatchTokens
 
 __all__ = [
+    "FPS_RULES",
     "SERIALIZATIONS",
     "PatchTokens",
     "PointGrouper",

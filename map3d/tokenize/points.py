@@ -8,6 +8,9 @@ from torch import Tensor, nn
 from map3d.tokenize.serialization import SERIALIZATIONS, serialize
 from map3d.tokenize.tokens import PatchTokens
 
+FPS_RULES = ("map3d", "release")
+RELEASE_FPS_MIN_NORM2 = 1e-3  # pointnet2_ops: `if (mag <= 1e-3) continue;`
+
 
 def check_points(points: Tensor, min_points: int, *, check_finite: bool | None = None) -> None:
     """Raise ValueError unless `points` is (B,N,3) floating with N >= min_points and finite.
@@ -38,6 +41,9 @@ class PointGrouper(nn.Module):
     Centers: farthest point sampling (`map3d.ops.fps`); patches: the K nearest points of each
     center (`map3d.ops.knn`), expressed relative to it; then the G centers are ordered along
     `serialization` (see `map3d.tokenize.serialization`). No parameters.
+
+    fps_rule: "map3d" (any point may become a center) or "release" (as pointnet2_ops: after the
+    first center, points with |p|^2 <= 1e-3 are never picked; runs the reference FPS).
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class PointGrouper(nn.Module):
         grid_depth: int = 10,
         random_start: bool = False,
         check_finite: bool | None = None,
+        fps_rule: str = "map3d",
     ):
         super().__init__()
         if num_groups < 1 or group_size < 1:
@@ -65,14 +72,29 @@ class PointGrouper(nn.Module):
         self.grid_depth = grid_depth
         self.random_start = random_start
         self.check_finite = check_finite
+        if fps_rule not in FPS_RULES:
+            raise ValueError(f"fps_rule={fps_rule!r} must be one of {FPS_RULES}")
+        self.fps_rule = fps_rule
 
     def forward(self, points: Tensor, generator: torch.Generator | None = None) -> PatchTokens:
         from map3d import ops
 
         check_points(points, max(self.group_size, self.num_groups), check_finite=self.check_finite)
-        center_idx = ops.fps(
-            points, self.num_groups, random_start=self.random_start, generator=generator
-        )
+        if self.fps_rule == "release":
+            from map3d.ops.reference.geometry import fps
+
+            near_origin = points.detach().square().sum(-1) <= RELEASE_FPS_MIN_NORM2
+            center_idx = fps(
+                points,
+                self.num_groups,
+                random_start=self.random_start,
+                generator=generator,
+                exclude=near_origin,
+            )
+        else:
+            center_idx = ops.fps(
+                points, self.num_groups, random_start=self.random_start, generator=generator
+            )
         centers = ops.gather(points, center_idx)  # (B,G,3)
         order, inverse = serialize(centers, self.serialization, self.grid_depth)
         centers = centers.gather(1, order.unsqueeze(-1).expand(-1, -1, 3))

@@ -2,7 +2,8 @@
 
 Per shape: `<name>.ply` (layers with colours and a `layer` property, see `map3d.viz.layers`) and
 `<name>.png` (input with masked patches greyed | reconstruction | ground truth), plus one
-`chamfer.csv` for all shapes. The data defaults to the checkpoint's own test split.
+`chamfer.csv` for all shapes. The data defaults to the checkpoint's own test split; `--file`
+reconstructs your own shape files instead (any format `shape_folder` reads).
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--index", type=int, nargs="+", default=[0, 1, 2, 3], help="dataset item indices"
+    )
+    parser.add_argument(
+        "--file",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="reconstruct these shape files (.ply .obj .off .stl .pcd .xyz .txt .npy .npz; "
+        "meshes are sampled on their surface) instead of dataset items",
     )
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     parser.add_argument(
@@ -92,11 +101,12 @@ def load_pretrainer(path: str | Path, device, **overrides):
     return model.to(device).eval(), ckpt
 
 
-def figure_groups(model_config: dict, train_points: int, points: int) -> int:
-    """Patches for a `points`-point figure: the training ratio of patches to points (a multiple
-    of the decoder's regions), so that the patches keep their K points and the reconstruction
-    covers the cloud as in training."""
-    groups, regions = model_config["num_groups"], model_config.get("num_regions") or 1
+def figure_groups(groups: int, regions: int | None, train_points: int, points: int) -> int:
+    """Patches for a `points`-point figure from a model trained with `groups` patches (and
+    `regions` decoder regions) on `train_points` points: the training ratio of patches to
+    points, a multiple of the regions, so that the patches keep their K points and the
+    reconstruction covers the cloud as in training."""
+    regions = regions or 1
     scaled = round(groups * points / train_points / regions) * regions
     return max(regions, min(scaled, points // regions * regions))
 
@@ -122,6 +132,23 @@ def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: 
         root = data.get("root")
     split = split or data.get("test_split") or "test"
     return build_dataset(name, split=split, root=root, **options), name, split, data.get("npoints")
+
+
+def file_items(files: list[str], ckpt: dict, seed: int) -> list[tuple[int, str, dict]]:
+    """(index, output stem, item) per shape file: `points_per_shape` points of the checkpoint's
+    data options (else 8,192; meshes sampled on their surface), unit-sphere normalized."""
+    import torch
+
+    from map3d.data.base import pc_normalize
+    from map3d.data.shapes import read_points
+
+    options = ((ckpt.get("config") or {}).get("data") or {}).get("options") or {}
+    count = int(options.get("points_per_shape", 8192))
+    items = []
+    for i, path in enumerate(files):
+        points = pc_normalize(read_points(path, count, seed=seed))
+        items.append((i, Path(path).stem, {"points": torch.from_numpy(points)}))
+    return items
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,29 +185,36 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     configure_threads(args.threads)
     device = resolve_device(args.device)
     model, ckpt = load_pretrainer(args.checkpoint, device)
-    dataset, name, split, npoints = build_viz_dataset(
-        ckpt, args.dataset, args.data, args.split, num_points=args.num_points
-    )
     renderer = resolve_renderer(args.renderer)
-    bad = [i for i in args.index if not 0 <= i < len(dataset)]
-    if bad:
-        raise ValueError(f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)")
-    first = dataset[args.index[0]]
-    if "image" in first:  # image pretrainers: one grid of the items
-        from map3d.viz.images import visualize_images
+    if args.file:
+        items = file_items(args.file, ckpt, args.seed)
+        name, split = "files", "given"
+        npoints = ((ckpt.get("config") or {}).get("data") or {}).get("npoints")
+    else:
+        dataset, name, split, npoints = build_viz_dataset(
+            ckpt, args.dataset, args.data, args.split, num_points=args.num_points
+        )
+        bad = [i for i in args.index if not 0 <= i < len(dataset)]
+        if bad:
+            raise ValueError(
+                f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)"
+            )
+        if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
+            from map3d.viz.images import visualize_images
 
-        return visualize_images(args, model, dataset, name, split, device)
-    if "points" not in first:
+            return visualize_images(args, model, dataset, name, split, device)
+        items = [(i, f"{name}-{split}-{i:05d}", dataset[i]) for i in args.index]
+    if any("points" not in item for _, _, item in items):
         raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
-    stored = first["points"].shape[0]
+    stored = items[0][2]["points"].shape[0]
     train_points = npoints or stored
     drawn = min(args.num_points or train_points, stored)
-    groups = figure_groups(ckpt["model_config"], train_points, drawn)
-    if groups != model.config.num_groups:
+    trained_groups = model.config.num_groups
+    groups = figure_groups(trained_groups, model.config.num_regions, train_points, drawn)
+    if groups != trained_groups:
         model, ckpt = load_pretrainer(args.checkpoint, device, num_groups=groups)
     log.info("figures: %d points per shape in %d patches of %d (trained on %d points, %d "
-             "patches)", drawn, groups, model.config.group_size, train_points,
-             ckpt["model_config"]["num_groups"])
+             "patches)", drawn, groups, model.config.group_size, train_points, trained_groups)
     norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
     variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
     out = Path(args.out)
@@ -189,15 +223,13 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     print(f"{'index':>7} {'chamfer':>10} {'masked':>8}  figure")
 
     rows, shapes = [], []
-    for index in Progress(args.index, desc="viz", unit="shape"):
-        item = dataset[index]
+    for index, stem, item in Progress(items, desc="viz", unit="shape"):
         points = item["points"].to(device=device, dtype=torch.float32).unsqueeze(0)
         if points.shape[1] > drawn:
             points = fps_points(points, drawn)
         generator = torch.Generator(device).manual_seed(derive_seed(args.seed, index))
         with torch.no_grad():
             shape = split_reconstruction(model.reconstruct(points, generator=generator))[0]
-        stem = f"{name}-{split}-{index:05d}"
         ply = shape.write_ply(out / f"{stem}.ply")
         png = render_reconstruction(
             shape, out / f"{stem}.png", renderer=renderer, panel_size=tuple(args.size)

@@ -1,8 +1,9 @@
 """Point-cloud PLY files: a binary little-endian writer and a reader, no third-party dependency.
 
 The writer stores one `vertex` element with `x y z` (float32), optionally `red green blue`
-(uchar) and optionally an integer `layer` (int32) saying which part of a figure a point belongs
-to (see `map3d.viz.layers` for the reconstruction layers). Open3D, MeshLab and CloudCompare read
+(uchar), optionally an integer `layer` (int32) saying which part of a figure a point belongs
+to (see `map3d.viz.layers` for the reconstruction layers) and other named integer properties
+(e.g. `part` labels). Open3D, MeshLab and CloudCompare read
 these files; extra properties such as `layer` are ignored by viewers that do not know them.
 
 The reader understands what common tools write for point clouds: `ascii`, `binary_little_endian`
@@ -52,11 +53,13 @@ def write_ply(
     points: np.ndarray,
     colors: np.ndarray | None = None,
     layer: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a binary little-endian PLY point cloud atomically and return its path.
 
     points: (N,3) float, stored as float32. colors: (N,3) uint8 in [0,255], or float in [0,1]
-    (scaled and rounded). layer: (N,) integer, stored as int32 property `layer`.
+    (scaled and rounded). layer: (N,) integer, stored as int32 property `layer`. extra: more
+    (N,) integer arrays, each stored as an int32 property of its name.
     """
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
@@ -68,20 +71,26 @@ def write_ply(
     if colors is not None:
         colors = _as_uint8_colors(colors, n)
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    ints = dict(extra or {})
     if layer is not None:
-        layer = np.asarray(layer)
-        if layer.shape != (n,) or not np.issubdtype(layer.dtype, np.integer):
+        ints = {"layer": layer, **ints}
+    for name, values in ints.items():
+        values = np.asarray(values)
+        if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer):
             raise ValueError(
-                f"layer must be an integer array of shape ({n},), got {layer.dtype} {layer.shape}"
+                f"{name} must be an integer array of shape ({n},), got {values.dtype} "
+                f"{values.shape}"
             )
-        fields.append(("layer", "<i4"))
+        if name in ("x", "y", "z", "red", "green", "blue") or not name.isidentifier():
+            raise ValueError(f"extra property name {name!r} is taken or not a plain name")
+        fields.append((name, "<i4"))
 
     vertices = np.empty(n, dtype=fields)
     vertices["x"], vertices["y"], vertices["z"] = points.astype(np.float32).T
     if colors is not None:
         vertices["red"], vertices["green"], vertices["blue"] = colors.T
-    if layer is not None:
-        vertices["layer"] = layer
+    for name, values in ints.items():
+        vertices[name] = values
 
     type_names = {"<f4": "float", "u1": "uchar", "<i4": "int"}
     header = ["ply", "format binary_little_endian 1.0", "comment written by map3d"]

@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from map3d.engine.config import OptimConfig, ScheduleConfig
-from map3d.engine.optim import build_optimizer, build_scheduler, cosine_warmup_factor
+from map3d.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    cosine_warmup_factor,
+    parameter_groups,
+)
 
 
 def test_cosine_warmup_shape():
@@ -38,3 +43,60 @@ def test_scheduler_steps_per_iteration_and_no_decay_groups():
     assert lrs[0] < lrs[4] < 1e-3 + 1e-12 and lrs[5] == pytest.approx(1e-3)
     assert lrs[-1] < lrs[5]
     assert torch.isclose(torch.tensor(opt.param_groups[0]["lr"]), torch.tensor(1e-5))
+
+
+def _tiny_classifier():
+    import map3d
+
+    return map3d.create_model("hybridmt3d_tiny", task="classify", num_classes=5,
+                              num_groups=8, group_size=8)
+
+
+def test_layer_decay_lr_per_parameter():
+    model = _tiny_classifier()
+    depth = len(model.encoder.backbone.blocks)
+    opt = build_optimizer(model, OptimConfig(lr=1e-3, layer_decay=0.5))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    expected_layer = {"cls_token": 0, "cls_pos": 0, "encoder.patch_embed.first_conv.0.weight": 0,
+                      "encoder.pos_embed.0.bias": 0, "encoder.backbone.norm.weight": depth + 1,
+                      "head.0.weight": depth + 1}
+    seen_layers = set()
+    for name, param in model.named_parameters():
+        if name.startswith("encoder.backbone.blocks."):
+            layer = int(name.split(".")[3]) + 1
+        elif name.startswith(("cls_", "encoder.patch_embed.", "encoder.pos_embed.")):
+            layer = 0
+        else:
+            layer = depth + 1
+        assert expected_layer.get(name, layer) == layer
+        assert lr_of[id(param)] == pytest.approx(1e-3 * 0.5 ** (depth + 1 - layer)), name
+        seen_layers.add(layer)
+    assert seen_layers == set(range(depth + 2))
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # the logged lr is the head's
+    # the weight-decay split survives the layer split
+    plain = {id(p): g["weight_decay"] for g in parameter_groups(model, 0.05) for p in g["params"]}
+    assert {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]} == plain
+
+
+def test_layer_decay_ratios_kept_by_the_schedule():
+    model = _tiny_classifier()
+    opt = build_optimizer(model, OptimConfig(lr=1e-3, layer_decay=0.75))
+    sched = build_scheduler(opt, ScheduleConfig(epochs=3, warmup_epochs=1, min_lr=0.0),
+                            base_lr=1e-3, steps_per_epoch=4)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    factor = opt.param_groups[0]["lr"] / (1e-3 * opt.param_groups[0]["lr_scale"])
+    assert 0 < factor < 1
+    for group in opt.param_groups:
+        assert group["lr"] == pytest.approx(1e-3 * group["lr_scale"] * factor)
+
+
+def test_layer_decay_off_and_invalid():
+    model = _tiny_classifier()
+    assert len(build_optimizer(model, OptimConfig(layer_decay=1.0)).param_groups) == 2
+    with pytest.raises(ValueError, match="layer_decay"):
+        build_optimizer(model, OptimConfig(layer_decay=0.0))
+    with pytest.raises(ValueError, match="encoder backbone"):
+        build_optimizer(nn.Linear(2, 2), OptimConfig(layer_decay=0.5))

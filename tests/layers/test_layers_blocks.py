@@ -24,6 +24,30 @@ def test_lnp_sample_scope_is_independent_of_the_batch(generator):
     assert not torch.allclose(batch(x, centers)[0], batch(other, centers)[0])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_compiled_lnp_pool_matches_eager(dtype, per_sample):
+    """The fused CUDA region computes lnp_pool's function, forward and backward."""
+    from map3d.layers.lnp import _compiled_lnp_pool, lnp_pool
+
+    g = torch.Generator("cuda").manual_seed(1)
+    feat = torch.randn(6, 26, 64, device="cuda", generator=g).to(dtype).requires_grad_()
+    idx = torch.randint(0, 26, (6, 26, 4), device="cuda", generator=g)
+    alpha = (1 + 0.1 * torch.randn(128, device="cuda", generator=g)).requires_grad_()
+    beta = (0.1 * torch.randn(128, device="cuda", generator=g)).requires_grad_()
+    grad = torch.randn(6, 26, 128, device="cuda", generator=g)
+    inputs = [feat, alpha, beta]
+    outs = []
+    for pool in (lnp_pool, _compiled_lnp_pool()):
+        out = pool(feat, idx, alpha, beta, per_sample, 1e-5)
+        outs.append((out, *torch.autograd.grad(out, inputs, grad.to(out.dtype))))
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    for got, want in zip(outs[1], outs[0]):
+        err = (got.float() - want.float()).norm() / want.float().norm()
+        assert err < tol
+
+
 def test_lnp_bad_centers():
     with pytest.raises(ValueError, match="centers"):
         LNP(8)(torch.randn(1, 4, 8), torch.rand(1, 6, 3))
@@ -50,6 +74,31 @@ def test_drop_path():
     assert torch.allclose(out[out > 0], torch.full_like(out[out > 0], 1 / 0.7))
     with pytest.raises(ValueError):
         DropPath(1.0)
+
+
+def _conv_patch_embed(embed: PatchEmbed, patches: torch.Tensor) -> torch.Tensor:
+    """Point-MAE's Encoder written with its Conv1d modules over (BG,channels,K)."""
+    b, g, k, c = patches.shape
+    feat = embed.first_conv(patches.reshape(b * g, k, c).transpose(1, 2))
+    pooled = feat.amax(dim=2, keepdim=True)
+    feat = embed.second_conv(torch.cat([pooled.expand_as(feat), feat], dim=1))
+    return feat.amax(dim=2).reshape(b, g, embed.dim)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_patch_embed_matches_conv1d_formulation(generator, train):
+    """The GEMM form equals the Conv1d form, forward and backward (float64, both BN modes)."""
+    embed = PatchEmbed(24).double().train(train)
+    patches = torch.randn(3, 5, 8, 3, generator=generator, dtype=torch.float64,
+                          requires_grad=True)
+    inputs = [patches, *embed.parameters()]
+    ours = embed(patches)
+    grads = torch.autograd.grad(ours.square().sum(), inputs)
+    ref = _conv_patch_embed(embed, patches)
+    ref_grads = torch.autograd.grad(ref.square().sum(), inputs)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
 
 
 def test_embeddings(generator):

@@ -23,6 +23,18 @@ def test_round_trip_points_colors_layer(tmp_path):
     assert cloud.extra is None
 
 
+def test_extra_integer_properties(tmp_path):
+    points = np.zeros((5, 3), dtype=np.float32)
+    part = np.array([12, 13, 13, 15, 12])
+    cloud = read_ply(write_ply(tmp_path / "parts.ply", points, extra={"part": part}))
+    np.testing.assert_array_equal(cloud.extra["part"], part)
+    assert cloud.layer is None
+    with pytest.raises(ValueError, match="part must be an integer array"):
+        write_ply(tmp_path / "bad.ply", points, extra={"part": part[:3]})
+    with pytest.raises(ValueError, match="taken"):
+        write_ply(tmp_path / "bad.ply", points, extra={"red": part})
+
+
 def test_points_only_and_float_colors(tmp_path):
     points = np.arange(12, dtype=np.float64).reshape(4, 3)
     cloud = read_ply(write_ply(tmp_path / "a.ply", points))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -34,6 +35,13 @@ def batch_input(batch: dict[str, Any], device: torch.device) -> tuple[str, Tenso
             return key, batch[key].to(device, non_blocking=True)
     raise ValueError(f"batch: expected one of the keys {INPUT_KEYS}, got {sorted(batch)}")
 
+
+def cross_entropy(logits: Tensor, target: Tensor, cfg: ExperimentConfig) -> Tensor:
+    """`F.cross_entropy` (class dim 1) in float32 with `train.label_smoothing`."""
+    smoothing = cfg.train.label_smoothing
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"train.label_smoothing: expected 0 <= value < 1, got {smoothing}")
+    return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
 
 
 def overrides_from_dataset(
@@ -102,11 +110,19 @@ class Task:
         return dict(cfg.model.overrides)
 
     def build_model(self, cfg: ExperimentConfig, train_set: Dataset | None) -> nn.Module:
+        """`create_model(cfg.model.name, ...)`; the experiment's `compat` reaches the model
+        unless `model.overrides` names one itself."""
         from map3d.models import create_model
 
-        return create_model(
-            cfg.model.name, task=self.model_task, **self.model_overrides(cfg, train_set)
-        )
+        overrides = self.model_overrides(cfg, train_set)
+        if cfg.compat is not None:
+            overrides.setdefault("compat", cfg.compat)
+        return create_model(cfg.model.name, task=self.model_task, **overrides)
+
+    def static_step_problem(self, model: nn.Module) -> str | None:
+        """Why this task's training step on `model` has data-dependent shapes or host syncs (so
+        it cannot be replayed from a CUDA graph), or None."""
+        return None
 
     # -- work --------------------------------------------------------------------------------
     def training_step(

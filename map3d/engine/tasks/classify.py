@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -19,7 +18,13 @@ from map3d.engine.batching import apply_augments, default_point_all, fps_points,
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.metrics import ConfusionMeter, vote_logits
 from map3d.engine.tasks import register_task
-from map3d.engine.tasks.base import Task, TaskContext, batch_input, overrides_from_dataset
+from map3d.engine.tasks.base import (
+    Task,
+    TaskContext,
+    batch_input,
+    cross_entropy,
+    overrides_from_dataset,
+)
 
 
 def _num_classes(model: nn.Module, loader: DataLoader) -> int:
@@ -64,7 +69,7 @@ class ClassifyTask(Task):
             x = apply_augments(x, ctx.cfg.data.augment, ctx.generator)
         with ctx.autocast():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = cross_entropy(logits, labels, ctx.cfg)
         acc = (logits.argmax(-1) == labels).float().mean() * 100.0
         return loss, {"acc": acc}
 
@@ -103,7 +108,10 @@ class ClassifyTask(Task):
                 pool = fps_points(x, pool_size)
                 passes = []
                 for _ in range(votes):
-                    sub = shared_subset(pool, min(cfg.data.npoints, pool_size), generator)
+                    sub = shared_subset(
+                        pool, min(cfg.data.npoints, pool_size), generator,
+                        permute=bool(cfg.eval.vote_permute),
+                    )
                     sub = apply_augments(sub, cfg.data.vote_augment, generator)
                     passes.append(self._logits(model, sub, ctx))
             else:
@@ -127,6 +135,7 @@ class ClassifyTask(Task):
             "votes": votes,
             "vote_pool": pool_size,
             "vote_augment": list(cfg.data.vote_augment),
+            "vote_permute": bool(cfg.eval.vote_permute),
             "vote_rule": "mean of logits over votes, then argmax; each vote a random npoints "
             "subset of the FPS point_all set; one evaluation (not the max over repeats)",
             "seed": cfg.train.seed,

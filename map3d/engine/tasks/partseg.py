@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -24,7 +23,7 @@ from map3d.engine.batching import apply_augments
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.partseg_metrics import PartSegMeter
 from map3d.engine.tasks import register_task
-from map3d.engine.tasks.base import Task, TaskContext, overrides_from_dataset
+from map3d.engine.tasks.base import Task, TaskContext, cross_entropy, overrides_from_dataset
 from map3d.engine.trainer import move_to
 
 BATCH_KEYS = ("points", "category", "seg")
@@ -89,7 +88,7 @@ class PartSegTask(Task):
         points = apply_augments(points, ctx.cfg.data.augment, ctx.generator)
         with ctx.autocast():
             logits = model(points, category)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), seg)
+        loss = cross_entropy(logits.transpose(1, 2), seg, ctx.cfg)
         acc = (logits.argmax(-1) == seg).float().mean() * 100.0
         return loss, {"acc": acc}
 

@@ -83,12 +83,15 @@ def fps(
     *,
     random_start: bool = False,
     generator: torch.Generator | None = None,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Farthest point sampling: points (B,N,3) -> idx (B,S) int64, S = num_samples.
 
     Starts at index 0 (or a random index per cloud drawn from `generator` if `random_start`),
     then repeatedly takes the point whose distance to the chosen set is largest (first index on
     ties). Chosen points are never chosen again, so indices are distinct even with duplicates.
+    `exclude` (B,N) bool: points never taken after the start (pointnet2_ops skips points with
+    |p|^2 <= 1e-3 this way).
     """
     B, N, _ = points.shape
     device = points.device
@@ -102,6 +105,8 @@ def fps(
         farthest = torch.zeros(B, 1, dtype=torch.long, device=device)
     idx = torch.empty(B, num_samples, dtype=torch.long, device=device)
     min_d2 = torch.full((B, N), float("inf"), dtype=planes[0].dtype, device=device)
+    if exclude is not None:
+        min_d2.masked_fill_(exclude.to(device), float("-inf"))
     for i in range(num_samples):
         idx[:, i : i + 1] = farthest
         d2 = None

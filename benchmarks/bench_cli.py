@@ -1,0 +1,125 @@
+"""What users get: `map3d pretrain|finetune` through the CLI, throughput read from metrics.jsonl.
+
+    python benchmarks/bench_cli.py --mode auto --mode eager [--job pretrain] [--epochs 4]
+
+Runs the paper-size recipe on the built-in synthetic shapes (no dataset needed) once per step
+mode, then reads the run's metrics.jsonl: samples/s over every training step after the first
+epoch (warm-up, CUDA-graph capture and Triton autotuning excluded), epoch ends (evaluation,
+checkpoint writes) included, from the records' wall-clock times. Prints one row per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# job -> (config, overrides that swap in the built-in shapes at the recipe's sizes)
+JOBS = {
+    "pretrain": (
+        "configs/pretrain/shapenet55_map.yaml",
+        ["data.name=synthetic", "data.root=null",
+         "data.options={task: pretrain, num_samples: 8192, num_points: 1024}"],
+    ),
+    "modelnet40": (
+        "configs/finetune/modelnet40.yaml",
+        ["data.name=synthetic", "data.root=null",
+         "data.options={task: classify, num_samples: 4096, num_points: 1200}",
+         "data.test_options={num_samples: 512}"],
+    ),
+    "scanobjectnn": (
+        "configs/finetune/scanobjectnn_pb_t50_rs.yaml",
+        ["data.name=synthetic", "data.root=null",
+         "data.options={task: classify, num_samples: 4096, num_points: 2048}",
+         "data.test_options={num_samples: 512}"],
+    ),
+}
+
+
+def user_throughput(metrics: Path, batch: int, skip_steps: int) -> dict[str, float]:
+    """samples/s between the first train record at or after `skip_steps` and the last one."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    train = [r for r in records if r["kind"] == "train" and r["step"] >= skip_steps]
+    if len(train) < 2:
+        raise SystemExit(f"{metrics}: too few training records after step {skip_steps}")
+    first, last = train[0], train[-1]
+    seconds = last["time"] - first["time"]
+    steps = last["step"] - first["step"]
+    return {"steps": steps, "seconds": round(seconds, 2),
+            "samples_per_s": round(steps * batch / seconds, 1),
+            "last_loss": last.get("loss")}
+
+
+def run(job: str, mode: str, epochs: int, batch: int | None, extra: list[str], out: Path) -> dict:
+    config, overrides = JOBS[job]
+    command = "pretrain" if job == "pretrain" else "finetune"
+    sets = [*overrides, f"train.step_mode={mode}", f"schedule.epochs={epochs}",
+            "train.log_every_steps=8", "output.progress=false", *extra]
+    if batch is not None:
+        sets.append(f"data.batch_size={batch}")
+    args = [sys.executable, "-m", "map3d", command, "--config", config, "--out", str(out)]
+    for item in sets:
+        args += ["--set", item]
+    proc = subprocess.run(args, check=False, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    if proc.returncode:
+        print(log[-3000:], file=sys.stderr)
+        raise SystemExit(f"{job} {mode}: exit {proc.returncode}")
+    cfg = (out / "config.yaml").read_text()
+    batch_size = int(next(line.split(":")[1] for line in cfg.splitlines()
+                          if line.strip().startswith("batch_size:")))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps_per_epoch = min(r["step"] for r in records if r["kind"] == "epoch")
+    note = next((line.split("| ")[-2].strip() for line in log.splitlines()
+                 if "step mode" in line), "")
+    losses = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    return {"job": job, "mode": mode, "batch": batch_size, "note": note, "losses": losses,
+            **user_throughput(out / "metrics.jsonl", batch_size, steps_per_epoch)}
+
+
+def loss_gap(a: dict[int, float], b: dict[int, float]) -> tuple[int, float]:
+    """Steps logged by both runs and the largest relative difference of their losses."""
+    common = sorted(set(a) & set(b))
+    return len(common), max((abs(a[s] - b[s]) / abs(a[s]) for s in common), default=0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", action="append", choices=list(JOBS))
+    parser.add_argument("--mode", action="append", choices=["auto", "eager", "cuda_graph"])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch", type=int, help="data.batch_size (default: the recipe's)")
+    parser.add_argument("--set", action="append", default=[], dest="extra",
+                        help="more config overrides (KEY=VALUE)")
+    parser.add_argument("--json", help="append the rows to this JSON-lines file")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for job in args.job or ["pretrain"]:
+            for mode in args.mode or ["auto"]:
+                row = run(job, mode, args.epochs, args.batch, args.extra,
+                          Path(tmp) / f"{job}-{mode}")
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps({**row, "losses": list(row["losses"].items())})
+                                + "\n")
+    print(f"{'job':<13} {'mode':<11} {'batch':>5} {'steps':>6} {'samples/s':>10}  note")
+    for r in rows:
+        print(f"{r['job']:<13} {r['mode']:<11} {r['batch']:>5} {r['steps']:>6} "
+              f"{r['samples_per_s']:>10.1f}  {r['note']}")
+    for a, b in itertools.pairwise(rows):
+        if a["job"] == b["job"]:
+            steps, gap = loss_gap(a["losses"], b["losses"])
+            print(f"{a['job']}: {a['mode']} vs {b['mode']}: largest relative loss difference "
+                  f"{gap:.2e} over {steps} logged steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
