@@ -97,6 +97,12 @@ def checkpoint_modality(ckpt: dict) -> str:
     return model_modality(name)
 
 
+def checkpoint_model_overrides(ckpt: dict) -> dict:
+    """The model overrides of the experiment config stored in a checkpoint ({} without one,
+    e.g. for release checkpoints)."""
+    return ((ckpt.get("config") or {}).get("model") or {}).get("overrides") or {}
+
+
 def weights_origin(path: str | Path) -> tuple[str | None, str | None, dict]:
     """(model preset name, modality, model overrides) of the weights in a map3d checkpoint or
     an exported `.safetensors` encoder (from its metadata); None / {} for what the file does
@@ -104,8 +110,7 @@ def weights_origin(path: str | Path) -> tuple[str | None, str | None, dict]:
     path = Path(path)
     if path.suffix != ".safetensors":
         ckpt = load_checkpoint(path)
-        overrides = ((ckpt.get("config") or {}).get("model") or {}).get("overrides") or {}
-        return ckpt.get("model_name"), checkpoint_modality(ckpt), overrides
+        return ckpt.get("model_name"), checkpoint_modality(ckpt), checkpoint_model_overrides(ckpt)
     from safetensors import safe_open
 
     from map3d.models.registry import model_modality

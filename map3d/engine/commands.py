@@ -278,7 +278,12 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from map3d.engine.checkpoint import checkpoint_modality, export_encoder, load_checkpoint
+    from map3d.engine.checkpoint import (
+        checkpoint_modality,
+        checkpoint_model_overrides,
+        export_encoder,
+        load_checkpoint,
+    )
 
     path = _resume_path(args.checkpoint)
     ckpt = load_checkpoint(path)
@@ -286,7 +291,7 @@ def _run_export(args: argparse.Namespace) -> int:
     count = export_encoder(ckpt["model"], out, prefix=args.prefix,
                            metadata={"model_name": ckpt["model_name"], "step": ckpt["step"],
                                      "modality": checkpoint_modality(ckpt),
-                                     "model_overrides": ckpt["config"]["model"]["overrides"],
+                                     "model_overrides": checkpoint_model_overrides(ckpt),
                                      "model_config": ckpt["model_config"]})
     print(f"wrote {count} tensors to {out}")
     return 0
