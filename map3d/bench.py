@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from map3d.atomic import atomic_write
 from map3d.ops.dispatch import backend_env
 
 STAGES = {
@@ -262,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append(result)
                 print(json.dumps(asdict(result)), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_write(args.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(),
                        "results": [asdict(r) for r in results]}, f, indent=1)
     print(format_results(results))

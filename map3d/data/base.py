@@ -39,25 +39,44 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
-def pc_normalize(points: np.ndarray) -> np.ndarray:
+MIN_POINTS = 16  # fewest points a cloud may have (a 1-point shape is not a shape)
+MAX_POINTS = 1 << 20  # most points one cloud may have (the datasets hold 2,048 to 10,000)
+
+
+def pc_normalize(points: np.ndarray, path="points", where=None) -> np.ndarray:
     """Centre xyz on their mean and scale to the unit sphere (reference `pc_norm`).
 
-    points (N,C) with xyz in the first 3 columns; returns a float32 copy, other columns untouched.
+    points (N,C) with xyz in the first 3 columns; returns a float32 copy, other columns
+    untouched. Computed in float64, so every finite float32 cloud normalizes (coordinates of
+    1e30 do not overflow, 1e-30 do not underflow). A cloud whose points all coincide cannot be
+    scaled: `DatasetFormatError` naming `path` / `where`.
     """
     out = np.array(points, dtype=np.float32, copy=True)
-    xyz = out[:, :3]
+    xyz = out[:, :3].astype(np.float64)
     xyz -= xyz.mean(axis=0)
     radius = np.sqrt((xyz**2).sum(axis=1)).max()
-    if radius > 0:
-        xyz /= radius
+    if not radius > 0:
+        raise DatasetFormatError(
+            path, f"all {len(xyz)} points coincide: cannot scale to the unit sphere", where
+        )
+    out[:, :3] = xyz / radius
     return out
 
 
-def check_points(points: np.ndarray, path, *, where=None, columns=(3,), min_points=1) -> np.ndarray:
+def check_points(
+    points: np.ndarray,
+    path,
+    *,
+    where=None,
+    columns=(3,),
+    min_points: int = MIN_POINTS,
+    max_points: int = MAX_POINTS,
+) -> np.ndarray:
     """Validate a (N,C) float point array read from `path`; return it as float32.
 
-    Raises `DatasetFormatError` naming `path`/`where` for a wrong rank, column count, dtype, too
-    few points or non-finite values.
+    Raises `DatasetFormatError` naming `path`/`where` for a wrong rank, column count, dtype,
+    fewer than `min_points` or more than `max_points` points, or non-finite values. Every
+    loader and `python -m map3d.data.check` validate through this function.
     """
     if not isinstance(points, np.ndarray) or points.ndim != 2 or points.shape[1] not in columns:
         shape = getattr(points, "shape", type(points).__name__)
@@ -68,10 +87,13 @@ def check_points(points: np.ndarray, path, *, where=None, columns=(3,), min_poin
         raise DatasetFormatError(
             path, f"expected float coordinates, got dtype {points.dtype}", where
         )
-    if points.shape[0] < min_points:
-        raise DatasetFormatError(
-            path, f"expected at least {min_points} points, got {points.shape[0]}", where
-        )
+    count = points.shape[0]
+    if min_points == max_points and count != min_points:
+        raise DatasetFormatError(path, f"expected exactly {min_points} points, got {count}", where)
+    if count < min_points:
+        raise DatasetFormatError(path, f"expected at least {min_points} points, got {count}", where)
+    if count > max_points:
+        raise DatasetFormatError(path, f"expected at most {max_points} points, got {count}", where)
     points = points.astype(np.float32, copy=False)
     if not np.isfinite(points).all():
         row = int(np.nonzero(~np.isfinite(points).all(axis=1))[0][0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -35,13 +36,66 @@ def read_lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
+def read_split_list(
+    path: str | os.PathLike, what: str, *, allow_empty: bool = False
+) -> list[tuple[int, str]]:
+    """`read_lines` of a split list, which must name at least one shape (unless `allow_empty`,
+    for one list of a split made of several), each shape once.
+
+    An empty list or a repeated entry (it would silently weigh that shape double) is a
+    DatasetFormatError naming the file and the lines.
+    """
+    lines = read_lines(path, what)
+    if not lines and not allow_empty:
+        raise DatasetFormatError(path, f"empty {what}: no entries")
+    check_unique(path, [(f"line {number}", entry) for number, entry in lines])
+    return lines
+
+
+def check_unique(path: str | os.PathLike, entries: list[tuple[str, str]]) -> None:
+    """Refuse the first entry listed twice; `entries` are (where, entry) pairs, in file order."""
+    first: dict[str, str] = {}
+    for where, entry in entries:
+        if entry in first:
+            raise DatasetFormatError(
+                path, f"{entry!r} is listed twice ({first[entry]} and {where}); each shape may "
+                "appear once (a repeat would weigh it double)", where,
+            )  # fmt: skip
+        first[entry] = where
+
+
+def _npy_data_bytes(path: Path) -> tuple[tuple[int, ...], int, int]:
+    """(shape, bytes the header's shape and dtype need, bytes the file holds after the header)."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as f:
+        version = npy_format.read_magic(f)
+        read_header = (
+            npy_format.read_array_header_1_0 if version == (1, 0)
+            else npy_format.read_array_header_2_0
+        )  # fmt: skip
+        shape, _, dtype = read_header(f)
+        return shape, math.prod(shape) * dtype.itemsize, path.stat().st_size - f.tell()
+
+
 def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """np.load without pickles; missing -> FileNotFoundError, damaged -> DatasetFormatError."""
+    """np.load without pickles; missing -> FileNotFoundError, damaged -> DatasetFormatError.
+
+    The header's shape is checked against the file's size before the array is allocated (a
+    small file cannot ask for a large array)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: point file not found")
     try:
+        shape, needed, held = _npy_data_bytes(path)
+        if needed > held:
+            raise DatasetFormatError(
+                path, f"truncated .npy: its header promises shape {shape} ({needed:,} bytes), "
+                f"the file holds {held:,}; refused before allocating",
+            )  # fmt: skip
         return np.load(path, allow_pickle=False)
+    except DatasetFormatError:
+        raise
     except (ValueError, OSError, EOFError) as error:
         raise DatasetFormatError(
             path, f"unreadable .npy (truncated or not a numpy array file): {error}"

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from map3d.data.base import PointDataset
 from map3d.data.errors import DatasetFormatError
+from map3d.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ class DigitsDataset(PointDataset):
         try:
             from sklearn.datasets import load_digits
         except ImportError as err:
-            raise ImportError(
+            raise MissingDependencyError(
                 "the `digits` dataset needs scikit-learn: pip install 'map3d[images]'"
             ) from err
         digits = load_digits()
@@ -301,7 +302,7 @@ class SkimageSamplesDataset(PointDataset):
         try:
             from skimage import data as skdata
         except ImportError as err:
-            raise ImportError(
+            raise MissingDependencyError(
                 "the `skimage_samples` dataset needs scikit-image: pip install 'map3d[images]'"
             ) from err
         unknown = [n for n in names if n not in SKIMAGE_SAMPLES]

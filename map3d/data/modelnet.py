@@ -29,12 +29,12 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from map3d.atomic import atomic_write
 from map3d.data.base import (
     PointDataset,
     Sample,
@@ -45,8 +45,9 @@ from map3d.data.base import (
     warn_skipped,
 )
 from map3d.data.errors import DatasetFormatError
-from map3d.data.files import load_txt, read_lines, require_dir
+from map3d.data.files import load_txt, read_lines, read_split_list, require_dir
 from map3d.data.safe_pickle import load_pickle
+from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,9 @@ def find_fewshot_split(root: str | os.PathLike, way: int, shot: int) -> Path | N
     return None
 
 
-def _normalized(points: np.ndarray, use_normals: bool) -> np.ndarray:
+def _normalized(points: np.ndarray, use_normals: bool, path, where=None) -> np.ndarray:
     """(N,6) -> unit-sphere xyz (N,3), or (N,6) with normals kept; a float32 copy."""
-    return pc_normalize(points if use_normals else points[:, :3])
-
-
-def _normalize_in_place(clouds: list[np.ndarray], use_normals: bool) -> None:
-    """Normalize held clouds once, at construction, replacing each (peak memory: one cloud)."""
-    for i, cloud in enumerate(clouds):
-        clouds[i] = _normalized(cloud, use_normals)
+    return pc_normalize(points if use_normals else points[:, :3], path, where)
 
 
 def _item(points: np.ndarray, label: int, *, shuffle: bool, generator) -> Sample:
@@ -108,9 +103,9 @@ class ModelNet40(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in MODELNET_SPLITS:
-            raise ValueError(f"modelnet40: split must be one of {MODELNET_SPLITS}, got {split!r}")
+            raise OptionError(f"modelnet40: split must be one of {MODELNET_SPLITS}, got {split!r}")
         if num_category not in (10, 40):
-            raise ValueError(f"modelnet40: num_category must be 10 or 40, got {num_category}")
+            raise OptionError(f"modelnet40: num_category must be 10 or 40, got {num_category}")
         self.root = require_dir(root, "modelnet40_normal_resampled")
         self.split, self.num_category, self.npoints = split, num_category, npoints
         self.use_normals, self.use_cache = use_normals, use_cache
@@ -125,7 +120,7 @@ class ModelNet40(PointDataset):
         label_of = {name: i for i, name in enumerate(self.class_names)}
         list_file = self.root / f"{prefix}_{split}.txt"
         self.shapes: list[tuple[Path, int]] = []
-        for number, shape_id in read_lines(list_file, "ModelNet split list"):
+        for number, shape_id in read_split_list(list_file, "ModelNet split list"):
             if class_dir(shape_id) not in label_of:
                 raise DatasetFormatError(
                     list_file,
@@ -141,7 +136,6 @@ class ModelNet40(PointDataset):
                 self.points, self.labels = self._read_cache()
             else:
                 self.points, self.labels = self._build_cache()
-            _normalize_in_place(self.points, use_normals)
         else:
             missing = [str(path) for path, _ in self.shapes if not path.is_file()]
             if missing and not skip_bad:
@@ -175,6 +169,7 @@ class ModelNet40(PointDataset):
                 cloud = check_points(
                     self._read_txt(path), path, columns=(6,), min_points=self.npoints
                 )
+                _normalized(cloud, self.use_normals, path)  # refuses coincident points
             except (DatasetFormatError, FileNotFoundError) as error:
                 if not self.skip_bad:
                     raise
@@ -193,11 +188,13 @@ class ModelNet40(PointDataset):
                 idx = fps(xyz, self.npoints, random_start=True, generator=generator).numpy()
                 sampled.extend(np.take_along_axis(group, idx[:, :, None], axis=1))
         if not errors:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.cache_path.parent, delete=False) as f:
+            with atomic_write(self.cache_path) as f:
                 pickle.dump([sampled, labels], f)
-            os.replace(f.name, self.cache_path)
-        return sampled, [int(label[0]) for label in labels]
+        normalized = [
+            _normalized(cloud, self.use_normals, self.cache_path, f"sample {i}")
+            for i, cloud in enumerate(sampled)
+        ]
+        return normalized, [int(label[0]) for label in labels]
 
     def _read_cache(self) -> tuple[list[np.ndarray], list[int]]:
         path = self.cache_path
@@ -214,10 +211,17 @@ class ModelNet40(PointDataset):
                 f"{len(self.shapes)} shapes (stale cache? delete it to rebuild)",
             )
         good_points, good_labels, errors = [], [], []
-        for i, (cloud, label) in enumerate(zip(points, labels)):
+        for i, label in enumerate(labels):
+            cloud, points[i] = points[i], None  # hold one raw cloud at a time
+            where = f"sample {i}"
             try:
-                cloud = check_points(cloud, path, where=f"sample {i}", columns=(6,))
-                label = check_label(label, self.num_classes, path, where=f"sample {i}")
+                # every cached cloud has the cache's point count: items are batched together
+                cloud = check_points(
+                    cloud, path, where=where, columns=(6,),
+                    min_points=self.npoints, max_points=self.npoints,
+                )  # fmt: skip
+                label = check_label(label, self.num_classes, path, where=where)
+                cloud = _normalized(cloud, self.use_normals, path, where)
             except DatasetFormatError as error:
                 if not self.skip_bad:
                     raise
@@ -237,7 +241,7 @@ class ModelNet40(PointDataset):
         else:
             path, label = self.shapes[index]
             points = check_points(self._read_txt(path), path, columns=(6,), min_points=self.npoints)
-            points = _normalized(points[: self.npoints], self.use_normals)
+            points = _normalized(points[: self.npoints], self.use_normals, path)
         return _item(points, label, shuffle=self.split == "train", generator=generator)
 
 
@@ -263,7 +267,7 @@ class ModelNet40FewShot(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in MODELNET_SPLITS:
-            raise ValueError(
+            raise OptionError(
                 f"modelnet40_fewshot: split must be one of {MODELNET_SPLITS}, got {split!r}"
             )
         self.root = require_dir(root, "ModelNetFewshot")
@@ -283,6 +287,10 @@ class ModelNet40FewShot(PointDataset):
         if not isinstance(data, dict) or split not in data:
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise DatasetFormatError(path, f"expected a dict with key {split!r}, got {keys}")
+        if not isinstance(data[split], list):
+            raise DatasetFormatError(
+                path, f"key {split!r}: expected a list of samples, got {type(data[split]).__name__}"
+            )
         self.samples: list[tuple[np.ndarray, int, int]] = []
         errors = []
         for i, entry in enumerate(data[split]):
@@ -293,14 +301,20 @@ class ModelNet40FewShot(PointDataset):
                         path, "expected (points, new_label, orig_label)", where
                     )
                 cloud = check_points(entry[0], path, where=where, columns=(3, 6))
+                if self.samples and len(cloud) != len(self.samples[0][0]):
+                    raise DatasetFormatError(
+                        path, f"{len(cloud)} points, the split's first item has "
+                        f"{len(self.samples[0][0])} (items are batched together)", where,
+                    )  # fmt: skip
                 label = check_label(entry[1], way, path, where=where)
                 original = check_label(entry[2], 40, path, where=where)
+                cloud = _normalized(cloud, use_normals, path, where)
             except DatasetFormatError as error:
                 if not skip_bad:
                     raise
                 errors.append(error)
                 continue
-            self.samples.append((_normalized(cloud, use_normals), label, original))
+            self.samples.append((cloud, label, original))
         warn_skipped(f"modelnet40_fewshot {path}", errors)
         if not self.samples:
             raise DatasetFormatError(path, f"no usable samples under key {split!r}")

@@ -6,12 +6,14 @@ Datasets are registered as "module:Class"; the module is imported on first use.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from typing import Any
 
 from torch.utils.data import Dataset
 
 from map3d.data.transforms import build_transforms
+from map3d.errors import OptionError
 
 # name -> ("module:Class", whether the dataset reads files under `root`)
 DATASETS: dict[str, tuple[str, bool]] = {
@@ -37,7 +39,7 @@ def list_datasets() -> list[str]:
 def dataset_class(name: str) -> type:
     """The class registered under `name` (imports its module)."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {list(DATASETS)}")
+        raise OptionError(f"unknown dataset {name!r}; known: {list(DATASETS)}")
     module, attr = DATASETS[name][0].split(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -57,10 +59,13 @@ def build_dataset(
     transforms = options.get("transforms")
     if transforms is not None and not callable(transforms):
         options["transforms"] = build_transforms(transforms)
-    if reads_files:
-        if root is None:
-            raise ValueError(f"dataset {name!r} reads files: pass root=<its top folder>")
-        return cls(root, split=split, **options)
-    if root is not None:
-        raise ValueError(f"dataset {name!r} is built in and takes no root (got {root!r})")
-    return cls(split=split, **options)
+    if reads_files and root is None:
+        raise OptionError(f"dataset {name!r} reads files: pass root=<its top folder>")
+    if not reads_files and root is not None:
+        raise OptionError(f"dataset {name!r} is built in and takes no root (got {root!r})")
+    args = (root,) if reads_files else ()
+    try:
+        inspect.signature(cls).bind(*args, split=split, **options)
+    except TypeError as err:
+        raise OptionError(f"dataset {name!r}: {err} (data.options)") from None
+    return cls(*args, split=split, **options)

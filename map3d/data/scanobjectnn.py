@@ -16,9 +16,18 @@ import os
 import numpy as np
 import torch
 
-from map3d.data.base import PointDataset, Sample, Transform, check_label, warn_skipped
+from map3d.data.base import (
+    MAX_POINTS,
+    MIN_POINTS,
+    PointDataset,
+    Sample,
+    Transform,
+    check_label,
+    warn_skipped,
+)
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import require_dir, require_file
+from map3d.errors import OptionError
 
 CLASS_NAMES = (
     "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
@@ -38,16 +47,29 @@ def variant_file(root: str | os.PathLike, variant: str, split: str) -> str:
     return os.path.join(root, folder, f"{SPLIT_PREFIX[split]}_objectdataset{suffix}.h5")
 
 
+# An h5 key may expand (compression) to at most this many times the file's size, + 1 MiB.
+MAX_H5_EXPANSION = 64
+
+
 def read_h5(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Read `keys` of an h5 file into memory; unreadable file or missing key -> named error."""
+    """Read `keys` of an h5 file into memory; unreadable file, missing key, or a key larger
+    than MAX_H5_EXPANSION x the file size (checked before reading) -> named error."""
     import h5py
 
     path = require_file(path, "ScanObjectNN h5 file")
+    limit = MAX_H5_EXPANSION * path.stat().st_size + (1 << 20)
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in keys if k not in f]
             if missing:
                 raise DatasetFormatError(path, f"missing key(s) {missing}; has {sorted(f.keys())}")
+            for k in keys:
+                size = getattr(f[k], "nbytes", None)
+                if size is None or size > limit:
+                    raise DatasetFormatError(
+                        path, f"key {k!r}: {f[k]!r} would take {size} bytes in memory; "
+                        f"refused before reading (limit {MAX_H5_EXPANSION}x the file size)",
+                    )  # fmt: skip
             return {k: np.asarray(f[k]) for k in keys}
     except OSError as error:
         raise DatasetFormatError(path, f"unreadable HDF5 (truncated or not h5): {error}") from None
@@ -71,11 +93,11 @@ class ScanObjectNN(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if variant not in VARIANTS:
-            raise ValueError(
+            raise OptionError(
                 f"scanobjectnn: variant must be one of {list(VARIANTS)}, got {variant!r}"
             )
         if split not in SPLIT_PREFIX:
-            raise ValueError(
+            raise OptionError(
                 f"scanobjectnn: split must be one of {list(SPLIT_PREFIX)}, got {split!r}"
             )
         self.root = require_dir(root, "ScanObjectNN (holding main_split/)")
@@ -87,6 +109,13 @@ class ScanObjectNN(PointDataset):
             raise DatasetFormatError(
                 self.path, f"key 'data': expected float (N,P,3), got {data.dtype} {data.shape}"
             )
+        if len(data) == 0:
+            raise DatasetFormatError(self.path, "key 'data' holds no samples")
+        if not MIN_POINTS <= data.shape[1] <= MAX_POINTS:
+            raise DatasetFormatError(
+                self.path, f"key 'data': {data.shape[1]} points per sample, expected "
+                f"{MIN_POINTS} to {MAX_POINTS}",
+            )  # fmt: skip
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.shape != (len(data),):

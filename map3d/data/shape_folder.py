@@ -38,13 +38,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from map3d.atomic import atomic_write
 from map3d.data.base import PointDataset, Sample, Transform, pc_normalize
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import require_dir
@@ -199,16 +199,10 @@ class ShapeFolder(PointDataset):
             except (ValueError, OSError, EOFError):
                 log.warning("shape_folder: rebuilding damaged cache entry %s", entry)
         points = read_points(path, self.points_per_shape, **self._params())
-        tmp = None
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as f:
-                tmp = f.name
+            with atomic_write(entry) as f:
                 np.save(f, points)
-            os.replace(tmp, entry)
         except OSError as error:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
             log.warning("shape_folder: cannot write cache %s (%s); caching off", entry, error)
             self.cache_dir = None
         return points
@@ -260,7 +254,7 @@ class ShapeFolder(PointDataset):
             idx = fps(xyz, self.npoints, random_start=True, generator=generator)[0]
             points = points[idx.numpy()]
         sample: Sample = {
-            "points": torch.from_numpy(pc_normalize(points)),
+            "points": torch.from_numpy(pc_normalize(points, path)),
             "path": path.relative_to(self.root).as_posix(),
         }
         if self.labelled:

@@ -20,7 +20,8 @@ import torch
 
 from map3d.data.base import PointDataset, Sample, Transform, check_points, pc_normalize
 from map3d.data.errors import DatasetFormatError
-from map3d.data.files import load_npy, read_lines, require_dir
+from map3d.data.files import check_unique, load_npy, read_split_list, require_dir
+from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ class ShapeNet55(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in SPLITS:
-            raise ValueError(f"shapenet55: split must be one of {SPLITS}, got {split!r}")
+            raise OptionError(f"shapenet55: split must be one of {SPLITS}, got {split!r}")
         if not 0 < npoints <= stored_points:
-            raise ValueError(
+            raise OptionError(
                 f"shapenet55: need 0 < npoints <= stored_points, got {npoints}, {stored_points}"
             )
         self.root = require_dir(root, "ShapeNet55-34 dataset root")
@@ -55,7 +56,10 @@ class ShapeNet55(PointDataset):
         entries = []
         for name in lists:
             list_file = self.root / "ShapeNet-55" / f"{name}.txt"
-            for number, line in read_lines(list_file, "ShapeNet-55 split list"):
+            listed = read_split_list(
+                list_file, "ShapeNet-55 split list", allow_empty=len(lists) > 1
+            )
+            for number, line in listed:
                 if "-" not in line or not line.endswith(".npy"):
                     raise DatasetFormatError(
                         list_file,
@@ -63,6 +67,10 @@ class ShapeNet55(PointDataset):
                         f"line {number}",
                     )
                 entries.append((list_file, number, line))
+        if not entries:
+            names = " and ".join(f"{name}.txt" for name in lists)
+            raise DatasetFormatError(list_file.parent, f"{names}: no entries for {split!r}")
+        check_unique(list_file, [(f"{f.name} line {n}", line) for f, n, line in entries])
         self.files = self._existing(entries)
 
     def _existing(self, entries: list[tuple[Path, int, str]]) -> list[str]:
@@ -84,6 +92,6 @@ class ShapeNet55(PointDataset):
         path = self.pc_dir / name
         points = check_points(load_npy(path), path, min_points=self.stored_points)
         keep = torch.randperm(self.stored_points, generator=generator)[: self.npoints].numpy()
-        points = pc_normalize(points[keep])
+        points = pc_normalize(points[keep], path)
         synset, model = name[: -len(".npy")].split("-", 1)
         return {"points": torch.from_numpy(points), "taxonomy_id": synset, "model_id": model}

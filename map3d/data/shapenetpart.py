@@ -28,7 +28,8 @@ from map3d.data.base import (
     warn_skipped,
 )
 from map3d.data.errors import DatasetFormatError
-from map3d.data.files import load_txt, read_lines, require_dir, require_file
+from map3d.data.files import check_unique, load_txt, read_lines, require_dir, require_file
+from map3d.errors import OptionError
 
 CATEGORY_NAMES = (
     "Airplane", "Bag", "Cap", "Car", "Chair", "Earphone", "Guitar", "Knife",
@@ -65,7 +66,7 @@ class ShapeNetPart(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in SPLITS:
-            raise ValueError(f"shapenetpart: split must be one of {list(SPLITS)}, got {split!r}")
+            raise OptionError(f"shapenetpart: split must be one of {list(SPLITS)}, got {split!r}")
         self.root = require_dir(root, "shapenetcore_partanno_segmentation_benchmark_v0_normal")
         self.split, self.npoints, self.use_normals = split, npoints, use_normals
         catfile = self.root / "synsetoffset2category.txt"
@@ -79,9 +80,15 @@ class ShapeNetPart(PointDataset):
                 )  # fmt: skip
             synsets[fields[1]] = CATEGORY_NAMES.index(fields[0])
         wanted: dict[str, set[str]] = {}
+        listed: list[tuple[str, str]] = []  # (where, entry) over the split's lists
         for part in SPLITS[split]:
             list_file = self.root / "train_test_split" / f"shuffled_{part}_file_list.json"
-            for i, entry in enumerate(self._read_json(list_file)):
+            entries = self._read_json(list_file)
+            if not entries and len(SPLITS[split]) == 1:
+                raise DatasetFormatError(list_file, "empty split list: no entries")
+            listed += [(f"{list_file.name} entry {i}", str(e)) for i, e in enumerate(entries)]
+            check_unique(list_file, listed)
+            for i, entry in enumerate(entries):
                 fields = entry.split("/") if isinstance(entry, str) else []
                 if len(fields) != 3 or fields[1] not in synsets:
                     raise DatasetFormatError(
@@ -89,6 +96,9 @@ class ShapeNetPart(PointDataset):
                         f"got {entry!r}", f"entry {i}",
                     )  # fmt: skip
                 wanted.setdefault(fields[1], set()).add(fields[2])
+        if not listed:
+            names = " and ".join(f"shuffled_{part}_file_list.json" for part in SPLITS[split])
+            raise DatasetFormatError(list_file.parent, f"{names}: no entries for {split!r}")
         self.shapes: list[tuple[str, int]] = []
         missing = []
         for synset, category in sorted(synsets.items(), key=lambda item: item[1]):
@@ -139,7 +149,7 @@ class ShapeNetPart(PointDataset):
                 f"({parts[0]}..{parts[-1]})",
                 f"line {row + 1}",
             )
-        points = pc_normalize(points if self.use_normals else points[:, :3])
+        points = pc_normalize(points if self.use_normals else points[:, :3], path)
         choice = torch.randint(len(points), (self.npoints,), generator=generator).numpy()
         return {
             "points": torch.from_numpy(points[choice]),

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from map3d.data.base import PointDataset, Sample, Transform
+from map3d.errors import OptionError
 
 SPLITS = {"train": 0, "test": 1, "val": 2}
 
@@ -249,18 +250,18 @@ class SyntheticShapes(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms)
         if split not in SPLITS:
-            raise ValueError(f"synthetic: split must be one of {list(SPLITS)}, got {split!r}")
+            raise OptionError(f"synthetic: split must be one of {list(SPLITS)}, got {split!r}")
         if task not in ("classify", "pretrain"):
-            raise ValueError(f"synthetic: task must be 'classify' or 'pretrain', got {task!r}")
+            raise OptionError(f"synthetic: task must be 'classify' or 'pretrain', got {task!r}")
         self.class_names = list(classes) if classes is not None else list(SHAPES)
         unknown = [c for c in self.class_names if c not in SHAPES]
         if unknown or not self.class_names:
-            raise ValueError(f"synthetic: unknown classes {unknown}; known: {list(SHAPES)}")
+            raise OptionError(f"synthetic: unknown classes {unknown}; known: {list(SHAPES)}")
         if num_samples is None:
             sizes = {"classify": (4000, 1000), "pretrain": (8192, 1024)}[task]
             num_samples = sizes[0] if split == "train" else sizes[1]
         if num_samples <= 0 or num_points <= 0:
-            raise ValueError(
+            raise OptionError(
                 f"synthetic: num_samples and num_points must be positive, got {num_samples}, "
                 f"{num_points}"
             )

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from map3d.data.base import Sample
+from map3d.errors import OptionError
 
 PER_POINT_KEYS = ("points", "seg")
 
@@ -93,13 +94,13 @@ class Subsample:
 
     def __init__(self, num_points: int = 1024):
         if num_points <= 0:
-            raise ValueError(f"subsample: num_points must be positive, got {num_points}")
+            raise OptionError(f"subsample: num_points must be positive, got {num_points}")
         self.num_points = int(num_points)
 
     def __call__(self, sample, generator: torch.Generator):
         n = _points(sample).shape[0]
         if n < self.num_points:
-            raise ValueError(f"subsample: asked for {self.num_points} points of a cloud of {n}")
+            raise OptionError(f"subsample: asked for {self.num_points} points of a cloud of {n}")
         keep = torch.randperm(n, generator=generator)[: self.num_points]
         if not isinstance(sample, dict):
             return sample[keep]
@@ -154,21 +155,21 @@ def build_transforms(
     options = dict(options or {})
     unknown = set(options) - set(TRANSFORMS)
     if unknown:
-        raise ValueError(f"build_transforms: options for unknown transforms {sorted(unknown)}")
+        raise OptionError(f"build_transforms: options for unknown transforms {sorted(unknown)}")
     built = []
     for entry in names:
         if isinstance(entry, Mapping):
             if len(entry) != 1:
-                raise ValueError(f"build_transforms: expected a one-key mapping, got {dict(entry)}")
+                raise OptionError(f"build_transforms: expected a one-key mapping, got {dict(entry)}")
             ((name, kwargs),) = entry.items()
         else:
             name, kwargs = entry, options.get(entry, {})
         if name not in TRANSFORMS:
-            raise ValueError(
+            raise OptionError(
                 f"build_transforms: unknown transform {name!r}; known: {list(TRANSFORMS)}"
             )
         try:
             built.append(TRANSFORMS[name](**dict(kwargs or {})))
         except TypeError as error:
-            raise ValueError(f"build_transforms: bad arguments for {name!r}: {error}") from None
+            raise OptionError(f"build_transforms: bad arguments for {name!r}: {error}") from None
     return Compose(built)

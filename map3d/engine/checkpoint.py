@@ -7,26 +7,33 @@ model_config (dict), config (experiment dict),
 data_info (the training set's class_names / category_names / category_parts, if any),
 model (state dict), optimizer, scheduler, scaler (state dicts or None),
 epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
-step (optimizer steps), best_metric, best_metric_name, rng (all RNG states), time
+step (optimizer steps), best_metric, best_metric_name ("test_oa", "train_loss", ...),
+best_metric_kind ("test" / "train" / None), meters (the running means of the log window and of
+the epoch, so that a resumed epoch's record equals an uninterrupted one), rng (all RNG states),
+time
 ```
-Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed over
-the target with `os.replace` (atomic on POSIX): a crash at any point leaves the previous file
-intact. The encoder can be exported as safetensors (`export_encoder`). Release checkpoints of
-PointMAP, Mamba3D and Point-MAE read as map3d checkpoints (`release_checkpoint`).
+Writes go through `map3d.atomic.atomic_write` (temporary file in the same directory, fsync'ed,
+`os.replace`d): a crash at any point leaves the previous file intact, and a writer killed
+mid-write leaves a temporary file that the next save removes. The encoder can be exported as
+safetensors (`export_encoder`). Release checkpoints of PointMAP, Mamba3D and Point-MAE read as
+map3d checkpoints (`release_checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from map3d.atomic import atomic_write, remove_stale_temps
+from map3d.engine.config import ConfigError, check_config_data
+from map3d.errors import USER_ERRNOS, UserError, torch_load_reason
 
 log = logging.getLogger(__name__)
 
@@ -34,41 +41,89 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "map3d-checkpoint"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a readable map3d checkpoint; the message names the file and why."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to `path` so that readers see either the old file or the complete new one."""
+    """`torch.save` to `path` so that readers see either the old file or the complete new one;
+    temporary files left by an earlier writer of `path` that was killed are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    remove_stale_temps(path.parent, path.name)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A copy of a (nested) state whose tensors are detached CPU copies: training may go on
+    changing the originals while the copy is written."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriteError(UserError, RuntimeError):
+    """The disk refused a checkpoint written in the background (full, over quota, read-only,
+    no permission); raised in the training thread, naming the checkpoint, as one line."""
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread so that training does not wait for the disk.
+
+    `submit` takes a CPU copy of the state (the only part the training thread waits for) and
+    writes it, atomically and fsync'ed, to each path in turn. At most one write is in flight:
+    `submit` first waits for the previous one. `wait` (call it before exiting) blocks until the
+    write is done and re-raises its error, if any: a refusal of the disk as
+    `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: tuple[Path, BaseException] | None = None
+
+    def submit(self, state: dict, paths: list[Path]) -> None:
+        self.wait()
+        snapshot = cpu_copy(state)
+        self._thread = threading.Thread(
+            target=self._write, args=(snapshot, list(paths)), name="map3d-checkpoint-writer"
+        )
+        self._thread.start()
+
+    def _write(self, snapshot: dict, paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                atomic_torch_save(snapshot, path)
+            except Exception as err:  # noqa: BLE001 (re-raised in the training thread by wait)
+                self._error = (path, err)
+                return
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            (path, err), self._error = self._error, None
+            if isinstance(err, OSError) and err.errno in USER_ERRNOS:
+                raise CheckpointWriteError(
+                    f"writing checkpoint {path} failed: {err.strerror or err}"
+                ) from err
+            raise err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a map3d checkpoint (weights_only=True) and check its format version."""
+    """Read a map3d checkpoint (weights_only=True); check its format version, and that its
+    `config` and `model_config` are small plain mappings (`check_config_data`) before use."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint ({torch_load_reason(err)})") from err
     if isinstance(ckpt, dict) and ckpt.get("format") != FORMAT_NAME:
         release = release_checkpoint(ckpt, path)
         if release is not None:
@@ -78,6 +133,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: not a map3d checkpoint (no format '{FORMAT_NAME}') nor a PointMAP, "
             "Mamba3D or Point-MAE release checkpoint"
         )
+    for key in ("config", "model_config"):
+        if ckpt.get(key) is None:
+            continue
+        if not isinstance(ckpt[key], dict):
+            raise CheckpointError(f"{path}: '{key}' is a {type(ckpt[key]).__name__}, not a mapping")
+        try:
+            check_config_data(ckpt[key], f"{path} '{key}'")
+        except ConfigError as err:
+            raise CheckpointError(str(err)) from None
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {ckpt['format_version']} is newer than this map3d "
@@ -117,8 +181,11 @@ def weights_origin(path: str | Path) -> tuple[str | None, str | None, dict]:
 
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:  # truncated file, bad header (SafetensorError), ...
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
     name = json.loads(meta["model_name"]) if "model_name" in meta else None
     overrides = json.loads(meta.get("model_overrides", "{}"))
     if "modality" in meta:
@@ -127,6 +194,21 @@ def weights_origin(path: str | Path) -> tuple[str | None, str | None, dict]:
         return name, None if name is None else model_modality(name), overrides
     except ValueError:  # a preset this map3d does not know
         return name, None, overrides
+
+
+def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
+    """Load a checkpoint's `model` weights into `model` strictly; weights that do not fit (the
+    model was built from another config) raise CheckpointError naming `path` and the first
+    differing key."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model built from the config "
+            f"({details[0] if details else err}); was the model config changed (--config, "
+            "--set model.*)?"
+        ) from err
 
 
 def _release_overrides(state: dict[str, torch.Tensor], pattern: str) -> dict[str, Any]:
@@ -231,7 +313,11 @@ def model_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         if not path.is_file():
             raise FileNotFoundError(f"weights not found: {path}")
-        return {f"encoder.{k}": v for k, v in load_file(str(path)).items()}
+        try:
+            weights = load_file(str(path))
+        except Exception as err:  # truncated file, bad header (SafetensorError), ...
+            raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+        return {f"encoder.{k}": v for k, v in weights.items()}
     return load_checkpoint(path)["model"]
 
 
@@ -289,7 +375,7 @@ def export_encoder(
 
     `metadata` values are stored JSON-encoded in the safetensors header.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {
         k[len(prefix):]: v.detach().cpu().contiguous()
@@ -300,9 +386,6 @@ def export_encoder(
         raise ValueError(f"no weights under prefix {prefix!r} to export to {path}")
     meta = {"format": "map3d-encoder", "prefix": prefix}
     meta.update({k: json.dumps(v) for k, v in (metadata or {}).items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(save(tensors, metadata=meta))
     return len(tensors)

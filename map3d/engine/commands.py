@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 from map3d.cli import Command
 from map3d.engine.config import ConfigError, apply_overrides, default_config, load_config
+from map3d.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ def _add_common(p: argparse.ArgumentParser, *, task: str) -> None:
         "--resume", metavar="CKPT",
         help="continue a stopped run exactly where it stopped: its last.pt or its run "
         "directory (uses the checkpoint's config; --set still applies)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run already in --out (without it, a new run refuses an --out that "
+        "holds one)",
     )
     p.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1 (train.device)")
     p.add_argument("--seed", type=int, help="random seed of the run (train.seed)")
@@ -92,6 +97,8 @@ def _build_config(args: argparse.Namespace, task: str):
         cfg.data.root = args.data
     if getattr(args, "pretrained", None):
         cfg.train.pretrained = args.pretrained
+    if getattr(args, "allow_partial", False):
+        cfg.train.allow_partial_pretrained = True
     cfg = apply_overrides(cfg, list(args.overrides))
     if (task == "pretrain") != (cfg.train.task == "pretrain"):
         raise ConfigError(
@@ -112,7 +119,7 @@ def _start(cfg, args):
     from map3d.engine.threads import configure_threads
     from map3d.engine.trainer import resolve_device
 
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     out = args.out
     if out is None and args.resume:
         out = _resume_path(args.resume).parent
@@ -133,7 +140,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
     cfg = _build_config(args, "pretrain")
     dist, run_dir = _start(cfg, args)
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None)
+    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
+                   overwrite=args.overwrite)
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d pretrain --resume {result.last_checkpoint}"], dist)
@@ -165,6 +173,12 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
         "train.pretrained_prefix (encoder.); omit to train from scratch",
     )
     p.add_argument(
+        "--allow-partial", action="store_true",
+        help="accept --pretrained weights that cover only part of the encoder (the rest starts "
+        "from scratch; train.allow_partial_pretrained); by default every encoder tensor must "
+        "be in the file",
+    )
+    p.add_argument(
         "--fold", metavar="K|all",
         help="few-shot configs: train fold K (sets data.options.fold), or 'all' to run every "
         "fold of eval.fewshot_folds and report mean ± std (written to fewshot.json)",
@@ -181,14 +195,16 @@ def _run_finetune(args: argparse.Namespace) -> int:
         cfg = apply_overrides(cfg, [f"data.options.fold={int(args.fold)}"])
     dist, run_dir = _start(cfg, args)
     if args.fold == "all":
-        summary = train_fewshot(cfg, run_dir, folds=list(cfg.eval.fewshot_folds))
+        summary = train_fewshot(cfg, run_dir, folds=list(cfg.eval.fewshot_folds),
+                                overwrite=args.overwrite)
         headline = (
             f"few-shot {summary['way']}-way {summary['shot']}-shot: "
             f"{summary['mean']:.2f} ± {summary['std']:.2f} % over {summary['n']} folds"
         )
         _report([headline, f"details: {run_dir / 'fewshot.json'}"], dist)
         return 0
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None)
+    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
+                   overwrite=args.overwrite)
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d finetune --resume {result.last_checkpoint}"], dist)
@@ -196,7 +212,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     best = result.best_checkpoint or result.last_checkpoint
     score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
     _report([
-        f"finetuning done: best test {result.best_metric_name} {score}",
+        f"finetuning done: best {result.best_metric_kind} {result.best_metric_name} {score}",
         f"checkpoints: {result.last_checkpoint}, {best}",
         "evaluate with voting:",
         f"  map3d eval --checkpoint {best}",
@@ -225,6 +241,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from map3d.atomic import atomic_write
     from map3d.engine.checkpoint import load_checkpoint
     from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
@@ -244,7 +261,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.data is not None:
         cfg.data.root = args.data
     cfg = apply_overrides(cfg, list(args.overrides))
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     setup_logging(None, dist)
     configure_threads(args.threads)
     out = Path(args.out) if args.out else ckpt_path.parent / f"results_{ckpt_path.stem}.json"
@@ -262,9 +279,16 @@ def _run_eval(args: argparse.Namespace) -> int:
         results["svm"] = svm_probe(ckpt_path, svm_cfg)
         lines.append(f"svm_oa: {results['svm']['svm_oa']:.2f}")
     if dist.is_main:
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        lines.append(f"results (with protocol): {out}")
-        _report(lines, dist)
+        _report(lines, dist)  # printed first: a failed write below loses nothing
+        try:
+            with atomic_write(out, "w") as f:
+                f.write(json.dumps(results, indent=2) + "\n")
+        except OSError as err:
+            raise UserError(
+                f"could not write the results to {out} ({err.strerror or err}); they are "
+                "printed above (choose another file with --out)"
+            ) from err
+        _report([f"results (with protocol): {out}"], dist)
     return 0
 
 
@@ -297,19 +321,6 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(run):
-    """Turn config/file errors into one readable line and exit status 2."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (ConfigError, FileNotFoundError) as err:
-            print(f"map3d: error: {err}", file=sys.stderr)
-            return 2
-
-    return wrapped
-
-
 PRETRAIN = Command(
     help="MAP pretraining (default: built-in synthetic shapes, ~5 minutes on a 2-core CPU)",
     description="Masked autoregressive pretraining of a point encoder. With no arguments it "
@@ -317,7 +328,7 @@ PRETRAIN = Command(
     "checkpoint went and how to finetune from it. Paper recipe: --config "
     "configs/pretrain/shapenet55_map.yaml --data /path/to/ShapeNet55.",
     add_arguments=_add_pretrain,
-    run=_guard(_run_pretrain),
+    run=_run_pretrain,
 )
 
 FINETUNE = Command(
@@ -326,7 +337,7 @@ FINETUNE = Command(
     "shapes. Recipes: configs/finetune/{modelnet40,scanobjectnn_*,modelnet40_fewshot}.yaml. "
     "Few-shot: --fold all runs every fold and reports mean ± std.",
     add_arguments=_add_finetune,
-    run=_guard(_run_finetune),
+    run=_run_finetune,
 )
 
 EVAL = Command(
@@ -336,7 +347,7 @@ EVAL = Command(
     "eval.votes random subsets with the test transform). Pretraining checkpoints report their "
     "masked reconstruction loss; --svm adds a linear-SVM probe.",
     add_arguments=_add_eval,
-    run=_guard(_run_eval),
+    run=_run_eval,
 )
 
 EXPORT = Command(
@@ -345,5 +356,5 @@ EXPORT = Command(
     "checkpoint to a .safetensors file with the model name and config in its metadata; "
     "`map3d finetune --pretrained FILE.safetensors` loads it.",
     add_arguments=_add_export,
-    run=_guard(_run_export),
+    run=_run_export,
 )

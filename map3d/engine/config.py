@@ -22,8 +22,11 @@ from typing import Any, Union
 
 import yaml
 
+from map3d.atomic import atomic_write
+from map3d.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 
@@ -110,9 +113,14 @@ class TrainConfig:
     `fp16` (with a GradScaler); autocast is only used on CUDA. `max_steps` stops this invocation
     after that many optimizer steps (with a checkpoint) while the schedule still spans all
     epochs: time-limited jobs continue with `--resume`.
+    `pretrained` (a .pt checkpoint or an exported .safetensors encoder) must provide every
+    tensor of the model under `pretrained_prefix`; `allow_partial_pretrained` accepts fewer
+    (the rest keeps its fresh initialisation; the counts are logged).
     `eval_every_epochs`: test-split evaluation cadence (0 = never; best.pt then follows the
-    epoch's training mean of the task's metric). `accum_steps` splits each process's share of
-    the batch into micro-batches (gradient accumulation).
+    epoch's training mean of the task's metric when finetuning, and pretraining keeps none).
+    `accum_steps` splits each process's share of the batch into micro-batches (gradient
+    accumulation). `dist_timeout_s`: how long a collective operation of a multi-process run
+    waits for the other processes before the run ends with an error (never a hang).
     `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
     else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
     `label_smoothing`: of the cross-entropy of classification and part segmentation, as
@@ -132,7 +140,9 @@ class TrainConfig:
     eval_every_epochs: int = 1
     max_steps: int | None = None
     pretrained: str | None = None
+    allow_partial_pretrained: bool = False
     pretrained_prefix: str = "encoder."
+    dist_timeout_s: float = 600.0
     step_mode: str = "auto"
     label_smoothing: float = 0.0
 
@@ -195,6 +205,53 @@ class ExperimentConfig:
             section, name = path.split(".")
             if getattr(getattr(self, section), name) is None:
                 setattr(getattr(self, section), name, value)
+
+
+# ----------------------------------------------------------------------------- size limits
+
+MAX_CONFIG_VALUES = 10_000
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_STRING = 4096
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def check_config_data(data: Any, where: str) -> None:
+    """Refuse config data that is not small and plain, before anything copies or prints it.
+
+    Limits: at most MAX_CONFIG_VALUES values counting every use of a YAML alias or shared
+    reference (an alias "bomb" expands exponentially when copied), nesting at most
+    MAX_CONFIG_DEPTH deep, strings at most MAX_CONFIG_STRING characters, and only None, bools,
+    numbers, strings, lists and mappings with plain keys. `where` names the file in the error.
+    """
+    count, stack = 0, [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        count += 1
+        name = path or "top level"
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where}: more than {MAX_CONFIG_VALUES:,} values once aliases and shared "
+                "references are expanded; refused (configs are small)"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where}: {name} nests deeper than {MAX_CONFIG_DEPTH} levels")
+        if isinstance(value, str) and len(value) > MAX_CONFIG_STRING:
+            raise ConfigError(
+                f"{where}: {name} is a string of {len(value):,} characters (limit "
+                f"{MAX_CONFIG_STRING})"
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, _PLAIN):
+                    raise ConfigError(f"{where}: {name} has a key of type {type(key).__name__}")
+                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif not isinstance(value, _PLAIN):
+            raise ConfigError(
+                f"{where}: {name} is a {type(value).__name__}; config values are numbers, "
+                "strings, true/false, lists and mappings"
+            )
 
 
 # ----------------------------------------------------------------------------- typed filling
@@ -304,6 +361,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    check_config_data(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
@@ -348,6 +406,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {err}") from err
+    check_config_data(value, f"--set {key}")
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "1e-4" as a string
     return key.split("."), value
@@ -388,8 +447,51 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     """Write the resolved config as YAML; `load_config(path)` gives it back."""
-    with open(path, "w") as f:
+    with atomic_write(path, "w") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+# Settings a resumed run may change: how long and how it runs, where it reads and writes, what
+# it logs. Everything else defines the model, the data or the objective.
+RESUME_CHANGEABLE = (
+    "schedule.epochs", "train.device", "train.log_every_steps", "train.checkpoint_every_steps",
+    "train.max_steps", "train.eval_every_epochs", "train.dist_timeout_s", "train.step_mode",
+    "train.pretrained", "train.pretrained_prefix", "train.allow_partial_pretrained",
+    "data.root", "data.num_workers", "data.eval_batch_size", "eval.*", "output.*",
+)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changeable(key: str) -> bool:
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1]))
+               for k in RESUME_CHANGEABLE)
+
+
+def check_resume_config(saved: dict, cfg: ExperimentConfig, source: str) -> None:
+    """Refuse to resume `source` (whose config is `saved`) under `cfg` if they differ in a
+    setting outside `RESUME_CHANGEABLE`; the error lists every such key, old → new."""
+    old = _flatten(config_to_dict(config_from_dict(saved)))
+    new = _flatten(config_to_dict(cfg))
+    changed = [k for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k) and not _changeable(k)]
+    if changed:
+        listed = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"--resume {source}: these settings differ from the checkpoint's and would change "
+            f"the model, data or objective: {listed}; resume without them, or start a new run "
+            "(a new --out) with them"
+        )
 
 
 # ----------------------------------------------------------------------------- defaults per task

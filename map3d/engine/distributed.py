@@ -5,9 +5,12 @@ from __future__ import annotations
 import atexit
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from map3d.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -27,15 +30,29 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device_kind: str) -> DistInfo:
+# A CPU (gloo) group for the small per-step agreements (`max_over_processes`): no GPU sync.
+_CPU_GROUP = None
+# The collective timeout the group was started with (seconds), for error messages.
+_TIMEOUT_S: float | None = None
+
+
+class DistributedTimeoutError(UserError, RuntimeError):
+    """A collective operation waited longer than `train.dist_timeout_s` (or a peer died); the
+    message is one line (`map3d` ends with it and exit status 2, not a traceback)."""
+
+
+def init_distributed(device_kind: str, timeout_s: float | None = None) -> DistInfo:
     """Join the process group torchrun describes (env WORLD_SIZE/RANK/LOCAL_RANK), if any.
 
-    NCCL for CUDA, gloo otherwise. A single process (no WORLD_SIZE, or 1) starts no group.
-    The group is destroyed at interpreter exit (`shutdown_distributed`, registered with
-    atexit): a gloo group left alive has worker threads that can still hold tensors while the
-    interpreter shuts down, which aborts the process ("terminate called without an active
-    exception") after the work is done.
+    NCCL for CUDA, gloo otherwise, with a collective timeout of `timeout_s` seconds (None:
+    PyTorch's default): a process that stops answering ends the others with an error instead
+    of a hang. A single process (no WORLD_SIZE, or 1) starts no group. The group is destroyed
+    at interpreter exit (`shutdown_distributed`, registered with atexit): a gloo group left
+    alive has worker threads that can still hold tensors while the interpreter shuts down,
+    which aborts the process ("terminate called without an active exception") after the work
+    is done.
     """
+    global _CPU_GROUP, _TIMEOUT_S
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -45,9 +62,39 @@ def init_distributed(device_kind: str) -> DistInfo:
         backend = "nccl" if device_kind == "cuda" else "gloo"
         if device_kind == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        timeout = timedelta(seconds=timeout_s) if timeout_s is not None else None
+        dist.init_process_group(backend=backend, timeout=timeout)
+        _CPU_GROUP = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
+        _TIMEOUT_S = timeout_s
         atexit.register(shutdown_distributed)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def max_over_processes(value: int) -> int:
+    """The largest of every process's `value` (a CPU all-reduce; `value` alone)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    flag = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_CPU_GROUP)
+    return int(flag.item())
+
+
+def is_timeout(err: BaseException) -> bool:
+    """Whether `err` is a collective that timed out or lost its peer (gloo and NCCL wording)."""
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(
+        s in text for s in ("timed out", "timeout", "connection closed", "connection reset")
+    )
+
+
+def timeout_error(err: BaseException, rank: int) -> DistributedTimeoutError:
+    """A one-line `DistributedTimeoutError` for a timed-out collective `err` on `rank`."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DistributedTimeoutError(
+        f"process {rank}: another process stopped answering (no reply within "
+        f"train.dist_timeout_s={_TIMEOUT_S} s, or it died); see the other processes' logs "
+        f"and resume from the last checkpoint ({first})"
+    )
 
 
 def is_main_process() -> bool:
@@ -56,9 +103,11 @@ def is_main_process() -> bool:
 
 
 def shutdown_distributed() -> None:
-    """Destroy the default process group, if there is one (safe to call twice)."""
+    """Destroy every process group, if there is one (safe to call twice)."""
+    global _CPU_GROUP
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _CPU_GROUP = None
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -167,3 +167,20 @@ class RunningMean:
 
     def reset(self) -> None:
         self.sums, self.counts = {}, {}
+
+    def state_dict(self, reduce: bool = True) -> dict[str, dict[str, Tensor]]:
+        """Sums and counts as CPU float64 tensors (summed over processes when `reduce`; a
+        collective then, like `compute`): what `load_state_dict` needs to continue the means."""
+        names = sorted(self.sums)
+        if not names:
+            return {"sums": {}, "counts": {}}
+        packed = torch.stack([self.sums[n] for n in names] + [self.counts[n] for n in names])
+        if reduce:
+            all_reduce_sum(packed)
+        packed = packed.cpu()
+        return {"sums": dict(zip(names, packed[: len(names)])),
+                "counts": dict(zip(names, packed[len(names) :]))}
+
+    def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
+        self.sums = {n: v.to(self.device, torch.float64) for n, v in state["sums"].items()}
+        self.counts = {n: v.to(self.device, torch.float64) for n, v in state["counts"].items()}

@@ -25,7 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from map3d.atomic import atomic_write
 from map3d.cli import Command
+from map3d.errors import OptionError
 
 TASKS = ("classify", "partseg")
 DEFAULT_POINTS = 8192
@@ -67,7 +69,7 @@ def collect_files(inputs: list[str]) -> list[Path]:
             files += found
         elif path.is_file():
             if not is_shape_file(path):
-                raise ValueError(
+                raise OptionError(
                     f"{path}: unsupported format; expected one of {' '.join(SHAPE_EXTENSIONS)}"
                 )
             files.append(path)
@@ -95,11 +97,12 @@ class ShapeFiles:
         from map3d.data.errors import DatasetFormatError
         from map3d.data.shapes import read_points
 
+        path = self.files[index]
         try:
-            points = read_points(self.files[index], self.num_points, seed=self.seed)
+            points = pc_normalize(read_points(path, self.num_points, seed=self.seed), path)
         except DatasetFormatError as error:
             return {"index": index, "points": None, "error": str(error)}
-        return {"index": index, "points": torch.from_numpy(pc_normalize(points)), "error": None}
+        return {"index": index, "points": torch.from_numpy(points), "error": None}
 
 
 def as_list(items: list) -> list:
@@ -110,19 +113,19 @@ def as_list(items: list) -> list:
 def load_model(path: str | Path, device) -> tuple[Any, dict]:
     """The model of a classification / part-segmentation checkpoint, in eval mode on `device`."""
     from map3d import create_model
-    from map3d.engine.checkpoint import load_checkpoint
+    from map3d.engine.checkpoint import load_checkpoint, load_model_weights
 
     path = Path(path)
     if path.is_dir():
         path = path / ("best.pt" if (path / "best.pt").exists() else "last.pt")
     ckpt = load_checkpoint(path)
     if ckpt.get("model_task") not in TASKS:
-        raise ValueError(
+        raise OptionError(
             f"{path}: `map3d predict` needs a classification or part-segmentation checkpoint, "
             f"this one is for task {ckpt.get('task')!r}"
         )
     model = create_model(ckpt["model_name"], task=ckpt["model_task"], **ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
 
 
@@ -143,7 +146,7 @@ def _category_of(path: Path, requested: str | None, names: list[str]) -> int:
     if key.lower() in lower:
         return lower.index(key.lower())
     where = "--category" if requested is not None else f"{path}: folder name {key!r}"
-    raise ValueError(f"{where} is not a part-segmentation category; pass --category, one of "
+    raise OptionError(f"{where} is not a part-segmentation category; pass --category, one of "
                      f"{', '.join(names)}")
 
 
@@ -152,6 +155,7 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
     import torch
     from tqdm import tqdm
 
+    from map3d.data.errors import DatasetFormatError
     from map3d.engine.batching import apply_augments, fps_points, shared_subset
     from map3d.engine.config import config_from_dict
     from map3d.engine.metrics import vote_logits
@@ -159,7 +163,7 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
     from map3d.engine.trainer import resolve_device
 
     if args.batch_size < 1 or args.votes < 0:
-        raise ValueError("--batch-size must be >= 1 and --votes >= 0")
+        raise OptionError("--batch-size must be >= 1 and --votes >= 0")
     device = resolve_device(args.device)
     files = collect_files(args.inputs)
     model, ckpt = load_model(args.checkpoint, device)
@@ -185,7 +189,7 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
             elif args.skip_bad:
                 print(f"map3d predict: skipped {item['error']}", file=sys.stderr)
             else:
-                raise ValueError(item["error"])
+                raise DatasetFormatError(item["error"])
         if not good:
             continue
         x = torch.stack([item["points"] for item in good]).to(device)
@@ -255,19 +259,16 @@ def print_table(rows: list[dict], task: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        rows, settings = predict(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"map3d predict: error: {error}", file=sys.stderr)
-        return 2
+    rows, settings = predict(args)  # refusals end in map3d's main as one line, exit 2
     print_table(rows, settings["task"])
     if args.csv and rows:
-        with open(args.csv, "w", newline="") as f:
+        with atomic_write(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
     if args.json:
-        Path(args.json).write_text(json.dumps({**settings, "predictions": rows}, indent=2) + "\n")
+        with atomic_write(args.json, "w") as f:
+            f.write(json.dumps({**settings, "predictions": rows}, indent=2) + "\n")
     written = [p for p in (args.csv, args.json) if p]
     print(f"{len(rows)} file(s) predicted" + (f"; wrote {', '.join(written)}" if written else ""))
     return 0 if rows else 1

@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 
+from map3d.atomic import atomic_write
 from map3d.engine.checkpoint import (
     adopt_release,
     export_encoder,
     load_checkpoint,
+    load_model_weights,
     model_state_dict,
 )
 from map3d.engine.config import (
@@ -41,7 +43,9 @@ from map3d.engine.distributed import (
 )
 from map3d.engine.metrics import mean_std
 from map3d.engine.monitor import Progress, TqdmLoggingHandler
+from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir
 from map3d.engine.tasks import TaskContext, get_task
+from map3d.engine.threads import threads_note
 from map3d.engine.trainer import (
     EpochBatchSampler,
     RunResult,
@@ -51,6 +55,7 @@ from map3d.engine.trainer import (
     resolve_device,
     resolve_precision,
 )
+from map3d.errors import MissingDependencyError
 from map3d.models.registry import model_modality
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,8 @@ def resolve_run_dir(cfg: ExperimentConfig, out: str | os.PathLike | None) -> Pat
 
 
 def setup_logging(run_dir: Path | None, dist: DistInfo, *, verbose: bool = True) -> None:
-    """INFO to stderr (main process; others warnings only) and to `<run_dir>/train.log`."""
+    """INFO to stderr (main process; others warnings only) and to `<run_dir>/train.log` (held
+    in memory until the run starts, so that a failed command leaves no run folder)."""
     logger = logging.getLogger("map3d")
     logger.setLevel(logging.INFO if dist.is_main and verbose else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
@@ -77,8 +83,7 @@ def setup_logging(run_dir: Path | None, dist: DistInfo, *, verbose: bool = True)
             handler.close()
     handlers: list[logging.Handler] = [TqdmLoggingHandler(sys.stderr)]
     if run_dir is not None and dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(run_dir / "train.log"))
+        handlers.append(RunLogHandler(run_dir / "train.log"))
     for handler in handlers:
         handler.setFormatter(fmt)
         handler._map3d = True
@@ -86,12 +91,31 @@ def setup_logging(run_dir: Path | None, dist: DistInfo, *, verbose: bool = True)
     logger.propagate = False
 
 
+def _check_out(run_dir, resume, overwrite: bool) -> None:
+    """`check_run_dir` on the main process, its refusal raised on every process."""
+    error = None
+    if run_dir is not None and is_main_process():
+        try:
+            check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        except RunDirError as err:
+            error = err
+    message = broadcast_object(None if error is None else str(error))
+    if message is not None:
+        raise error or RunDirError(message)
+
+
 def train(
-    cfg: ExperimentConfig, run_dir: str | os.PathLike | None, *, resume: str | None = None
+    cfg: ExperimentConfig,
+    run_dir: str | os.PathLike | None,
+    *,
+    resume: str | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Train `cfg` into `run_dir` (resuming from a checkpoint if given); pretraining runs also
-    export their encoder to `<run_dir>/encoder.safetensors`."""
-    trainer = Trainer(cfg, run_dir, resume=resume)
+    """Train `cfg` into `run_dir` (resuming from a checkpoint if given; `overwrite` replaces a
+    run already there, which is refused otherwise); pretraining runs also export their encoder
+    to `<run_dir>/encoder.safetensors`."""
+    _check_out(run_dir, resume, overwrite)
+    trainer = Trainer(cfg, run_dir, resume=resume, overwrite=overwrite)
     result = trainer.fit()
     if (
         trainer.task.model_task == "pretrain"
@@ -109,15 +133,17 @@ def train(
 
 
 def train_fewshot(
-    cfg: ExperimentConfig, run_dir: str | os.PathLike, *, folds: list[int]
+    cfg: ExperimentConfig, run_dir: str | os.PathLike, *, folds: list[int],
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """One finetuning run per fold (`data.options.fold`), in `<run_dir>/fold<k>`; writes and
     returns `fewshot.json`: best test OA per fold and their mean ± std (DATASETS.md A3)."""
     run_dir = Path(run_dir)
+    _check_out(run_dir, None, overwrite)
     per_fold: dict[str, float] = {}
     for fold in folds:
         fold_cfg = apply_overrides(cfg, [f"data.options.fold={fold}"])
-        result = train(fold_cfg, run_dir / f"fold{fold}")
+        result = train(fold_cfg, run_dir / f"fold{fold}", overwrite=overwrite)
         if result.stopped is not None:
             raise RuntimeError(f"fold {fold} stopped early ({result.stopped}); rerun it")
         per_fold[str(fold)] = result.best_metric
@@ -131,15 +157,18 @@ def train_fewshot(
         **stats,
     }
     if is_main_process():
-        (run_dir / "fewshot.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with atomic_write(run_dir / "fewshot.json", "w") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _model_from_checkpoint(ckpt: dict, cfg: ExperimentConfig, dataset) -> torch.nn.Module:
+def _model_from_checkpoint(
+    ckpt: dict, cfg: ExperimentConfig, dataset, path: str | os.PathLike
+) -> torch.nn.Module:
     task = get_task(ckpt["task"])
     cfg = adopt_release(cfg, ckpt, model_task=task.model_task, whole_model=True)
     model = task.build_model(cfg, dataset)
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt, path)
     return model
 
 
@@ -180,11 +209,13 @@ def evaluate_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     cfg = cfg if cfg is not None else checkpoint_config(ckpt)
     task = get_task(ckpt["task"])
-    dist = init_distributed(resolve_device(cfg.train.device).type)
+    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     ctx = _context(cfg, dist)
     dataset = task.build_dataset(cfg, cfg.data.test_split)
-    model = _model_from_checkpoint(ckpt, cfg, dataset).to(ctx.device).eval()
+    model = _model_from_checkpoint(ckpt, cfg, dataset, checkpoint).to(ctx.device).eval()
     loader = _loader(dataset, cfg, dist, ctx.device)
+    log.info("evaluating %s on %s/%s | %s", checkpoint, cfg.data.name, cfg.data.test_split,
+             threads_note())
     batches = Progress(loader, desc=f"eval {cfg.data.name}/{cfg.data.test_split}",
                        unit="batch", enabled=dist.is_main)
     results = task.test(model, batches, ctx)
@@ -193,8 +224,8 @@ def evaluate_checkpoint(
         "model_name": ckpt["model_name"], "map3d_version": ckpt["map3d_version"],
     }
     if out is not None and dist.is_main:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+        with atomic_write(out, "w") as f:
+            f.write(json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -238,7 +269,7 @@ def svm_probe(
     try:
         from sklearn.svm import LinearSVC
     except ImportError as err:
-        raise ImportError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
+        raise MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
     from map3d.models import load_pretrained
 
     dist = DistInfo()
@@ -253,7 +284,10 @@ def svm_probe(
         cfg = adopt_release(cfg, load_checkpoint(checkpoint), model_task=task.model_task)
     model = task.build_model(cfg, train_set)
     if checkpoint is not None:
-        load_pretrained(model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix)
+        load_pretrained(
+            model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix,
+            allow_partial=cfg.train.allow_partial_pretrained, source=checkpoint,
+        )
     model = model.to(ctx.device).eval()
     x_train, y_train = _features(model, train_set, cfg, ctx, dist)
     x_test, y_test = _features(model, test_set, cfg, ctx, dist)

@@ -7,13 +7,11 @@ oversubscribed torch can be many times slower than one thread.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger(__name__)
-
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+_CHOICE: str | None = None  # the last choice of configure_threads
 
 
 def available_cores() -> int:
@@ -31,8 +29,10 @@ def available_cores() -> int:
     return max(1, cores)
 
 
-def configure_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op thread count and log the choice; returns it.
+def configure_threads(requested: int | None = None) -> str:
+    """Set torch's intra-op thread count; returns (and keeps for `threads_note`) what was chosen
+    and why. Nothing is logged here: the run logs `threads_note()` when its work starts, so a
+    command refused before then still prints one line.
 
     In order: `requested` (a --threads flag) if > 0, else OMP_NUM_THREADS if set, else the
     available cores divided among the processes torchrun started on this host
@@ -40,6 +40,7 @@ def configure_threads(requested: int | None = None) -> int:
     """
     import torch
 
+    global _CHOICE
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if requested is not None and requested > 0:
         threads, why = requested, "--threads"
@@ -51,6 +52,14 @@ def configure_threads(requested: int | None = None) -> int:
         threads = max(1, cores // local)
         why = f"{cores} cores available" + (f" / {local} local processes" if local > 1 else "")
     torch.set_num_threads(threads)
-    log.info("torch CPU threads: %d (%s; set with --threads N or OMP_NUM_THREADS=N — on a "
-             "busy machine fewer threads can be faster)", threads, why)
-    return threads
+    _CHOICE = f"torch CPU threads: {threads} ({why}; --threads N or OMP_NUM_THREADS=N to change)"
+    return _CHOICE
+
+
+def threads_note() -> str:
+    """What `configure_threads` chose, or torch's own setting when it was not called."""
+    if _CHOICE is not None:
+        return _CHOICE
+    import torch
+
+    return f"torch CPU threads: {torch.get_num_threads()} (torch's default)"

@@ -6,9 +6,12 @@ uses a GradScaler; gradients are clipped to `optim.grad_clip`; the LR schedule a
 Scalars are accumulated on the device and read (one host sync, reduced over ranks) every
 `train.log_every_steps` steps. Checkpoints (`last.pt`) are written every epoch, every
 `train.checkpoint_every_steps` steps, at `train.max_steps`, and when SIGTERM or Ctrl-C asks the
-run to stop (after the step in flight); `best.pt` follows the task's best metric. `resume` restores
-model, optimizer, scheduler, scaler, position inside the epoch and every RNG, so the resumed run
-repeats the uninterrupted one step for step.
+run to stop (after the step in flight), from a CPU copy in a background thread. `best.pt` follows
+the task's best metric on the test split (on the training means for finetuning tasks without
+one; pretraining without a test split keeps no best.pt), never comparing test with training
+values. `resume` restores model, optimizer, scheduler, scaler, position inside the epoch, the
+running means of the log window and of the epoch, and every RNG, so the resumed run repeats the
+uninterrupted one step for step and writes the same records.
 """
 
 from __future__ import annotations
@@ -33,22 +36,44 @@ import map3d
 from map3d.engine.checkpoint import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    CheckpointWriter,
     adopt_release,
-    atomic_torch_save,
     capture_rng,
     load_checkpoint,
     model_state_dict,
     restore_rng,
     weights_origin,
 )
-from map3d.engine.config import ConfigError, ExperimentConfig, config_to_dict, save_config
-from map3d.engine.distributed import DistInfo, barrier, init_distributed
+from map3d.engine.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_resume_config,
+    config_to_dict,
+    save_config,
+)
+from map3d.engine.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    is_timeout,
+    max_over_processes,
+    timeout_error,
+)
 from map3d.engine.hints import finetune_command
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
 from map3d.engine.optim import build_optimizer, build_scheduler
+from map3d.engine.rundir import (
+    RunDirError,
+    RunLock,
+    claim_run_dir,
+    open_run_logs,
+    remove_run_temps,
+)
 from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
+from map3d.engine.threads import threads_note
 from map3d.models.registry import model_modality
 
 log = logging.getLogger(__name__)
@@ -173,6 +198,14 @@ def move_to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker init: SIGTERM and SIGINT (sent to the whole process group by Slurm and
+    by Ctrl-C) are left to the main process, which finishes its step, writes a checkpoint and
+    then shuts the workers down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: Dataset, sampler: EpochBatchSampler, cfg: ExperimentConfig, device: torch.device
 ) -> DataLoader:
@@ -182,6 +215,7 @@ def make_loader(
         batch_sampler=sampler,
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals if cfg.data.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(derive_seed(cfg.train.seed, _LOADER_STREAM)),
     )
 
@@ -194,10 +228,15 @@ def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
 # ----------------------------------------------------------------------------- stop signals
 
 
+_STOP_CODES = {"SIGINT": 1, "SIGTERM": 2}
+
+
 class StopFlag:
     """Set by SIGTERM or the first Ctrl-C; the loop checkpoints and stops after the current step.
 
     A second Ctrl-C raises KeyboardInterrupt as usual (the last complete checkpoint stays).
+    Under torchrun a signal may reach only some processes: `agreed` makes every process stop at
+    the same step if any of them was asked to.
     """
 
     def __init__(self):
@@ -215,6 +254,12 @@ class StopFlag:
             raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
         log.warning("%s received: stopping after this step and writing a checkpoint", self.reason)
+
+    def agreed(self) -> str | None:
+        """The stop reason of any process (SIGTERM over SIGINT), the same on all of them; one
+        tiny CPU all-reduce per call under torchrun."""
+        code = max_over_processes(_STOP_CODES.get(self.reason, 0))
+        return next((name for name, c in _STOP_CODES.items() if c == code), None)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -235,6 +280,7 @@ class RunResult:
     step: int
     best_metric_name: str
     best_metric: float | None
+    best_metric_kind: str | None = None
     stopped: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -256,6 +302,9 @@ def ops_nan_checks_for(device: torch.device) -> Iterator[None]:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+_EMPTY_MEAN = {"sums": {}, "counts": {}}
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -280,16 +329,23 @@ class Trainer:
         run_dir: str | Path | None,
         *,
         resume: str | Path | None = None,
+        overwrite: bool = False,
     ):
+        """`resume`: checkpoint to continue from; `overwrite`: replace a run in `run_dir`."""
         self.cfg = cfg
+        self.resume_path, self.overwrite = resume, overwrite
         self.task: Task = get_task(cfg.train.task)
-        self.dist = init_distributed(resolve_device(cfg.train.device).type)
+        self.dist = init_distributed(resolve_device(cfg.train.device).type,
+                                     cfg.train.dist_timeout_s)
         self.device = resolve_device(cfg.train.device, self.dist)
         self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if cfg.train.accum_steps < 1:
             raise ValueError(f"train.accum_steps: expected >= 1, got {cfg.train.accum_steps}")
 
+        ckpt = load_checkpoint(resume, map_location="cpu") if resume is not None else None
+        if ckpt is not None:
+            check_resume_config(ckpt["config"], cfg, str(resume))
         seed, rank = cfg.train.seed, self.dist.rank
         torch.manual_seed(derive_seed(seed, rank))
         np.random.seed(derive_seed(seed, rank) % 2**32)
@@ -340,9 +396,13 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_kind = self._best_kind()
         self.best_metric: float | None = None
-        if resume is not None:
-            self._resume(resume)
+        self.window = RunningMean(self.device)  # scalars since the last `train` record
+        self.epoch_mean = RunningMean(self.device)  # scalars since the epoch began
+        self.checkpoints = CheckpointWriter()
+        if ckpt is not None:
+            self._resume(ckpt, resume)
         self.ddp_model = self._wrap_ddp()
         self.step_mode, self.step_mode_note = resolve_step_mode(
             cfg.train.step_mode,
@@ -371,6 +431,18 @@ class Trainer:
             return None
         return self.task.build_dataset(self.cfg, self.cfg.data.test_split)
 
+    def _best_kind(self) -> str | None:
+        """Where best.pt's metric comes from: `test`, `train` (finetuning without a test split)
+        or None (pretraining without one: the training loss says nothing about the model)."""
+        if self.test_set is not None:
+            return "test"
+        return None if self.task.model_task == "pretrain" else "train"
+
+    @property
+    def best_metric_name(self) -> str | None:
+        """The best.pt metric as it appears in epoch records, e.g. `test_oa`."""
+        return f"{self.best_kind}_{self.task.best_metric}" if self.best_kind else None
+
     def _test_loader(self) -> DataLoader | None:
         if self.test_set is None:
             return None
@@ -395,7 +467,10 @@ class Trainer:
                 f"({self.cfg.model.name}); {instead}"
             )
         try:
-            missing, unexpected = load_pretrained(self.model, model_state_dict(path), prefix=prefix)
+            missing, unexpected = load_pretrained(
+                self.model, model_state_dict(path), prefix=prefix,
+                allow_partial=self.cfg.train.allow_partial_pretrained, source=path,
+            )
         except ValueError as err:  # shapes differ: another preset, or another width
             if name is None:
                 raise
@@ -419,7 +494,8 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self, meters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a checkpoint holds (`meters`: the reduced states of the running means)."""
         model = _unwrap(self.model)
         model_config = getattr(model, "config", None)
         return {
@@ -444,21 +520,25 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.dist.world_size,
             "best_metric": self.best_metric,
-            "best_metric_name": self.task.best_metric,
+            "best_metric_name": self.best_metric_name,
+            "best_metric_kind": self.best_kind,
+            "meters": meters or {},
             "rng": capture_rng(self.generators),
             "time": time.time(),
         }
 
-    def save(self, name: str) -> Path | None:
-        """Write `<run_dir>/<name>` atomically (main process only); returns its path."""
+    def save(self, *names: str) -> Path | None:
+        """Write the current state to `<run_dir>/<name>` for each name, in the background
+        (atomically; the main process writes). Every process must call it (the running means
+        are summed over processes). Returns the first path."""
+        meters = {"window": self.window.state_dict(), "epoch": self.epoch_mean.state_dict()}
         if self.run_dir is None or not self.dist.is_main:
             return None
-        path = self.run_dir / name
-        atomic_torch_save(self.checkpoint_state(), path)
-        return path
+        paths = [self.run_dir / name for name in names]
+        self.checkpoints.submit(self.checkpoint_state(meters), paths)
+        return paths[0]
 
-    def _resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path, map_location="cpu")
+    def _resume(self, ckpt: dict[str, Any], path: str | Path) -> None:
         if ckpt["task"] != self.task.name:
             raise ValueError(f"{path}: a {ckpt['task']!r} checkpoint cannot resume a "
                              f"{self.task.name!r} run")
@@ -475,7 +555,15 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = (
             ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
         )
-        self.best_metric = ckpt["best_metric"]
+        if ckpt.get("best_metric_kind") == self.best_kind:
+            self.best_metric = ckpt["best_metric"]
+        elif ckpt["best_metric"] is not None:
+            log.warning("%s: its best %s %s is not comparable with this run's best.pt metric "
+                        "(%s); best.pt restarts", path, ckpt.get("best_metric_name"),
+                        ckpt["best_metric"], self.best_metric_name)
+        if self.dist.is_main:  # the saved means are sums over all processes
+            self.window.load_state_dict(ckpt.get("meters", {}).get("window", _EMPTY_MEAN))
+            self.epoch_mean.load_state_dict(ckpt.get("meters", {}).get("epoch", _EMPTY_MEAN))
         if ckpt.get("world_size", 1) == self.dist.world_size:
             restore_rng(ckpt["rng"], self.generators)
         else:
@@ -525,30 +613,59 @@ class Trainer:
         self.scheduler.step()
 
     def fit(self) -> RunResult:
+        """Train until `schedule.epochs` (or a stop); the run directory is created and locked
+        now, and an error that ends the run is logged to its train.log."""
+        with contextlib.ExitStack() as stack:
+            self._start_run_dir(stack)
+            try:
+                return self._fit()
+            except BaseException as err:
+                if self.dist.enabled and is_timeout(err):
+                    clear = timeout_error(err, self.dist.rank)
+                    log.error("run ended at epoch %d, step %d: %s", self.epoch, self.step, clear)
+                    raise clear from err
+                log.error("run ended at epoch %d, step %d by %s: %s", self.epoch, self.step,
+                          type(err).__name__, err)
+                raise
+
+    def _start_run_dir(self, stack: contextlib.ExitStack) -> None:
+        """Lock the run directory (main process; the others learn whether that worked)."""
+        error = None
+        if self.run_dir is not None and self.dist.is_main:
+            try:
+                stack.enter_context(RunLock(self.run_dir))
+                claim_run_dir(self.run_dir, resume=self.resume_path, overwrite=self.overwrite)
+            except RunDirError as err:
+                error = err
+            else:
+                open_run_logs()
+                remove_run_temps(self.run_dir)
+                save_config(self.cfg, self.run_dir / "config.yaml")
+                self.writer.truncate_after(self.step)
+        message = broadcast_object(None if error is None else str(error))
+        if message is not None:
+            raise error or RunDirError(message)
+
+    def _fit(self) -> RunResult:
         cfg = self.cfg
         total_steps = cfg.schedule.epochs * self.steps_per_epoch
-        if self.run_dir is not None and self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            self.writer.truncate_after(self.step)
         log.info(
             "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
-            " %d epochs | %s | run dir %s",
+            " %d epochs | %s | %s | run dir %s",
             self.task.name, cfg.model.name,
             sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
             self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
-            self.step_mode_note, self.run_dir,
+            self.step_mode_note, threads_note(), self.run_dir,
         )
         bar = progress_bar(total_steps, self.step, enabled=cfg.output.progress and
                            self.dist.is_main, desc=self.task.name)
-        window = RunningMean(self.device)
-        epoch_mean = RunningMean(self.device)
+        window, epoch_mean = self.window, self.epoch_mean
         history: list[dict[str, Any]] = []
         stopped = None
         last_path = None
         tick, tick_step = time.perf_counter(), self.step
         start = self.step
-        with StopFlag() as stop, ops_nan_checks_for(self.device):
+        with StopFlag() as stop, ops_nan_checks_for(self.device), self._writer_joined():
             while self.epoch < cfg.schedule.epochs and stopped is None:
                 self.ddp_model.train()
                 set_dataset_epoch(self.train_set, self.epoch)
@@ -571,18 +688,21 @@ class Trainer:
                         bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
                         window.reset()
                     epoch_done = self.batch_in_epoch == self.steps_per_epoch
+                    improved = False
                     if epoch_done:
                         self.epoch += 1
                         self.batch_in_epoch = 0
-                        history.append(self._end_epoch(epoch_mean))
+                        summary, improved = self._end_epoch(epoch_mean)
+                        history.append(summary)
                         epoch_mean.reset()
                     if cfg.train.max_steps is not None and self.step - start >= cfg.train.max_steps:
                         stopped = "max_steps"
-                    elif stop.reason is not None:
-                        stopped = stop.reason
+                    elif (reason := stop.agreed()) is not None:
+                        stopped = reason
                     every = cfg.train.checkpoint_every_steps
                     if epoch_done or stopped or (every and self.step % every == 0):
-                        last_path = self.save("last.pt") or last_path
+                        names = ("last.pt", "best.pt") if improved else ("last.pt",)
+                        last_path = self.save(*names) or last_path
                     if stopped or epoch_done:
                         break
         bar.close()
@@ -597,8 +717,21 @@ class Trainer:
             last_checkpoint=self.run_dir / "last.pt" if self.run_dir is not None else None,
             best_checkpoint=best if best is not None and best.exists() else None,
             epoch=self.epoch, step=self.step, best_metric_name=self.task.best_metric,
-            best_metric=self.best_metric, stopped=stopped, history=history,
+            best_metric=self.best_metric, best_metric_kind=self.best_kind, stopped=stopped,
+            history=history,
         )
+
+    @contextlib.contextmanager
+    def _writer_joined(self) -> Iterator[None]:
+        """Wait for the checkpoint in flight when training ends, also on an error (whose
+        traceback then wins over a failed write's)."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.checkpoints.wait()
+            raise
+        self.checkpoints.wait()
 
     def _check_finite(self, values: dict[str, float]) -> None:
         if not math.isfinite(values.get("loss", 0.0)):
@@ -607,8 +740,9 @@ class Trainer:
                 "lower optim.lr, set optim.grad_clip, or use train.precision=fp32"
             )
 
-    def _end_epoch(self, epoch_mean: RunningMean) -> dict[str, Any]:
-        """Evaluate (if due), update best.pt, log an `epoch` record; returns it."""
+    def _end_epoch(self, epoch_mean: RunningMean) -> tuple[dict[str, Any], bool]:
+        """Evaluate (if due), update the best metric, log an `epoch` record; returns it and
+        whether the model is the best so far (best.pt is then written with last.pt)."""
         cfg = self.cfg
         train_values = epoch_mean.compute()
         summary: dict[str, Any] = {"epoch": self.epoch, **{f"train_{k}": v
@@ -619,20 +753,20 @@ class Trainer:
             metrics = self.task.evaluate(_unwrap(self.ddp_model), self.test_loader, self.ctx)
             self.ddp_model.train()
             summary.update({f"test_{k}": v for k, v in metrics.items()})
-            value = metrics.get(self.task.best_metric)
-        else:
-            value = None
-        if value is None and not any(k.startswith("test_") for k in summary):
-            value = train_values.get(self.task.best_metric)  # tasks without a test split
-        if _is_better(value, self.best_metric, self.task.best_mode):
+        value = summary.get(self.best_metric_name) if self.best_kind else None
+        improved = _is_better(value, self.best_metric, self.task.best_mode)
+        if improved:
             self.best_metric = value
-            self.save("best.pt")
-        summary["best_" + self.task.best_metric] = self.best_metric
+        if self.best_kind:
+            summary["best_" + self.task.best_metric] = self.best_metric
+            summary["best_metric_name"] = self.best_metric_name
         self.writer.write("epoch", self.step, summary)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items()
                           if isinstance(v, float) and k != "epoch")
         log.info("epoch %d/%d: %s", self.epoch, cfg.schedule.epochs, shown)
-        return summary
+        if improved:
+            log.info("best %s so far: %.4g (best.pt)", self.best_metric_name, value)
+        return summary, improved
 
 
 def _plain(value: Any) -> Any:

@@ -34,7 +34,7 @@ config field whose default is our choice; the other value reproduces the release
 """
 
 from map3d.models.backbone import BackboneConfig, HybridBackbone
-from map3d.models.checkpoint import load_pretrained
+from map3d.models.checkpoint import PretrainedWeightsError, load_pretrained
 from map3d.models.classifier import PointClassifier, PointClassifierConfig
 from map3d.models.compat import COMPATS, RELEASES, detect_release
 from map3d.models.encoder import PointEncoderConfig, TokenEncoder, build_point_encoder
@@ -71,6 +71,7 @@ __all__ = [
     "PointEncoderConfig",
     "PointPretrainConfig",
     "PretrainOutput",
+    "PretrainedWeightsError",
     "Reconstruction",
     "TokenEncoder",
     "apply_overrides",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from map3d.errors import OptionError
 from map3d.tokenize.serialization import SERIALIZATIONS, serialize
 from map3d.tokenize.tokens import PatchTokens
 
@@ -24,10 +25,11 @@ def check_points(points: Tensor, min_points: int, *, check_finite: bool | None =
         raise ValueError(f"points must be floating point, got dtype {points.dtype}")
     if points.shape[0] == 0:
         raise ValueError(f"points has an empty batch: shape {tuple(points.shape)}")
-    if points.shape[1] < min_points:
-        raise ValueError(
+    if points.shape[1] < min_points:  # the data's point count does not fit the model's config
+        raise OptionError(
             f"points has N={points.shape[1]} points per cloud (shape {tuple(points.shape)}), "
-            f"fewer than the {min_points} needed (max of group_size and num_groups)"
+            f"fewer than the {min_points} needed (max of group_size and num_groups; see "
+            "data.npoints and model.overrides)"
         )
     if check_finite is None:
         check_finite = points.device.type == "cpu"

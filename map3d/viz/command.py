@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import sys
 from pathlib import Path
 
+from map3d.atomic import atomic_write
 from map3d.cli import Command
+from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +87,18 @@ def load_pretrainer(path: str | Path, device, **overrides):
     Returns (model, checkpoint dict). Raises ValueError for checkpoints of other tasks.
     """
     from map3d import create_model
-    from map3d.engine.checkpoint import load_checkpoint
+    from map3d.engine.checkpoint import load_checkpoint, load_model_weights
 
     ckpt = load_checkpoint(path, map_location="cpu")
     model_task = ckpt.get("model_task", ckpt.get("task"))
     if model_task != "pretrain":
-        raise ValueError(
+        raise OptionError(
             f"{path}: `map3d viz` needs a pretraining checkpoint, this one is for task "
             f"{ckpt.get('task')!r}"
         )
     config = {**(ckpt.get("model_config") or {}), **overrides}
     model = create_model(ckpt["model_name"], task="pretrain", **config)
-    model.load_state_dict(ckpt["model"])
+    load_model_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
 
 
@@ -146,25 +147,17 @@ def file_items(files: list[str], ckpt: dict, seed: int) -> list[tuple[int, str, 
     count = int(options.get("points_per_shape", 8192))
     items = []
     for i, path in enumerate(files):
-        points = pc_normalize(read_points(path, count, seed=seed))
+        points = pc_normalize(read_points(path, count, seed=seed), path)
         items.append((i, Path(path).stem, {"points": torch.from_numpy(points)}))
     return items
 
 
 def run(args: argparse.Namespace) -> int:
-    from map3d.viz.interactive import DisplayUnavailableError, require_display
+    from map3d.viz.interactive import require_display
 
     if args.show:
-        try:
-            require_display()
-        except DisplayUnavailableError as err:
-            print(f"map3d viz: error: {err}", file=sys.stderr)
-            return 2
-    try:
-        rows = visualize(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"map3d viz: error: {err}", file=sys.stderr)
-        return 2
+        require_display()  # before any work
+    rows = visualize(args)
     return 0 if rows else 1
 
 
@@ -176,7 +169,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     from map3d.engine.distributed import DistInfo
     from map3d.engine.monitor import Progress, echo
     from map3d.engine.runs import setup_logging
-    from map3d.engine.threads import configure_threads
+    from map3d.engine.threads import configure_threads, threads_note
     from map3d.engine.trainer import derive_seed, resolve_device
     from map3d.viz.layers import split_reconstruction
     from map3d.viz.render import render_reconstruction, resolve_renderer
@@ -196,7 +189,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
         )
         bad = [i for i in args.index if not 0 <= i < len(dataset)]
         if bad:
-            raise ValueError(
+            raise OptionError(
                 f"--index {bad} out of range for {name}/{split} ({len(dataset)} items)"
             )
         if "image" in dataset[args.index[0]]:  # image pretrainers: one grid of the items
@@ -205,7 +198,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
             return visualize_images(args, model, dataset, name, split, device)
         items = [(i, f"{name}-{split}-{i:05d}", dataset[i]) for i in args.index]
     if any("points" not in item for _, _, item in items):
-        raise ValueError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
+        raise OptionError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
     stored = items[0][2]["points"].shape[0]
     train_points = npoints or stored
     drawn = min(args.num_points or train_points, stored)
@@ -214,7 +207,8 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     if groups != trained_groups:
         model, ckpt = load_pretrainer(args.checkpoint, device, num_groups=groups)
     log.info("figures: %d points per shape in %d patches of %d (trained on %d points, %d "
-             "patches)", drawn, groups, model.config.group_size, train_points, trained_groups)
+             "patches) | %s", drawn, groups, model.config.group_size, train_points,
+             trained_groups, threads_note())
     norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
     variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
     out = Path(args.out)
@@ -249,7 +243,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
         )
         masked = f"{shape.num_masked}/{shape.num_groups}"
         echo(f"{index:>7} {shape.chamfer:>10.5f} {masked:>8}  {png}")
-    with open(out / CSV_NAME, "w", newline="") as f:
+    with atomic_write(out / CSV_NAME, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from map3d.errors import UserError
 from map3d.viz.layers import ShapeLayers
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 KEY_HELP = "SPACE/N: next view, 1/2/3: input/reconstruction/ground truth, Q/ESC: close"
 
 
-class DisplayUnavailableError(RuntimeError):
+class DisplayUnavailableError(UserError, RuntimeError):
     """An interactive window was asked for where none can be opened; the message says why."""
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from map3d.atomic import atomic_write
+
 # PLY scalar type names (both spellings of the specification) -> numpy type, no byte order.
 _PLY_TYPES: dict[str, str] = {
     "char": "i1", "int8": "i1",
@@ -101,12 +103,9 @@ def write_ply(
     header.append("end_header")
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
         f.write(vertices.tobytes())
-    os.replace(tmp, path)
     return path
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from map3d.atomic import atomic_write
+from map3d.errors import MissingDependencyError
 from map3d.viz.layers import RECONSTRUCTION_LEGEND, ShapeLayers, View, to_numpy
 
 log = logging.getLogger(__name__)
@@ -235,12 +237,12 @@ def _import_open3d():
     try:
         import open3d
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"Open3D is not available ({err}). Install it with `pip install 'map3d[viz]'`"
             f"{_O3D_HINT}"
         ) from err
     except OSError as err:  # a missing shared library, e.g. libusb-1.0.so.0
-        raise ImportError(f"Open3D failed to load a system library ({err}){_O3D_HINT}") from err
+        raise MissingDependencyError(f"Open3D failed to load a system library ({err}){_O3D_HINT}") from err
     return open3d
 
 
@@ -372,10 +374,8 @@ def _compose(
                    fontsize=min(fontsize, 0.92 * fig_w / (0.6 * sum(len(t) + 4 for t, _ in legend))
                                 * 72 / _DPI),
                    bbox_to_anchor=(0.5, 0.0), handletextpad=0.2, columnspacing=1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=_DPI, facecolor="white")
     return path
 
 

@@ -87,3 +87,48 @@ def test_truncated_and_missing_pickles(tmp_path):
         load_pickle(path)
     with pytest.raises(FileNotFoundError, match="nothere.pkl"):
         load_pickle(tmp_path / "nothere.pkl")
+
+
+class Uninitialized:
+    """Pickles as `_reconstruct(ndarray, shape, "f")`: an array of any size, no data in the file."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        core = np._core if hasattr(np, "_core") else np.core
+        return (core.multiarray._reconstruct, (np.ndarray, self.shape, b"f"))
+
+
+def test_tiny_pickle_asking_for_128_gib_is_refused_before_allocation(tmp_path):
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(pickle.dumps(Uninitialized((1 << 35,)), protocol=4))
+    assert path.stat().st_size < 100
+    with pytest.raises(DatasetFormatError, match=r"bomb\.pkl.*refused before allocating"):
+        load_pickle(path)
+
+
+def test_modelnet_cache_bomb_is_refused(tmp_path):
+    root = make_modelnet40(tmp_path, classes=("airplane",), train_per_class=1, cache_points=None)
+    cache = root / "modelnet40_train_8192pts_fps.dat"
+    cache.write_bytes(
+        pickle.dumps([[Uninitialized((180_000_000, 6))], [np.array([0], np.int32)]])
+    )
+    with pytest.raises(DatasetFormatError, match=r"8192pts_fps\.dat.*\(180000000, 6\) float32"):
+        build_dataset("modelnet40", split="train", root=root)
+
+
+def test_array_data_must_match_its_shape_and_come_from_the_file(tmp_path):
+    path = tmp_path / "arrays.pkl"
+    blob = pickle.dumps([np.ones((4, 3), np.float32), np.zeros(2)], protocol=2)
+    path.write_bytes(blob)
+    assert [a.shape for a in load_pickle(path)] == [(4, 3), (2,)]
+    # the same array used twice (a memo reference) would be normalized and copied per use
+    shared = np.ones((4, 3), np.float32)
+    path.write_bytes(pickle.dumps([[shared, shared], [1, 2]]))
+    with pytest.raises(DatasetFormatError, match="same array appears twice"):
+        load_pickle(path)
+    # object arrays (their pickled state is trusted by numpy) are refused
+    path.write_bytes(pickle.dumps(np.array([1, "x"], dtype=object)))
+    with pytest.raises(DatasetFormatError, match="refused array dtype"):
+        load_pickle(path)

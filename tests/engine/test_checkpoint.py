@@ -124,3 +124,56 @@ def test_finetune_command_per_preset():
                                {"dim": 64, "num_heads": 4, "image_size": 16, "mask_ratio": 0.5})
     assert widened.endswith("--set model.overrides.dim=64 --set model.overrides.num_heads=4 "
                             "--pretrained p.pt")
+
+
+def test_background_writer_copies_the_state_and_does_not_block(tmp_path, monkeypatch):
+    import threading
+
+    from map3d.engine import checkpoint
+
+    release, real_save = threading.Event(), checkpoint.atomic_torch_save
+
+    def slow_save(obj, path):
+        release.wait(10)
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "atomic_torch_save", slow_save)
+    writer = checkpoint.CheckpointWriter()
+    state = _ckpt(1.0)
+    writer.submit(state, [tmp_path / "last.pt", tmp_path / "best.pt"])
+    state["model"]["w"].fill_(7.0)  # training goes on while the disk is busy
+    assert not (tmp_path / "last.pt").exists()
+    release.set()
+    writer.wait()
+    for name in ("last.pt", "best.pt"):
+        assert torch.equal(load_checkpoint(tmp_path / name)["model"]["w"], torch.ones(4))
+
+
+def test_background_writer_error_surfaces_in_the_caller(tmp_path, monkeypatch):
+    from map3d.engine import checkpoint
+
+    def full_disk(obj, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_torch_save", full_disk)
+    writer = checkpoint.CheckpointWriter()
+    writer.submit(_ckpt(1.0), [tmp_path / "last.pt"])
+    with pytest.raises(checkpoint.CheckpointWriteError, match="last.pt.*No space left"):
+        writer.wait()
+    writer.wait()  # reported once
+
+
+def test_background_writer_bug_keeps_its_type(tmp_path, monkeypatch):
+    from map3d.engine import checkpoint
+    from map3d.errors import UserError
+
+    def bug(obj, path):
+        raise TypeError("cannot pickle 'generator' object")
+
+    monkeypatch.setattr(checkpoint, "atomic_torch_save", bug)
+    writer = checkpoint.CheckpointWriter()
+    writer.submit(_ckpt(1.0), [tmp_path / "last.pt"])
+    with pytest.raises(TypeError, match="cannot pickle") as info:
+        writer.wait()
+    assert not isinstance(info.value, UserError)  # a bug: map3d shows its traceback
+    writer.wait()  # reported once

@@ -8,6 +8,7 @@ from map3d.engine.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
+    config_to_dict,
     default_config,
     load_config,
     parse_override,
@@ -108,6 +109,57 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = apply_overrides(default_config("classify"), ["optim.lr=3e-4", "data.augment=[]"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A "billion laughs" YAML: 9 ** levels strings from a few hundred bytes."""
+    lines = ["model:", "  overrides:", "    l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        refs = ", ".join([f"*l{i - 1}"] * 9)
+        lines.append(f"    l{i}: &l{i} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    assert path.stat().st_size < 600
+    with pytest.raises(ConfigError, match=r"bomb\.yaml.*more than 10,000 values"):
+        load_config(path)
+    flow = "{l0: &l0 [x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)
+    ) + "}"
+    with pytest.raises(ConfigError, match="--set model.overrides.x: more than 10,000"):
+        apply_overrides(load_config(), [f"model.overrides.x={flow}"])
+    # anchors and aliases of a small config still work
+    path.write_text("data: {augment: &a [rotate_y], vote_augment: *a}\n")
+    cfg = load_config(path)
+    assert cfg.data.vote_augment == ["rotate_y"]
+
+
+def test_checkpoint_config_with_shared_references_is_refused(tmp_path):
+    from map3d.engine.checkpoint import (
+        FORMAT_NAME,
+        CheckpointError,
+        atomic_torch_save,
+        load_checkpoint,
+    )
+
+    nested = ["x"]
+    for _ in range(25):
+        nested = [nested, nested]  # 2 ** 25 leaves once expanded, 1 object per level on disk
+    config = config_to_dict(load_config())
+    config["model"]["overrides"] = {"bomb": nested}
+    path = tmp_path / "last.pt"
+    atomic_torch_save(
+        {"format": FORMAT_NAME, "format_version": 1, "config": config, "model": {}}, path
+    )
+    with pytest.raises(CheckpointError, match=r"last\.pt 'config': more than 10,000 values"):
+        load_checkpoint(path)
+    config["model"]["overrides"] = {"bomb": "x" * 30_000}
+    atomic_torch_save({"format": FORMAT_NAME, "config": config, "model": {}}, path)
+    with pytest.raises(CheckpointError, match=r"model\.overrides\.bomb is a string of 30,000"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")

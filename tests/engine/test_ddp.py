@@ -10,6 +10,7 @@ to 1e-5 relative (in practice they are bit-identical).
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -60,7 +61,7 @@ from map3d.engine.distributed import init_distributed
 
 state = {"up": False}
 dist.is_initialized = lambda: state["up"]
-dist.init_process_group = lambda backend: state.update(up=True)
+dist.init_process_group = lambda **kwargs: state.update(up=True)
 dist.destroy_process_group = lambda: (state.update(up=False), print("destroyed", flush=True))
 os.environ.update(WORLD_SIZE="2", RANK="1", LOCAL_RANK="1")
 assert init_distributed("cpu").world_size == 2
@@ -69,3 +70,58 @@ print("exiting", flush=True)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert proc.stdout.split() == ["exiting", "destroyed"]
+
+
+# Runs `map3d finetune` with a hook in the training step of process 1 at step 2.
+HOOKED = """
+import os, signal, sys, time
+from map3d.cli import main
+from map3d.engine.tasks.classify import ClassifyTask
+real_step, calls = ClassifyTask.training_step, []
+def step(self, model, batch, ctx):
+    calls.append(1)
+    if len(calls) == 2 and os.environ["RANK"] == "1":
+        if sys.argv[1] == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # the signal reaches this process only
+        else:
+            time.sleep(5)  # this process stops answering for a while
+    return real_step(self, model, batch, ctx)
+ClassifyTask.training_step = step
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _hooked_ddp(tmp_path, mode: str, overrides: list[str]) -> subprocess.CompletedProcess:
+    script = tmp_path / "hooked.py"
+    script.write_text(HOOKED)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), mode, "finetune", "--config", SMOKE, "--out", str(tmp_path / "run"),
+           *[arg for o in [*DETERMINISTIC, *overrides] for arg in ("--set", o)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # hung processes must not outlive the test
+        proc.communicate()
+        pytest.fail("the two processes hang")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_sigterm_reaching_one_process_stops_all_at_the_same_step(tmp_path):
+    from map3d.engine.checkpoint import load_checkpoint
+
+    proc = _hooked_ddp(tmp_path, "sigterm", ["data.options.num_samples=24"])  # 3 steps/epoch
+    assert "stopped (SIGTERM) at step 2" in proc.stdout, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]) == (0, 2, 2)
+
+
+@pytest.mark.slow
+def test_a_process_that_stops_answering_ends_the_run_with_a_clear_error(tmp_path):
+    proc = _hooked_ddp(tmp_path, "hang", ["train.dist_timeout_s=2"])
+    assert proc.returncode != 0
+    assert "another process stopped answering" in proc.stderr, proc.stderr[-3000:]
+    assert "train.dist_timeout_s=2.0" in (tmp_path / "run" / "train.log").read_text()

@@ -7,7 +7,7 @@ import torch
 
 from map3d.cli import main
 from map3d.engine import threads
-from map3d.engine.threads import available_cores, configure_threads
+from map3d.engine.threads import available_cores, configure_threads, threads_note
 
 
 @pytest.fixture(autouse=True)
@@ -17,17 +17,17 @@ def keep_torch_threads():
     torch.set_num_threads(before)
 
 
-def test_explicit_then_environment_then_available_cores(monkeypatch, caplog):
-    caplog.set_level("INFO", logger="map3d.engine.threads")
+def test_explicit_then_environment_then_available_cores(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert configure_threads(2) == 2 and torch.get_num_threads() == 2
-    assert "torch CPU threads: 2 (--threads" in caplog.text
-    assert configure_threads(None) == 1 and "(OMP_NUM_THREADS" in caplog.text
+    assert configure_threads(2).startswith("torch CPU threads: 2 (--threads")
+    assert torch.get_num_threads() == 2 and threads_note().startswith("torch CPU threads: 2")
+    assert configure_threads(None).startswith("torch CPU threads: 1 (OMP_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(threads, "available_cores", lambda: 4)
-    assert configure_threads(None) == 4 and "4 cores available" in caplog.text
+    assert "threads: 4 (4 cores available" in configure_threads(None)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # torchrun: 3 processes share 4 cores
-    assert configure_threads(None) == 1 and "/ 3 local processes" in caplog.text
+    assert "threads: 1 (4 cores available / 3 local processes" in configure_threads(None)
+    assert torch.get_num_threads() == 1
 
 
 def test_available_cores_follow_affinity_and_cgroup_quota(monkeypatch, tmp_path):
@@ -44,9 +44,17 @@ def test_available_cores_follow_affinity_and_cgroup_quota(monkeypatch, tmp_path)
     assert available_cores() == 4
 
 
-def test_train_log_says_how_many_threads(tmp_path, monkeypatch):
+def test_train_eval_viz_logs_say_how_many_threads(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     out = tmp_path / "pre"
     assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(out),
                  "--threads", "1"]) == 0
     assert "torch CPU threads: 1 (--threads" in (out / "train.log").read_text()
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--threads", "1",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert "torch CPU threads: 1 (--threads" in capsys.readouterr().err
+    assert main(["viz", "--checkpoint", str(out / "last.pt"), "--threads", "1", "--index", "0",
+                 "--out", str(tmp_path / "viz"), "--renderer", "matplotlib",
+                 "--size", "40", "40"]) == 0
+    assert "torch CPU threads: 1 (--threads" in capsys.readouterr().err

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import map3d
-from map3d.models import load_pretrained
+from map3d.models import PretrainedWeightsError, load_pretrained
 
 from .conftest import SMALL
 
@@ -27,7 +27,9 @@ def test_load_pretrained_reports_missing_and_unexpected(tiny_pretrainer):
     state = dict(tiny_pretrainer.state_dict())
     state.pop("encoder.backbone.norm.weight")
     state["encoder.extra.weight"] = torch.zeros(1)
-    missing, unexpected = load_pretrained(classifier, state)
+    with pytest.raises(PretrainedWeightsError, match="1 missing .first: encoder.backbone.norm"):
+        load_pretrained(classifier, state)
+    missing, unexpected = load_pretrained(classifier, state, allow_partial=True)
     assert missing == ["encoder.backbone.norm.weight"]
     assert unexpected == ["encoder.extra.weight"]
 

@@ -84,7 +84,8 @@ class Task:
     """Base class; subclasses register with `@register_task(name)`.
 
     `model_task` is the `task=` passed to `map3d.create_model`; `best_metric`/`best_mode` pick the
-    checkpoint saved as best.pt from `evaluate()` (or from the epoch's training means).
+    checkpoint saved as best.pt from `evaluate()` (finetuning tasks without a test split: from
+    the epoch's training means; pretraining without one keeps no best.pt).
     """
 
     name: str = ""
