@@ -65,7 +65,7 @@ def one_line_error(capsys, command: str) -> str:
          "/runs/a/last.pt: No space left on device"),
         (OSError(errno.EROFS, "Read-only file system", "/ro/results.json"),
          "/ro/results.json: Read-only file system"),
-        (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "/root/x: Permission denied"),
+        (PermissionError(errno.EACCES, "Permission denied", "runs/x"), "runs/x: Permission denied"),
         (OptionError("modelnet40: split must be one of ('train', 'test'), got 'val'"),
          "modelnet40: split must be one of ('train', 'test'), got 'val'"),
         (MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn"),

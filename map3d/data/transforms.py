@@ -5,7 +5,7 @@ Each transform is a callable `(sample, generator) -> sample` where `sample` is a
 bare (N,C) points tensor; the generator is the item's `torch.Generator` (see `map3d.data.base`),
 so a transform's draws are reproducible from (seed, epoch, index).
 
-Names (reference behaviour in brackets, see /work/shared/DATASETS.md A6):
+Names (reference behaviour in brackets; docs/protocols.md#augmentations):
 - `scale_translate`: per-axis scale ~ U(2/3, 3/2), then per-axis shift ~ U(-0.2, 0.2)
   [Point-MAE `PointcloudScaleAndTranslate`, applied per sample here instead of per batch].
 - `rotate_y`: one angle ~ U(0, 2π) about the up (y) axis, `pc @ R` with

@@ -1,4 +1,5 @@
-"""Batch-time point pipeline of the reference runners (DATASETS.md A6), vectorized on the device.
+"""Batch-time point pipeline of the reference runners, vectorized on the device
+(docs/protocols.md#batch-time-point-pipeline).
 
 Finetuning: FPS `point_all` points from each cloud, one random `npoints` subset shared by the
 whole batch, then augmentations. Evaluation: FPS straight to `npoints`. Votes: fresh random subsets

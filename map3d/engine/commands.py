@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 from pathlib import Path
 
 from map3d.cli import Command
@@ -134,6 +135,14 @@ def _report(lines: list[str], dist) -> None:
         print("\n".join(lines), flush=True)
 
 
+def stop_status(reason: str) -> int:
+    """Exit status of a run that stopped early: 0 at train.max_steps, else 128 + the signal's
+    number (143 for SIGTERM, 130 for Ctrl-C), as a shell reports a process ended by it."""
+    if reason == "max_steps":
+        return 0
+    return 128 + int(signal.Signals[reason])
+
+
 def _run_pretrain(args: argparse.Namespace) -> int:
     from map3d.engine.hints import finetune_command
     from map3d.engine.runs import ENCODER_FILE, train
@@ -145,7 +154,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d pretrain --resume {result.last_checkpoint}"], dist)
-        return 0 if result.stopped == "max_steps" else 128 + 15
+        return stop_status(result.stopped)
     lines = [
         f"pretraining done: {result.epoch} epochs, {result.step} steps, "
         f"final {result.best_metric_name} {result.history[-1].get('train_loss', float('nan')):.4f}"
@@ -208,7 +217,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     if result.stopped:
         _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
                  f"  map3d finetune --resume {result.last_checkpoint}"], dist)
-        return 0 if result.stopped == "max_steps" else 128 + 15
+        return stop_status(result.stopped)
     best = result.best_checkpoint or result.last_checkpoint
     score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
     _report([

@@ -44,10 +44,11 @@ class DataConfig:
 
     `batch_size` is the GLOBAL batch (split evenly over processes, then over `train.accum_steps`
     micro-batches), so a recipe means the same thing on 1 or 8 GPUs. Batch-time pipeline
-    (DATASETS.md A6): FPS to `point_all` points (None: 1200 for 1024, 2400 for 2048, 4800 for
-    4096, else `npoints`; capped at the cloud size), one random `npoints` subset shared by the
-    batch, then the `augment` transforms, all on the device. Evaluation uses FPS to `npoints`
-    without augmentation; votes use `vote_augment` on fresh subsets of the FPS `point_all` set.
+    (docs/protocols.md#batch-time-point-pipeline): FPS to `point_all` points (None: 1200 for
+    1024, 2400 for 2048, 4800 for 4096, else `npoints`; capped at the cloud size), one random
+    `npoints` subset shared by the batch, then the `augment` transforms, all on the device.
+    Evaluation uses FPS to `npoints` without augmentation; votes use `vote_augment` on fresh
+    subsets of the FPS `point_all` set.
     `options` go to `build_dataset` for every split, `test_options` on top for the test split.
     """
 
@@ -151,8 +152,9 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation protocol: `votes` passes with `data.vote_augment` (logits averaged).
 
-    `fewshot_folds` lists the folds `--fold all` runs (DATASETS.md A3: mean ± std of the best
-    test accuracy over folds); `svm` adds a linear-SVM probe on frozen encoder features.
+    `fewshot_folds` lists the folds `--fold all` runs (mean ± std of the best test accuracy over
+    folds, docs/protocols.md#few-shot-modelnet40); `svm` adds a linear-SVM probe on frozen
+    encoder features (docs/protocols.md#linear-svm-probe).
     `vote_permute`: None / False takes the FPS pool as is when it has exactly `npoints` points
     (ScanObjectNN); True permutes it for every vote, as the releases do (FPS then starts from a
     different point).

@@ -1,6 +1,6 @@
 """Part-segmentation metrics, computed as the ShapeNetPart community does (Point-MAE / PointNet++).
 
-Protocol (see DATASETS.md A7):
+Protocol (docs/protocols.md#part-segmentation-metrics):
 - the prediction of a point is restricted to the parts of its shape's category:
   `argmax(logits[:, parts]) + parts[0]`;
 - a shape's IoU is the mean over its category's parts of `|pred ∩ gt| / |pred ∪ gt|`, where a part

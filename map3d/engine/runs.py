@@ -137,7 +137,8 @@ def train_fewshot(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """One finetuning run per fold (`data.options.fold`), in `<run_dir>/fold<k>`; writes and
-    returns `fewshot.json`: best test OA per fold and their mean ± std (DATASETS.md A3)."""
+    returns `fewshot.json`: best test OA per fold and their mean ± std
+    (docs/protocols.md#few-shot-modelnet40)."""
     run_dir = Path(run_dir)
     _check_out(run_dir, None, overwrite)
     per_fold: dict[str, float] = {}
@@ -262,10 +263,10 @@ def _classifier_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any
 def svm_probe(
     checkpoint: str | os.PathLike | None, cfg: ExperimentConfig, *, c: float = 1.0
 ) -> dict[str, Any]:
-    """Linear-SVM probe (DATASETS.md A7): frozen encoder of `checkpoint` (any task; None = the
-    randomly initialised encoder seeded by `train.seed`, the probe's baseline), features of a
-    classifier built from `cfg` on its train/test splits, `sklearn.svm.LinearSVC(C=c)` (seeded);
-    returns the test accuracy (%). Single process."""
+    """Linear-SVM probe (docs/protocols.md#linear-svm-probe): frozen encoder of `checkpoint` (any
+    task; None = the randomly initialised encoder seeded by `train.seed`, the probe's baseline),
+    features of a classifier built from `cfg` on its train/test splits,
+    `sklearn.svm.LinearSVC(C=c)` (seeded); returns the test accuracy (%). Single process."""
     try:
         from sklearn.svm import LinearSVC
     except ImportError as err:

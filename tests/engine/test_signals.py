@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from map3d.engine.checkpoint import load_checkpoint
 from map3d.engine.config import apply_overrides, load_config
@@ -49,8 +50,24 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(tmp
     ckpt = load_checkpoint(out / "last.pt")
     assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]) == (0, 2, 2)
 
-    cfg = apply_overrides(load_config(SMOKE), THREE_STEPS_AN_EPOCH)
-    resumed = train(apply_overrides(cfg, ["data.num_workers=4"]), out, resume=out / "last.pt")
-    assert resumed.stopped is None and resumed.step == 6
-    train(cfg, tmp_path / "full")
+    # the same float reductions as the preempted process (OMP_NUM_THREADS=1), so that the
+    # records can be compared exactly
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = apply_overrides(load_config(SMOKE), THREE_STEPS_AN_EPOCH)
+        resumed = train(apply_overrides(cfg, ["data.num_workers=4"]), out,
+                        resume=out / "last.pt")
+        assert resumed.stopped is None and resumed.step == 6
+        train(cfg, tmp_path / "full")
+    finally:
+        torch.set_num_threads(threads)
     assert _records(out) == _records(tmp_path / "full")
+
+
+def test_a_stopped_run_exits_with_its_signals_status():
+    from map3d.engine.commands import stop_status
+
+    assert stop_status("SIGTERM") == 143  # what Slurm's requeue scripts test for
+    assert stop_status("SIGINT") == 130  # Ctrl-C, as a shell reports it
+    assert stop_status("max_steps") == 0

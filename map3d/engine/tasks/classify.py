@@ -1,9 +1,10 @@
 """Shape classification (ModelNet40, ScanObjectNN, few-shot, synthetic; images too).
 
-Points, per DATASETS.md A6/A7: training FPS-samples `point_all` points, takes one random `npoints`
-subset for the batch and applies `data.augment`; per-epoch evaluation FPS-samples `npoints` with
-no augmentation; voting averages the logits of `eval.votes` random `npoints` subsets of the FPS
-`point_all` set, each with `data.vote_augment`. Images skip the point pipeline.
+Points (docs/protocols.md#batch-time-point-pipeline): training FPS-samples `point_all` points,
+takes one random `npoints` subset for the batch and applies `data.augment`; per-epoch evaluation
+FPS-samples `npoints` with no augmentation (docs/protocols.md#classification-evaluation); voting
+averages the logits of `eval.votes` random `npoints` subsets of the FPS `point_all` set, each with
+`data.vote_augment` (docs/protocols.md#voting). Images skip the point pipeline.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ dataset already resamples each shape to a fixed number of points (ShapeNetPart: 
 replacement, as Point-MAE's `PartNormalDataset`); when it gives more than `data.npoints`, one
 random subset shared by the batch is kept (points and labels alike). Training applies
 `data.augment` (the recipe: `scale_shift`, isotropic U(0.8, 1.25) then shift U(±0.1)) and
-minimizes per-point cross-entropy over all parts. Evaluation follows DATASETS.md A7
-(`map3d.engine.partseg_metrics`): one pass without augmentation (Point-MAE's protocol); `test`
-adds `eval.votes` passes with `data.vote_augment` whose logits are averaged (Point-BERT averages
-3).
+minimizes per-point cross-entropy over all parts. Evaluation follows
+docs/protocols.md#part-segmentation-metrics (`map3d.engine.partseg_metrics`): one pass without
+augmentation (Point-MAE's protocol); `test` adds `eval.votes` passes with `data.vote_augment`
+whose logits are averaged (Point-BERT averages 3).
 """
 
 from __future__ import annotations

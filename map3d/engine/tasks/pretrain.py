@@ -1,8 +1,9 @@
 """Masked autoregressive pretraining (MAP, or MAE/AR through the decoder's region count).
 
 Points: clouds with more than `data.npoints` points are FPS-sampled down to it, then the
-`data.augment` transforms run (A6: rotation about y for MAP-3D). Images go to the model as they
-are. The model is a pretrainer: `forward(x, generator=...) -> output with .loss`.
+`data.augment` transforms run (MAP-3D: rotation about y; docs/protocols.md#augmentations).
+Images go to the model as they are. The model is a pretrainer:
+`forward(x, generator=...) -> output with .loss`.
 """
 
 from __future__ import annotations
