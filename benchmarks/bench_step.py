@@ -14,7 +14,7 @@ import sys
 
 from bench_kernels import ensure_mamba_backend, mamba_selective_scan
 
-from map3d.bench import BENCH
+from map3d.commands import BENCH
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=BENCH.description)

@@ -1,10 +1,10 @@
 """Does MAP pretraining help a 2D encoder when labels are scarce? Digits, CPU, several seeds.
 
 Protocol (everything through the engine, `map3d.engine.runs.train`, nothing on disk):
-1. per seed s: MAP-pretrain `map_nano_patch4_16` on the digits train split (1,438 real 8x8
-   scikit-learn digits upsampled to 16x16, labels unused) with configs/pretrain/image_tiny.yaml
-   (train.seed = s);
-2. per seed s and label fraction f: finetune configs/finetune/image_tiny_digits.yaml on the
+1. per seed s: MAP-pretrain `map_nano_patch4_16` (widened to C=64) on the digits train split
+   (1,438 real 8x8 scikit-learn digits upsampled to 16x16, labels unused) with
+   configs/pretrain/image_digits_c64.yaml (train.seed = s);
+2. per seed s and label fraction f: finetune configs/finetune/image_digits_c64.yaml on the
    stratified fraction f of the train labels drawn with data.options.seed = s, once from the
    seed-s pretrained encoder and once from scratch (train.seed = s for both, so both arms see the
    same labelled images, batches and head initialization seed);
@@ -30,18 +30,21 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-PRETRAIN_CONFIG = REPO / "configs/pretrain/image_tiny.yaml"
-FINETUNE_CONFIG = REPO / "configs/finetune/image_tiny_digits.yaml"
+PRETRAIN_CONFIG = REPO / "configs/pretrain/image_digits_c64.yaml"
+FINETUNE_CONFIG = REPO / "configs/finetune/image_digits_c64.yaml"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1])
-    p.add_argument("--pretrain-epochs", type=int, default=40)
-    p.add_argument("--finetune-epochs", type=int, default=100)
-    p.add_argument("--dim", type=int, default=64, help="encoder width C (the preset's is 32)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads of the encoder")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="default: the config's (40)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="default: the config's (100)")
+    p.add_argument("--dim", type=int, default=None,
+                   help="encoder width C (default: the configs' 64; the preset's is 32)")
+    p.add_argument("--heads", type=int, default=None,
+                   help="attention heads of the encoder (default: the configs' 4)")
     p.add_argument(
         "--num-regions",
         type=int,
@@ -71,9 +74,9 @@ def main(argv=None) -> int:
     setup_logging(None, DistInfo(), verbose=False)
     logging.getLogger("map3d.bench").setLevel(logging.INFO)
     quiet = ["output.progress=false"]
-    width = [f"model.overrides.dim={args.dim}", f"model.overrides.num_heads={args.heads}"]
-    pre_overrides = [*width, f"schedule.epochs={args.pretrain_epochs}"]
-    pre_overrides.append(f"train.eval_every_epochs={args.pretrain_epochs}")
+    width = [f"model.overrides.{key}={value}"
+             for key, value in (("dim", args.dim), ("num_heads", args.heads)) if value is not None]
+    pre_overrides = [*width, *_epochs(args.pretrain_epochs)]
     if args.num_regions is not None:
         pre_overrides.append(f"model.overrides.num_regions={args.num_regions}")
     started = time.time()
@@ -96,8 +99,7 @@ def main(argv=None) -> int:
             for arm in ("pretrained", "scratch"):
                 overrides = [
                     *width,
-                    f"schedule.epochs={args.finetune_epochs}",
-                    f"train.eval_every_epochs={args.finetune_epochs}",
+                    *_epochs(args.finetune_epochs),
                     f"data.options.label_fraction={fraction}",
                     f"data.options.seed={seed}",
                     f"train.seed={seed}",
@@ -119,6 +121,13 @@ def main(argv=None) -> int:
                 )
     summarize(args.out)
     return 0
+
+
+def _epochs(epochs: int | None) -> list[str]:
+    """Overrides for `epochs` epochs with one evaluation, after the last (none: the config's)."""
+    if epochs is None:
+        return []
+    return [f"schedule.epochs={epochs}", f"train.eval_every_epochs={epochs}"]
 
 
 def protocol(args: argparse.Namespace) -> dict:

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from map3d.atomic import atomic_write
-from map3d.cli import Command
 from map3d.ops.dispatch import backend_env
 
 STAGES = {
@@ -234,26 +233,8 @@ def format_results(results: list[StepResult]) -> str:
     return "\n".join(lines)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=["pretrain", "classify", "both"], default="both")
-    parser.add_argument("--preset", default="hybridmt3d_s")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--points", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument(
-        "--backend", action="append",
-        help="MAP3D_BACKEND value to time (repeatable); default: auto, reference, mamba_ssm",
-    )
-    parser.add_argument("--reference-steps", type=int, default=3,
-                        help="timed steps for the slow reference backend")
-    parser.add_argument("--no-nan-checks", action="store_true",
-                        help="also time `auto` with map3d.ops NaN checks (host syncs) off")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="also time `auto` with the whole step replayed from a CUDA graph")
-    parser.add_argument("--json", help="write the results to this file")
-
-
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """`map3d bench` (arguments: `map3d.commands.BENCH`)."""
     if not torch.cuda.is_available():
         print("map3d bench needs a CUDA device")
         return 2
@@ -289,10 +270,3 @@ def _run(args: argparse.Namespace) -> int:
     print(f"total {time.time() - started:.0f} s")
     return 0
 
-
-BENCH = Command(
-    help="time whole training steps (samples/s, memory, per-stage breakdown) per backend",
-    add_arguments=_add_arguments,
-    run=_run,
-    description=__doc__.splitlines()[0],
-)

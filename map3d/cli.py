@@ -42,8 +42,8 @@ COMMANDS: dict[str, str] = {
     "export": "map3d.engine.commands:EXPORT",
     "predict": "map3d.engine.predict:PREDICT",
     "viz": "map3d.viz.command:VIZ",
-    "backends": "map3d.ops.dispatch:BACKENDS_COMMAND",
-    "bench": "map3d.bench:BENCH",
+    "backends": "map3d.commands:BACKENDS",
+    "bench": "map3d.commands:BENCH",
 }
 
 

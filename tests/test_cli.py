@@ -84,3 +84,64 @@ def test_fewshot_all_folds(tmp_path, capsys):
     assert summary["way"] == 5 and summary["shot"] == 10
     assert "few-shot 5-way 10-shot" in capsys.readouterr().out
     assert (out / "fold1" / "best.pt").exists()
+
+
+def test_help_imports_neither_torch_nor_dynamo():
+    """`map3d --help` and every subcommand's --help build the parser without torch (~1 s to
+    import on a small CPU); `import map3d.ops` does not import torch._dynamo (~1 s more)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from map3d.cli import build_parser\n"
+        "build_parser()\n"
+        "assert 'torch' not in sys.modules, 'building the parser imported torch'\n"
+        "import map3d.ops, map3d.models\n"
+        "assert 'torch._dynamo' not in sys.modules, 'importing map3d imported torch._dynamo'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys):
+    """The next step printed after image pretraining finetunes an image model; point weights
+    given to an image run (and image weights to a point run) are a one-line error that says
+    what to run instead."""
+    pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--config", "configs/pretrain/image_tiny.yaml", "--out", str(pre),
+                 "--epochs", "1", "--set", "data.batch_size=256"]) == 0
+    ckpt = load_checkpoint(pre / "last.pt")
+    assert (ckpt["modality"], ckpt["task"]) == ("images", "pretrain")
+    printed = capsys.readouterr().out.splitlines()
+    command = printed[printed.index("finetune from it:") + 1].split()
+    assert command[:3] == ["map3d", "finetune", "--config"]
+    assert command[3] == "configs/finetune/image_tiny_digits.yaml"
+    assert main([*command[1:], "--out", str(tmp_path / "ft"), "--epochs", "1"]) == 0
+
+    points = tmp_path / "points"
+    assert main(["pretrain", "--config", PRETRAIN, "--out", str(points)]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--config", "configs/finetune/image_tiny_digits.yaml",
+                 "--pretrained", str(points / "last.pt"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error: " in err and "holds points weights" in err
+    assert f"map3d finetune --pretrained {points / 'last.pt'}" in err
+    for weights in (pre / "last.pt", pre / "encoder.safetensors"):
+        assert main(["finetune", "--config", FINETUNE, "--pretrained", str(weights),
+                     "--out", str(tmp_path / "bad2")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "holds images weights" in err and "image_tiny_digits.yaml" in err
+
+
+def test_a_wider_encoder_says_which_overrides_to_repeat(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--config", "configs/pretrain/image_digits_c64.yaml", "--out",
+                 str(pre), "--epochs", "1", "--set", "data.batch_size=256"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--config", "configs/finetune/image_tiny_digits.yaml",
+                 "--pretrained", str(pre / "last.pt"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "do not fit this run's map_nano_patch4_16" in err
+    assert "--set model.overrides.dim=64 --set model.overrides.num_heads=4" in err

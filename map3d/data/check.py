@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from map3d.data.errors import DatasetFormatError
+from map3d.data.modelnet import find_fewshot_split
 from map3d.data.registry import build_dataset
+from map3d.engine.monitor import Progress
 
 # Published sizes (see data/README.md).
 EXPECTED = {
@@ -67,13 +69,10 @@ def _configurations(name: str, root: Path, use_cache: bool):
                 continue
             cache = root / f"{prefix}_{split}_8192pts_fps.dat"
             options["use_cache"] = use_cache and cache.exists()
-        if (
-            name == "modelnet40_fewshot"
-            and not (
-                root / f"{options['way']}way{options['shot']}shot" / f"{options['fold']}.pkl"
-            ).exists()
-        ):
-            continue
+        if name == "modelnet40_fewshot":
+            folder = find_fewshot_split(root, options["way"], options["shot"])
+            if folder is None or not (folder / f"{options['fold']}.pkl").exists():
+                continue
         yield split, options
 
 
@@ -95,7 +94,8 @@ def check_dataset(
             report.problems.append(str(error))
             continue
         report.count = len(dataset)
-        for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        count = len(dataset) if limit is None else min(limit, len(dataset))
+        for index in Progress(range(count), desc=f"check {name} {split}", unit="item"):
             try:
                 dataset.load(index, dataset.generator(index))
             except (DatasetFormatError, OSError) as error:
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="ModelNet: check the .txt files, not the .dat"
     )
     args = parser.parse_args(argv)
+    from map3d.engine.distributed import DistInfo
+    from map3d.engine.runs import setup_logging
+
+    setup_logging(None, DistInfo())
     reports = check_dataset(args.dataset, args.root, limit=args.limit, use_cache=not args.no_cache)
     if not reports:
         print(f"{args.dataset}: nothing found under {args.root} (see data/README.md)")

@@ -18,13 +18,15 @@ at construction (the split is held in memory).
 With `use_cache=False` the `.txt` files are read lazily and the first `npoints` rows are kept
 (the reference's non-uniform mode).
 
-Few-shot layout (root = `ModelNetFewshot/`): `{way}way{shot}shot/{fold}.pkl`, a dict
+Few-shot layout (root = `ModelNetFewshot/`): `{way}way{shot}shot/{fold}.pkl` (or
+`{way}way_{shot}shot/`, the folder name Point-BERT's code reads), a dict
 `{"train": [...], "test": [...]}` of `(points (8192,6), new_label, orig_label)` tuples; the
 target is `new_label` in [0, way).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -47,6 +49,8 @@ from map3d.data.files import load_txt, read_lines, read_split_list, require_dir
 from map3d.data.safe_pickle import load_pickle
 from map3d.errors import OptionError
 
+log = logging.getLogger(__name__)
+
 MODELNET_SPLITS = ("train", "test")
 FPS_CHUNK = 32  # clouds per batched FPS call when building the cache
 
@@ -54,6 +58,20 @@ FPS_CHUNK = 32  # clouds per batched FPS call when building the cache
 def class_dir(shape_id: str) -> str:
     """'night_stand_0201' -> 'night_stand'."""
     return shape_id.rsplit("_", 1)[0]
+
+
+def fewshot_split_names(way: int, shot: int) -> tuple[str, str]:
+    """The two spellings of a few-shot split folder: `5way10shot` (Point-BERT's docs) and
+    `5way_10shot` (the name Point-BERT / Point-MAE / Mamba3D code reads)."""
+    return f"{way}way{shot}shot", f"{way}way_{shot}shot"
+
+
+def find_fewshot_split(root: str | os.PathLike, way: int, shot: int) -> Path | None:
+    """The split folder of `way`-way `shot`-shot under `root` in either spelling, or None."""
+    for name in fewshot_split_names(way, shot):
+        if (Path(root) / name).is_dir():
+            return Path(root) / name
+    return None
 
 
 def _normalized(points: np.ndarray, use_normals: bool, path, where=None) -> np.ndarray:
@@ -142,7 +160,11 @@ class ModelNet40(PointDataset):
 
         generator = torch.Generator().manual_seed(self.seed)
         clouds, labels, errors = [], [], []
-        for path, label in self.shapes:
+        from map3d.engine.monitor import Progress
+
+        shapes = Progress(self.shapes, desc=f"modelnet40 cache {self.cache_path.name}",
+                          unit="file")
+        for path, label in shapes:
             try:
                 cloud = check_points(
                     self._read_txt(path), path, columns=(6,), min_points=self.npoints
@@ -252,10 +274,15 @@ class ModelNet40FewShot(PointDataset):
         self.split, self.way, self.shot, self.fold = split, way, shot, fold
         self.use_normals = use_normals
         self.num_classes = way
-        path = (
-            require_dir(self.root / f"{way}way{shot}shot", f"{way}way{shot}shot split")
-            / f"{fold}.pkl"
-        )
+        folder = find_fewshot_split(self.root, way, shot)
+        if folder is None:
+            names = fewshot_split_names(way, shot)
+            raise FileNotFoundError(
+                f"{self.root / names[0]}: {way}way{shot}shot split folder not found (nor "
+                f"{names[1]}; see data/README.md)"
+            )
+        log.info("modelnet40_fewshot: %d-way %d-shot split folder %s", way, shot, folder)
+        path = folder / f"{fold}.pkl"
         data = load_pickle(path)
         if not isinstance(data, dict) or split not in data:
             keys = sorted(data) if isinstance(data, dict) else type(data).__name__

@@ -2,7 +2,8 @@
 
 A checkpoint is a dict of tensors and plain Python values only (dicts, lists, strings, numbers):
 ```
-format_version, map3d_version, task, model_name, model_config (dict), config (experiment dict),
+format_version, map3d_version, task, modality ("points" | "images"), model_name,
+model_config (dict), config (experiment dict),
 data_info (the training set's class_names / category_names / category_parts, if any),
 model (state dict), optimizer, scheduler, scaler (state dicts or None),
 epoch (epochs completed), batch_in_epoch (batches done in `epoch` when saved mid-epoch),
@@ -147,6 +148,52 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"understands ({FORMAT_VERSION}); upgrade map3d"
         )
     return ckpt
+
+
+def checkpoint_modality(ckpt: dict) -> str:
+    """"points" or "images": the checkpoint's `modality`, or for checkpoints written before it
+    was stored, the modality of its model preset (`model_name`, else `config.model.name`)."""
+    if ckpt.get("modality"):
+        return ckpt["modality"]
+    from map3d.models.registry import model_modality
+
+    name = ckpt.get("model_name") or ckpt["config"]["model"]["name"]
+    return model_modality(name)
+
+
+def checkpoint_model_overrides(ckpt: dict) -> dict:
+    """The model overrides of the experiment config stored in a checkpoint ({} without one,
+    e.g. for release checkpoints)."""
+    return ((ckpt.get("config") or {}).get("model") or {}).get("overrides") or {}
+
+
+def weights_origin(path: str | Path) -> tuple[str | None, str | None, dict]:
+    """(model preset name, modality, model overrides) of the weights in a map3d checkpoint or
+    an exported `.safetensors` encoder (from its metadata); None / {} for what the file does
+    not say."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        ckpt = load_checkpoint(path)
+        return ckpt.get("model_name"), checkpoint_modality(ckpt), checkpoint_model_overrides(ckpt)
+    from safetensors import safe_open
+
+    from map3d.models.registry import model_modality
+
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:  # truncated file, bad header (SafetensorError), ...
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    name = json.loads(meta["model_name"]) if "model_name" in meta else None
+    overrides = json.loads(meta.get("model_overrides", "{}"))
+    if "modality" in meta:
+        return name, json.loads(meta["modality"]), overrides
+    try:
+        return name, None if name is None else model_modality(name), overrides
+    except ValueError:  # a preset this map3d does not know
+        return name, None, overrides
 
 
 def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
@@ -323,6 +370,8 @@ def export_encoder(
     metadata: dict[str, Any] | None = None,
 ) -> int:
     """Write the `prefix`-ed weights (prefix stripped) as safetensors; returns the tensor count.
+
+    The folder of `path` is created if needed.
 
     `metadata` values are stored JSON-encoded in the safetensors header.
     """

@@ -502,7 +502,7 @@ def check_resume_config(saved: dict, cfg: ExperimentConfig, source: str) -> None
 def default_config(task: str) -> ExperimentConfig:
     """The built-in synthetic-shapes experiment run by `map3d pretrain|finetune` without --config.
 
-    Small enough to finish in minutes on a laptop CPU; configs/{pretrain,finetune}/synthetic.yaml
+    Minutes on a 2-core CPU (see README.md); configs/{pretrain,finetune}/synthetic.yaml
     are the same settings as files (a test keeps them equal).
     """
     if task == "pretrain":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,7 +46,11 @@ def init_distributed(device_kind: str, timeout_s: float | None = None) -> DistIn
 
     NCCL for CUDA, gloo otherwise, with a collective timeout of `timeout_s` seconds (None:
     PyTorch's default): a process that stops answering ends the others with an error instead
-    of a hang. A single process (no WORLD_SIZE, or 1) starts no group.
+    of a hang. A single process (no WORLD_SIZE, or 1) starts no group. The group is destroyed
+    at interpreter exit (`shutdown_distributed`, registered with atexit): a gloo group left
+    alive has worker threads that can still hold tensors while the interpreter shuts down,
+    which aborts the process ("terminate called without an active exception") after the work
+    is done.
     """
     global _CPU_GROUP, _TIMEOUT_S
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -61,6 +66,7 @@ def init_distributed(device_kind: str, timeout_s: float | None = None) -> DistIn
         dist.init_process_group(backend=backend, timeout=timeout)
         _CPU_GROUP = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
         _TIMEOUT_S = timeout_s
+        atexit.register(shutdown_distributed)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
@@ -97,8 +103,11 @@ def is_main_process() -> bool:
 
 
 def shutdown_distributed() -> None:
+    """Destroy every process group, if there is one (safe to call twice)."""
+    global _CPU_GROUP
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _CPU_GROUP = None
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,6 @@ from typing import Any
 
 from map3d.atomic import atomic_write
 from map3d.cli import Command
-from map3d.data.errors import DatasetFormatError
 from map3d.errors import OptionError
 
 TASKS = ("classify", "partseg")
@@ -156,6 +155,7 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
     import torch
     from tqdm import tqdm
 
+    from map3d.data.errors import DatasetFormatError
     from map3d.engine.batching import apply_augments, fps_points, shared_subset
     from map3d.engine.config import config_from_dict
     from map3d.engine.metrics import vote_logits

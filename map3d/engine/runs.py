@@ -42,8 +42,10 @@ from map3d.engine.distributed import (
     is_main_process,
 )
 from map3d.engine.metrics import mean_std
+from map3d.engine.monitor import Progress, TqdmLoggingHandler
 from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir
 from map3d.engine.tasks import TaskContext, get_task
+from map3d.engine.threads import threads_note
 from map3d.engine.trainer import (
     EpochBatchSampler,
     RunResult,
@@ -54,6 +56,7 @@ from map3d.engine.trainer import (
     resolve_precision,
 )
 from map3d.errors import MissingDependencyError
+from map3d.models.registry import model_modality
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def setup_logging(run_dir: Path | None, dist: DistInfo, *, verbose: bool = True)
         if getattr(handler, "_map3d", False):
             logger.removeHandler(handler)
             handler.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [TqdmLoggingHandler(sys.stderr)]
     if run_dir is not None and dist.is_main:
         handlers.append(RunLogHandler(run_dir / "train.log"))
     for handler in handlers:
@@ -123,7 +126,8 @@ def train(
         export_encoder(
             trainer.model.state_dict(),
             result.run_dir / ENCODER_FILE,
-            metadata={"model_name": cfg.model.name, "step": result.step},
+            metadata={"model_name": cfg.model.name, "modality": model_modality(cfg.model.name),
+                      "model_overrides": cfg.model.overrides, "step": result.step},
         )
     return result
 
@@ -210,7 +214,12 @@ def evaluate_checkpoint(
     ctx = _context(cfg, dist)
     dataset = task.build_dataset(cfg, cfg.data.test_split)
     model = _model_from_checkpoint(ckpt, cfg, dataset, checkpoint).to(ctx.device).eval()
-    results = task.test(model, _loader(dataset, cfg, dist, ctx.device), ctx)
+    loader = _loader(dataset, cfg, dist, ctx.device)
+    log.info("evaluating %s on %s/%s | %s", checkpoint, cfg.data.name, cfg.data.test_split,
+             threads_note())
+    batches = Progress(loader, desc=f"eval {cfg.data.name}/{cfg.data.test_split}",
+                       unit="batch", enabled=dist.is_main)
+    results = task.test(model, batches, ctx)
     results["checkpoint"] = {
         "path": str(checkpoint), "epoch": ckpt["epoch"], "step": ckpt["step"],
         "model_name": ckpt["model_name"], "map3d_version": ckpt["map3d_version"],

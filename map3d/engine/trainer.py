@@ -42,8 +42,10 @@ from map3d.engine.checkpoint import (
     load_checkpoint,
     model_state_dict,
     restore_rng,
+    weights_origin,
 )
 from map3d.engine.config import (
+    ConfigError,
     ExperimentConfig,
     check_resume_config,
     config_to_dict,
@@ -58,6 +60,7 @@ from map3d.engine.distributed import (
     max_over_processes,
     timeout_error,
 )
+from map3d.engine.hints import finetune_command
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
 from map3d.engine.optim import build_optimizer, build_scheduler
@@ -70,6 +73,8 @@ from map3d.engine.rundir import (
 )
 from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
+from map3d.engine.threads import threads_note
+from map3d.models.registry import model_modality
 
 log = logging.getLogger(__name__)
 
@@ -453,10 +458,26 @@ class Trainer:
     def _load_pretrained(self, path: str, prefix: str) -> None:
         from map3d.models import load_pretrained
 
-        missing, unexpected = load_pretrained(
-            self.model, model_state_dict(path), prefix=prefix,
-            allow_partial=self.cfg.train.allow_partial_pretrained, source=path,
-        )
+        name, modality, overrides = weights_origin(path)
+        own = model_modality(self.cfg.model.name)
+        instead = f"finetune them with: {finetune_command(path, name, overrides)}"
+        if modality is not None and modality != own:
+            raise ConfigError(
+                f"{path} holds {modality} weights ({name}), this run builds a {own} model "
+                f"({self.cfg.model.name}); {instead}"
+            )
+        try:
+            missing, unexpected = load_pretrained(
+                self.model, model_state_dict(path), prefix=prefix,
+                allow_partial=self.cfg.train.allow_partial_pretrained, source=path,
+            )
+        except ValueError as err:  # shapes differ: another preset, or another width
+            if name is None:
+                raise
+            raise ConfigError(
+                f"{path} holds {name} weights that do not fit this run's {self.cfg.model.name} "
+                f"({err}); {instead}"
+            ) from err
         log.info(
             "loaded pretrained weights %s (prefix %r): %d missing, %d unexpected keys",
             path, prefix, len(missing), len(unexpected),
@@ -482,6 +503,7 @@ class Trainer:
             "format_version": FORMAT_VERSION,
             "map3d_version": map3d.__version__,
             "task": self.task.name,
+            "modality": model_modality(self.cfg.model.name),
             "model_name": self.cfg.model.name,
             "model_task": self.task.model_task,
             "model_config": _plain(model_config),
@@ -629,11 +651,11 @@ class Trainer:
         total_steps = cfg.schedule.epochs * self.steps_per_epoch
         log.info(
             "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
-            " %d epochs | %s | run dir %s",
+            " %d epochs | %s | %s | run dir %s",
             self.task.name, cfg.model.name,
             sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
             self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
-            self.step_mode_note, self.run_dir,
+            self.step_mode_note, threads_note(), self.run_dir,
         )
         bar = progress_bar(total_steps, self.step, enabled=cfg.output.progress and
                            self.dist.is_main, desc=self.task.name)

@@ -102,6 +102,11 @@ def list_models(modality: str | None = None) -> list[str]:
     return sorted(n for n, p in _PRESETS.items() if modality in (None, p.modality))
 
 
+def model_modality(name: str) -> str:
+    """The modality of a registered preset: "points" or "images"."""
+    return _preset(name).modality
+
+
 def list_tasks(name: str) -> list[str]:
     """Tasks available for a preset."""
     preset = _preset(name)

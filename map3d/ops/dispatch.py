@@ -23,8 +23,8 @@ A registered backend function takes exactly the public op's arguments (without `
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-
-from map3d.cli import Command
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +179,23 @@ def _unavailable(backend: Backend) -> str | None:
     return _check_availability(backend)
 
 
-@torch.compiler.disable
+def _compiler_disabled(fn: Callable) -> Callable:
+    """`fn`, kept out of `torch.compile` traces like `torch.compiler.disable(fn)`, but without
+    importing torch._dynamo (seconds on a small CPU) until something is being compiled."""
+    disabled: list[Callable] = []
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn))
+        return disabled[0](*args, **kwargs)
+
+    return call
+
+
+@_compiler_disabled
 def _check_availability(backend: Backend) -> str | None:
     reason = backend.available()
     _REASONS[(backend.op, backend.name)] = reason
@@ -351,25 +365,3 @@ def format_backend_table(rows: list[BackendRow] | None = None) -> str:
     env = os.environ.get(ENV_VAR)
     out.append(f"{ENV_VAR}={env}" if env else f"{ENV_VAR} is not set: automatic selection")
     return "\n".join(out)
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--op", choices=OPS, help="show only this op")
-
-
-def _run(args: argparse.Namespace) -> int:
-    rows = [r for r in backend_table() if args.op in (None, r.op)]
-    print(format_backend_table(rows))
-    return 0
-
-
-BACKENDS_COMMAND = Command(
-    help="show which backend each op can use here, and why others are unavailable",
-    add_arguments=_add_arguments,
-    run=_run,
-    description=(
-        "Table of op x backend x availability. Selection per call: explicit backend= "
-        f"argument > {ENV_VAR} (e.g. `reference` or `selective_scan=triton,fps=reference`)"
-        " > best available for the tensors' device and dtype."
-    ),
-)

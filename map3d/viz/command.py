@@ -20,6 +20,7 @@ from map3d.errors import OptionError
 log = logging.getLogger(__name__)
 
 CSV_NAME = "chamfer.csv"
+FIGURE_POINTS = 2048  # default points per drawn cloud
 CSV_COLUMNS = ("index", "label", "chamfer", "num_masked", "num_groups", "png", "ply")
 
 
@@ -60,15 +61,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also open an interactive Open3D window per shape (needs a display; "
         "SPACE switches input / reconstruction / ground truth)",
     )
+    parser.add_argument(
+        "--num-points", type=int, default=FIGURE_POINTS, metavar="N",
+        help="points per drawn cloud: each shape is sampled with N points (at most what the "
+        "dataset holds) and cut into proportionally more patches of the checkpoint's patch "
+        "size, so reconstructions are drawn as densely as N; 0 = the cloud size the model was "
+        "trained on",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random masking")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="torch CPU threads (default: OMP_NUM_THREADS if set, else the cores this process "
+        "may use)",
+    )
     parser.add_argument(
         "--size", type=int, nargs=2, default=[480, 480], metavar=("W", "H"), help="pixels per view"
     )
 
 
-def load_pretrainer(path: str | Path, device):
-    """Rebuild the MAP pretrainer saved in a `map3d pretrain` checkpoint, in eval mode.
+def load_pretrainer(path: str | Path, device, **overrides):
+    """Rebuild the MAP pretrainer saved in a `map3d pretrain` checkpoint, in eval mode, with
+    model config `overrides` that leave the weights' shapes alone (e.g. num_groups).
 
     Returns (model, checkpoint dict). Raises ValueError for checkpoints of other tasks.
     """
@@ -82,16 +96,29 @@ def load_pretrainer(path: str | Path, device):
             f"{path}: `map3d viz` needs a pretraining checkpoint, this one is for task "
             f"{ckpt.get('task')!r}"
         )
-    model = create_model(ckpt["model_name"], task="pretrain", **(ckpt.get("model_config") or {}))
+    config = {**(ckpt.get("model_config") or {}), **overrides}
+    model = create_model(ckpt["model_name"], task="pretrain", **config)
     load_model_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
 
 
-def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: str | None):
+def figure_groups(groups: int, regions: int | None, train_points: int, points: int) -> int:
+    """Patches for a `points`-point figure from a model trained with `groups` patches (and
+    `regions` decoder regions) on `train_points` points: the training ratio of patches to
+    points, a multiple of the regions, so that the patches keep their K points and the
+    reconstruction covers the cloud as in training."""
+    regions = regions or 1
+    scaled = round(groups * points / train_points / regions) * regions
+    return max(regions, min(scaled, points // regions * regions))
+
+
+def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: str | None,
+                      num_points: int = 0):
     """The dataset to draw from: the checkpoint's (same options, test split) unless overridden.
 
     Returns (dataset, name, split, npoints): npoints is the cloud size the model was trained
-    on (larger clouds are FPS-sampled down to it, as in training), None if unknown.
+    on, None if unknown. The built-in synthetic shapes are generated with at least
+    `num_points` points.
     """
     from map3d.data import build_dataset
 
@@ -101,6 +128,7 @@ def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: 
     options = dict(data.get("options") or {}) if same else {}
     if name == "synthetic":
         options.setdefault("task", "pretrain")
+        options["num_points"] = max(num_points, options.get("num_points", 0)) or 1024
     if root is None and same:
         root = data.get("root")
     split = split or data.get("test_split") or "test"
@@ -138,10 +166,16 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from map3d.engine.batching import fps_points
+    from map3d.engine.distributed import DistInfo
+    from map3d.engine.monitor import Progress, echo
+    from map3d.engine.runs import setup_logging
+    from map3d.engine.threads import configure_threads, threads_note
     from map3d.engine.trainer import derive_seed, resolve_device
     from map3d.viz.layers import split_reconstruction
     from map3d.viz.render import render_reconstruction, resolve_renderer
 
+    setup_logging(None, DistInfo())
+    configure_threads(args.threads)
     device = resolve_device(args.device)
     model, ckpt = load_pretrainer(args.checkpoint, device)
     renderer = resolve_renderer(args.renderer)
@@ -151,7 +185,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
         npoints = ((ckpt.get("config") or {}).get("data") or {}).get("npoints")
     else:
         dataset, name, split, npoints = build_viz_dataset(
-            ckpt, args.dataset, args.data, args.split
+            ckpt, args.dataset, args.data, args.split, num_points=args.num_points
         )
         bad = [i for i in args.index if not 0 <= i < len(dataset)]
         if bad:
@@ -163,6 +197,18 @@ def visualize(args: argparse.Namespace) -> list[dict]:
 
             return visualize_images(args, model, dataset, name, split, device)
         items = [(i, f"{name}-{split}-{i:05d}", dataset[i]) for i in args.index]
+    if any("points" not in item for _, _, item in items):
+        raise OptionError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
+    stored = items[0][2]["points"].shape[0]
+    train_points = npoints or stored
+    drawn = min(args.num_points or train_points, stored)
+    trained_groups = model.config.num_groups
+    groups = figure_groups(trained_groups, model.config.num_regions, train_points, drawn)
+    if groups != trained_groups:
+        model, ckpt = load_pretrainer(args.checkpoint, device, num_groups=groups)
+    log.info("figures: %d points per shape in %d patches of %d (trained on %d points, %d "
+             "patches) | %s", drawn, groups, model.config.group_size, train_points,
+             trained_groups, threads_note())
     norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
     variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
     out = Path(args.out)
@@ -171,12 +217,10 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     print(f"{'index':>7} {'chamfer':>10} {'masked':>8}  figure")
 
     rows, shapes = [], []
-    for index, stem, item in items:
-        if "points" not in item:
-            raise OptionError(f"{name}: items have no 'points'; `map3d viz` draws point clouds")
+    for index, stem, item in Progress(items, desc="viz", unit="shape"):
         points = item["points"].to(device=device, dtype=torch.float32).unsqueeze(0)
-        if npoints and points.shape[1] > npoints:
-            points = fps_points(points, npoints)
+        if points.shape[1] > drawn:
+            points = fps_points(points, drawn)
         generator = torch.Generator(device).manual_seed(derive_seed(args.seed, index))
         with torch.no_grad():
             shape = split_reconstruction(model.reconstruct(points, generator=generator))[0]
@@ -198,7 +242,7 @@ def visualize(args: argparse.Namespace) -> list[dict]:
             }
         )
         masked = f"{shape.num_masked}/{shape.num_groups}"
-        print(f"{index:>7} {shape.chamfer:>10.5f} {masked:>8}  {png}", flush=True)
+        echo(f"{index:>7} {shape.chamfer:>10.5f} {masked:>8}  {png}")
     with atomic_write(out / CSV_NAME, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()

@@ -30,6 +30,15 @@ LAYER_COLORS = {
 }
 
 
+# The legend of a reconstruction figure: (label, colour), in the order the views introduce them.
+RECONSTRUCTION_LEGEND = (
+    ("visible (encoder input)", VISIBLE_COLOR),
+    ("masked (hidden from the encoder)", MASKED_COLOR),
+    ("reconstructed masked patches", PREDICTED_COLOR),
+    ("true masked patches", TARGET_COLOR),
+)
+
+
 @dataclass
 class View:
     """A titled point set to draw: points (N,3) float32, colors (N,3) uint8.

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,13 @@ import numpy as np
 
 from map3d.atomic import atomic_write
 from map3d.errors import MissingDependencyError
-from map3d.viz.layers import ShapeLayers, View, to_numpy
+from map3d.viz.layers import RECONSTRUCTION_LEGEND, ShapeLayers, View, to_numpy
 
 log = logging.getLogger(__name__)
 
 RENDERERS = ("auto", "open3d", "matplotlib")
 TITLE_HEIGHT = 34  # pixels of the title band above each view
+LEGEND_HEIGHT = 30  # pixels of the legend band below the views (figures with a legend)
 _DPI = 100
 _SUPERSAMPLE = 2  # Open3D renders at this multiple of the panel size, then averages down
 _DEPTH_SHADE = 0.45  # the farthest point is this much darker than the nearest
@@ -120,11 +122,14 @@ def render_views(
     panel_size: tuple[int, int] = (480, 480),
     point_size: float | None = None,
     camera: Camera | None = None,
+    legend: Sequence[tuple[str, tuple[int, int, int]]] = (),
 ) -> Path:
-    """Render titled views side by side into a PNG of (len(views)*width) x (height+TITLE_HEIGHT).
+    """Render titled views side by side into a PNG of (len(views)*width) x (height+TITLE_HEIGHT),
+    plus LEGEND_HEIGHT pixels for a legend if one is given.
 
     panel_size: (width, height) pixels of each view; point_size: pixels (default scales with
-    the panel); camera: default frames all views together.
+    the panel); camera: default frames all views together; legend: (label, uint8 RGB colour)
+    entries drawn in one row below the views.
     """
     if not views:
         raise ValueError("views must not be empty")
@@ -142,7 +147,7 @@ def render_views(
             if renderer == "open3d":
                 raise RuntimeError(f"Open3D offscreen rendering failed: {err}{_O3D_HINT}") from err
             log.warning("Open3D offscreen rendering failed (%s); falling back to matplotlib", err)
-    return _compose(views, images, camera, (width, height), point_size, Path(path))
+    return _compose(views, images, camera, (width, height), point_size, Path(path), legend)
 
 
 def render_reconstruction(
@@ -156,10 +161,11 @@ def render_reconstruction(
     """PNG of one reconstructed shape: input (masked patches greyed), reconstruction, truth.
 
     The camera frames the ground-truth shape, so a wild prediction cannot shrink the figure
-    (predicted points outside the frame are cut off). kwargs: `render_views` options
-    (point_size, camera).
+    (predicted points outside the frame are cut off). A legend names the colours. kwargs:
+    `render_views` options (point_size, camera, legend).
     """
     views = layers.views()
+    kwargs.setdefault("legend", RECONSTRUCTION_LEGEND)
     kwargs.setdefault("camera", Camera.fit([views[-1]], aspect=panel_size[0] / panel_size[1]))
     return render_views(views, path, renderer=renderer, panel_size=panel_size, **kwargs)
 
@@ -326,20 +332,24 @@ def _compose(
     size: tuple[int, int],
     point_size: float,
     path: Path,
+    legend: Sequence[tuple[str, tuple[int, int, int]]] = (),
 ) -> Path:
-    """Lay out the views with titles; draw them with matplotlib 3D unless images are given."""
+    """Lay out the views with titles (and the legend below); draw them with matplotlib unless
+    images are given."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     width, height = size
-    fig_w, fig_h = width * len(views), height + TITLE_HEIGHT
+    bottom = LEGEND_HEIGHT if legend else 0
+    fig_w, fig_h = width * len(views), height + TITLE_HEIGHT + bottom
     fig = Figure(figsize=(fig_w / _DPI, fig_h / _DPI), dpi=_DPI, facecolor="white")
     # One font size for all titles, small enough for the longest (~0.6 em per character).
     longest = max(len(view.title) for view in views)
     fontsize = min(12.0, 0.92 * width / (0.6 * longest) * 72 / _DPI)
     FigureCanvasAgg(fig)
     for i, view in enumerate(views):
-        rect = (i * width / fig_w, 0.0, width / fig_w, height / fig_h)
+        rect = (i * width / fig_w, bottom / fig_h, width / fig_w, height / fig_h)
         if images is not None:
             ax = fig.add_axes(rect)
             ax.imshow(images[i], interpolation="nearest", aspect="auto")
@@ -354,6 +364,16 @@ def _compose(
             va="center",
             fontsize=fontsize,
         )
+    if legend:
+        handles = [
+            Line2D([], [], linestyle="none", marker="o", markersize=7, markeredgewidth=0,
+                   markerfacecolor=np.asarray(color) / 255.0, label=label)
+            for label, color in legend
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
+                   fontsize=min(fontsize, 0.92 * fig_w / (0.6 * sum(len(t) + 4 for t, _ in legend))
+                                * 72 / _DPI),
+                   bbox_to_anchor=(0.5, 0.0), handletextpad=0.2, columnspacing=1.0)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=_DPI, facecolor="white")
     return path

@@ -138,6 +138,23 @@ def test_modelnet_fewshot(roots):
     assert_unit_sphere(item["points"])
 
 
+def test_modelnet_fewshot_accepts_the_underscored_folder_name(tmp_path, caplog):
+    """`5way_10shot/` (read by Point-BERT / Point-MAE / Mamba3D code) works like `5way10shot/`,
+    for the loader and for `python -m map3d.data.check`; the log says which one was found."""
+    from map3d.data.check import check_dataset
+
+    root = make_modelnet_fewshot(tmp_path, folds=1, num_points=32)
+    (root / "5way10shot").rename(root / "5way_10shot")
+    caplog.set_level("INFO", logger="map3d.data.modelnet")
+    train = build_dataset("modelnet40_fewshot", split="train", root=root, way=5, shot=10)
+    assert len(train) == 50 and str(root / "5way_10shot") in caplog.text
+    assert [(r.split, r.count, r.ok) for r in check_dataset("modelnet40_fewshot", root)] == [
+        ("train", 50, True), ("test", 10, False)  # the fixture holds 2, not 20, tests per class
+    ]
+    with pytest.raises(FileNotFoundError, match=r"10way20shot.*10way_20shot"):
+        build_dataset("modelnet40_fewshot", split="train", root=root, way=10, shot=20)
+
+
 @pytest.mark.parametrize("variant", ["obj_bg", "obj_only", "pb_t50_rs"])
 def test_scanobjectnn_not_normalized(roots, variant):
     import h5py

@@ -93,6 +93,39 @@ def test_export_encoder_safetensors(tmp_path):
     assert not os.path.exists(tmp_path / "x.safetensors")
 
 
+def test_export_encoder_creates_its_folder(tmp_path):
+    state = {"encoder.a.weight": torch.randn(2, 2)}
+    target = tmp_path / "new" / "deeper" / "enc.safetensors"
+    assert export_encoder(state, target) == 1
+    assert torch.equal(model_state_dict(target)["encoder.a.weight"], state["encoder.a.weight"])
+
+
+def test_checkpoint_modality_is_stored_or_inferred_from_the_model():
+    from map3d.engine.checkpoint import checkpoint_modality
+
+    assert checkpoint_modality({"modality": "images", "model_name": "hybridmt3d_s"}) == "images"
+    # written before the field existed: from the preset, else from the experiment config
+    assert checkpoint_modality({"model_name": "map_nano_patch4_16"}) == "images"
+    assert checkpoint_modality({"config": {"model": {"name": "hybridmt3d_tiny"}}}) == "points"
+
+
+def test_finetune_command_per_preset():
+    from map3d.engine.hints import finetune_command
+
+    assert finetune_command("p.pt", "hybridmt3d_tiny") == "map3d finetune --pretrained p.pt"
+    assert finetune_command("p.pt", "map_nano_patch4_16") == (
+        "map3d finetune --config configs/finetune/image_tiny_digits.yaml --pretrained p.pt"
+    )
+    assert "--set model.name=mamba3d_s" in finetune_command("p.pt", "mamba3d_s")
+    assert "configs/finetune/modelnet40.yaml --data" in finetune_command("p.pt", "hybridmt3d_s")
+    assert "no finetuning config ships" in finetune_command("p.pt", "map_tiny_patch16_224")
+    # a widened encoder: its shape overrides are repeated, the rest is the recipe's business
+    widened = finetune_command("p.pt", "map_nano_patch4_16",
+                               {"dim": 64, "num_heads": 4, "image_size": 16, "mask_ratio": 0.5})
+    assert widened.endswith("--set model.overrides.dim=64 --set model.overrides.num_heads=4 "
+                            "--pretrained p.pt")
+
+
 def test_background_writer_copies_the_state_and_does_not_block(tmp_path, monkeypatch):
     import threading
 

@@ -8,7 +8,8 @@ from collections import namedtuple
 import pytest
 import torch
 
-from map3d import ops
+from map3d import commands, ops
+from map3d.commands import BACKENDS
 from map3d.ops import dispatch, reference
 from map3d.ops import external as ext
 
@@ -166,11 +167,15 @@ def test_backend_table_and_command(registry, capsys):
     assert pairs[("knn", "fast")].reason == "fast is not installed"
     assert pairs[("selective_scan", "reference")].available
     assert {r.op for r in rows} == set(dispatch.OPS)
-    assert dispatch.BACKENDS_COMMAND.run(argparse.Namespace(op="knn")) == 0
+    assert BACKENDS.run(argparse.Namespace(op="knn")) == 0
     out = capsys.readouterr().out
     assert "no: fast is not installed" in out and "selective_scan" not in out
     header = out.splitlines()[0]
     assert header.split() == ["op", "backend", "priority", "available"]
+
+
+def test_backends_command_lists_the_ops_of_dispatch():
+    assert commands._OPS == dispatch.OPS and commands._ENV_VAR == dispatch.ENV_VAR
 
 
 def test_register_rejects_unknown_op():

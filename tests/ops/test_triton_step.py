@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from map3d.bench import (
-    BENCH,
     StepResult,
     _Marks,
     _step_fn,
@@ -16,6 +15,7 @@ from map3d.bench import (
     format_results,
     graphed_step,
 )
+from map3d.commands import BENCH
 
 
 def test_bench_command_parses_and_needs_cuda(capsys):

@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory):
 def test_viz_end_to_end(checkpoint, tmp_path, capsys):
     out = tmp_path / "figures"
     argv = ["viz", "--checkpoint", str(checkpoint), "--index", "1", "4", "--out", str(out),
-            "--size", "120", "100", "--seed", "3"]  # fmt: skip
+            "--size", "120", "100", "--seed", "3", "--num-points", "0"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     with open(out / "chamfer.csv") as f:
@@ -62,6 +62,24 @@ def test_viz_end_to_end(checkpoint, tmp_path, capsys):
     assert main(argv + ["--renderer", "matplotlib"]) == 0
     with open(out / "chamfer.csv") as f:
         assert [r["chamfer"] for r in csv.DictReader(f)] == [r["chamfer"] for r in rows]
+
+
+@pytest.mark.parametrize(("num_points", "groups"), [(None, 256), (512, 64), (0, 16)])
+def test_figures_are_dense_by_default(checkpoint, tmp_path, num_points, groups):
+    """Default 2,048 points per figure: the model (trained on 128 points in 16 patches of 8)
+    cuts the cloud into 256 patches of 8, so the drawn cloud has 2,048 points."""
+    out = tmp_path / "figures"
+    argv = ["viz", "--checkpoint", str(checkpoint), "--index", "0", "--out", str(out),
+            "--size", "60", "50", "--renderer", "matplotlib"]  # fmt: skip
+    if num_points is not None:
+        argv += ["--num-points", str(num_points)]
+    assert main(argv) == 0
+    with open(out / "chamfer.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert int(row["num_groups"]) == groups
+    cloud = read_ply(out / row["ply"])
+    counts = np.bincount(cloud.layer, minlength=3)
+    assert counts[0] + counts[1] == groups * 8  # visible + reconstructed: the whole cloud
 
 
 def test_show_without_display_fails_clearly(checkpoint, tmp_path, monkeypatch, capsys):

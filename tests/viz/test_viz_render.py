@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from map3d.viz import render, render_part_segmentation, render_reconstruction, split_reconstruction
-from map3d.viz.render import TITLE_HEIGHT, resolve_renderer
+from map3d.viz.render import LEGEND_HEIGHT, TITLE_HEIGHT, resolve_renderer
 
 PANEL = (160, 120)
 
@@ -26,12 +26,17 @@ def renderer(request):
     return request.param
 
 
-def _read_panels(path, count):
+def _read_image(path):
     from matplotlib.image import imread
 
-    image = (imread(path)[..., :3] * 255).round().astype(np.int16)
-    assert image.shape == (PANEL[1] + TITLE_HEIGHT, count * PANEL[0], 3)
-    body = image[TITLE_HEIGHT:]
+    return (imread(path)[..., :3] * 255).round().astype(np.int16)
+
+
+def _read_panels(path, count, *, legend=False):
+    image = _read_image(path)
+    bottom = LEGEND_HEIGHT if legend else 0
+    assert image.shape == (PANEL[1] + TITLE_HEIGHT + bottom, count * PANEL[0], 3)
+    body = image[TITLE_HEIGHT : TITLE_HEIGHT + PANEL[1]]
     return [body[:, i * PANEL[0] : (i + 1) * PANEL[0]] for i in range(count)]
 
 
@@ -48,7 +53,7 @@ def _count(panel, condition):
 def test_reconstruction_figure(tmp_path, renderer, make_reconstruction):
     shape = split_reconstruction(make_reconstruction())[0]
     path = render_reconstruction(shape, tmp_path / "rec.png", renderer=renderer, panel_size=PANEL)
-    inputs, reconstruction, truth = _read_panels(path, 3)
+    inputs, reconstruction, truth = _read_panels(path, 3, legend=True)
     for panel in (inputs, reconstruction, truth):
         coverage = _ink(panel).mean()
         assert 0.02 < coverage < 0.6, coverage
@@ -63,6 +68,20 @@ def test_reconstruction_figure(tmp_path, renderer, make_reconstruction):
     assert (_ink(inputs) != _ink(truth)).mean() < 0.01
 
 
+def test_reconstruction_figure_has_a_colour_legend(tmp_path, make_reconstruction):
+    shape = split_reconstruction(make_reconstruction())[0]
+    path = render_reconstruction(shape, tmp_path / "rec.png", renderer="matplotlib",
+                                 panel_size=PANEL)
+    band = _read_image(path)[-LEGEND_HEIGHT:]
+    assert _count(band, lambda r, g, b: b > r + 40)  # blue: visible
+    assert _count(band, lambda r, g, b: (abs(r - g) < 6) & (abs(g - b) < 6) & (r < 215))  # grey
+    assert _count(band, lambda r, g, b: r > b + 60)  # orange: reconstructed
+    assert _count(band, lambda r, g, b: (g > r + 40) & (g > b))  # green: truth
+    plain = render.render_views(shape.views(), tmp_path / "plain.png", renderer="matplotlib",
+                                panel_size=PANEL)
+    assert _read_image(plain).shape[0] == PANEL[1] + TITLE_HEIGHT  # no legend unless asked
+
+
 def test_renderers_frame_alike(tmp_path, make_reconstruction):
     _open3d_or_skip()
     shape = split_reconstruction(make_reconstruction())[0]
@@ -71,7 +90,7 @@ def test_renderers_frame_alike(tmp_path, make_reconstruction):
         path = render_reconstruction(
             shape, tmp_path / f"{name}.png", renderer=name, panel_size=PANEL
         )
-        rows, cols = np.nonzero(_ink(_read_panels(path, 3)[2]))
+        rows, cols = np.nonzero(_ink(_read_panels(path, 3, legend=True)[2]))
         boxes.append(np.array([rows.min(), rows.max(), cols.min(), cols.max()]))
     assert np.abs(boxes[0] - boxes[1]).max() <= 6, boxes
 
@@ -114,7 +133,7 @@ def test_auto_falls_back_to_matplotlib(tmp_path, monkeypatch, make_reconstructio
     monkeypatch.setattr(render, "_render_open3d", broken)
     shape = split_reconstruction(make_reconstruction())[0]
     path = render_reconstruction(shape, tmp_path / "rec.png", renderer="auto", panel_size=PANEL)
-    assert _ink(_read_panels(path, 3)[0]).any()
+    assert _ink(_read_panels(path, 3, legend=True)[0]).any()
     assert "falling back to matplotlib" in caplog.text
     with pytest.raises(RuntimeError, match="libvulkan1 and mesa-vulkan-drivers"):
         render_reconstruction(shape, tmp_path / "rec.png", renderer="open3d", panel_size=PANEL)
