@@ -18,6 +18,11 @@ _OPS = ("fps", "knn", "gather", "chamfer_distance", "selective_scan", "causal_co
 
 def _add_backends_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--op", choices=_OPS, help="show only this op")
+    parser.add_argument(
+        "--check", action="store_true",
+        help="also compare every available backend with the reference on random inputs, "
+        "forward and backward (seconds; exit status 1 on a mismatch)",
+    )
 
 
 def _run_backends(args: argparse.Namespace) -> int:
@@ -25,7 +30,14 @@ def _run_backends(args: argparse.Namespace) -> int:
 
     rows = [r for r in dispatch.backend_table() if args.op in (None, r.op)]
     print(dispatch.format_backend_table(rows))
-    return 0
+    if not args.check:
+        return 0
+    from map3d.ops.check import check_backends, format_check
+
+    results = [r for r in check_backends() if args.op in (None, r.op.split()[0])]
+    print()
+    print(format_check(results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 BACKENDS = Command(

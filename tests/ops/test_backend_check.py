@@ -45,3 +45,15 @@ def test_the_reference_ops_run_every_case_with_gradients():
         outputs = check._outputs(op, "reference", args, kwargs, grads)
         assert len(outputs) == 1 + len(grads)
         assert check._relative_error(outputs, outputs) == 0.0
+
+
+def test_backends_check_command(registry, capsys):
+    from map3d.cli import main
+
+    _register("gather", "faithful", reference.gather)
+    assert main(["backends", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "faithful" in out and out.splitlines()[-1] == "1 passed, 0 failed"
+    _register("gather", "off", lambda values, idx: reference.gather(values, idx) + 1)
+    assert main(["backends", "--check", "--op", "gather"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
