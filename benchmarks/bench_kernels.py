@@ -50,13 +50,15 @@ def mamba_selective_scan():
 
 
 def ensure_mamba_backend(selective_scan_fn) -> bool:
-    """Make `MAP3D_BACKEND=selective_scan=mamba_ssm` work (registers a plain adapter if the
-    ops package has none yet)."""
+    """Make `MAP3D_BACKEND=selective_scan=mamba_ssm` work when `selective_scan_fn` imports:
+    the ops package's own adapter if it is available here, else a plain adapter registered
+    through the public `dispatch.register` (replacing the unavailable one)."""
     from map3d.ops import dispatch
 
-    dispatch._load_backends()
-    if "mamba_ssm" in dispatch._REGISTRY["selective_scan"] or selective_scan_fn is None:
-        return selective_scan_fn is not None
+    if selective_scan_fn is None:
+        return False
+    if dispatch.unavailable_reason("selective_scan", "mamba_ssm") is None:
+        return True
 
     def fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
            return_last_state=False):

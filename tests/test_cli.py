@@ -52,15 +52,22 @@ def test_pretrain_finetune_eval_export(tmp_path, capsys, caplog):
     assert results["n"] == 8 and results["protocol"]["votes"] == 2
     assert results["protocol"]["vote_augment"] == ["scale_translate"]
 
-    # linear-SVM probe on the frozen pretrained encoder (the pretraining config's decoder
-    # overrides are dropped, the synthetic set switches to labelled items)
-    assert main(["eval", "--checkpoint", str(pre), "--svm", "--out", str(tmp_path / "svm.json")]) == 0
-    svm = json.loads((tmp_path / "svm.json").read_text())["svm"]
-    assert 0.0 <= svm["svm_oa"] <= 100.0 and svm["protocol"]["test_samples"] == 16
-
     assert main(["export", str(pre), str(tmp_path / "enc.safetensors")]) == 0
     weights = model_state_dict(tmp_path / "enc.safetensors")
     assert weights and all(k.startswith("encoder.") for k in weights)
+
+
+def test_eval_svm_probe(tmp_path):
+    """Linear-SVM probe on the frozen pretrained encoder (the pretraining config's decoder
+    overrides are dropped, the synthetic set switches to labelled items)."""
+    pytest.importorskip(
+        "sklearn", reason="the SVM probe needs scikit-learn (pip install 'map3d[images]')"
+    )
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--config", PRETRAIN, "--out", str(pre)]) == 0
+    assert main(["eval", "--checkpoint", str(pre), "--svm", "--out", str(tmp_path / "svm.json")]) == 0
+    svm = json.loads((tmp_path / "svm.json").read_text())["svm"]
+    assert 0.0 <= svm["svm_oa"] <= 100.0 and svm["protocol"]["test_samples"] == 16
 
 
 def test_config_errors_are_one_line(tmp_path, capsys):

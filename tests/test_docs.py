@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCOPE = ("map3d", "configs", "tests", "data", "docs", "benchmarks", "README.md")
+SCOPE = ("map3d", "configs", "tests", "data", "docs", "benchmarks", "tools", "README.md")
 THIS = Path(__file__).resolve()
 PROTOCOLS = ROOT / "docs" / "protocols.md"
 

@@ -121,3 +121,9 @@ def test_time_and_result_claims_say_the_machine(section):
     for part in re.split(r"\n\n|\n- ", _section(section)):
         if re.search(r"\d[\d.,]* ?(minutes|min\b|s/step|samples/s|%)", part):
             assert re.search(r"CPU\s+VM|H100|H200", part), part
+
+
+def test_ci_runs_the_slow_tests():
+    """`slow` tests are part of the default run; only a quick local run deselects them."""
+    pytest_args = _ci_command("# README: test command").split("pytest", 1)[1]
+    assert " -m " not in f" {pytest_args} " and "slow" not in pytest_args

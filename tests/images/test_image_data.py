@@ -1,11 +1,27 @@
 """Image datasets: ImageFolder layout and errors, built-in digits and scikit-image crops."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
 
 from map3d.data.errors import DatasetFormatError
 from map3d.data.images import DigitsDataset, ImageFolderDataset, SkimageSamplesDataset
+
+# Each dataset's optional package (the `images` extra); a test without it is skipped, not failed.
+needs_pillow = pytest.mark.skipif(
+    importlib.util.find_spec("PIL") is None,
+    reason="image_folder needs pillow (pip install 'map3d[images]')",
+)
+needs_sklearn = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None,
+    reason="digits needs scikit-learn (pip install 'map3d[images]')",
+)
+needs_skimage = pytest.mark.skipif(
+    importlib.util.find_spec("skimage") is None,
+    reason="skimage_samples needs scikit-image (pip install 'map3d[images]')",
+)
 
 
 def _write_png(path, value, size=(10, 14)):
@@ -15,6 +31,7 @@ def _write_png(path, value, size=(10, 14)):
     Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path)
 
 
+@needs_pillow
 def test_image_folder_reads_classes_and_resizes(tmp_path):
     _write_png(tmp_path / "train" / "cat" / "a.png", 255)
     _write_png(tmp_path / "train" / "dog" / "b.jpg", 0)
@@ -28,6 +45,7 @@ def test_image_folder_reads_classes_and_resizes(tmp_path):
     assert augmented.augment and augmented[1]["image"].shape == (3, 8, 8)
 
 
+@needs_pillow
 def test_image_folder_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="root/<split>/<class>/<image>"):
         ImageFolderDataset(tmp_path, split="train")
@@ -46,6 +64,7 @@ def test_image_folder_errors_name_the_problem(tmp_path):
         ds[0]
 
 
+@needs_sklearn
 def test_digits_splits_fractions_and_pixels():
     train = DigitsDataset(split="train", image_size=16)
     test = DigitsDataset(split="test", image_size=16)
@@ -63,6 +82,7 @@ def test_digits_splits_fractions_and_pixels():
         DigitsDataset(split="val")
 
 
+@needs_sklearn
 def test_digits_shift_is_seeded_per_epoch():
     ds = DigitsDataset(split="train", image_size=16, max_shift=3)
     first = ds[5]["image"]
@@ -74,6 +94,7 @@ def test_digits_shift_is_seeded_per_epoch():
     assert changed
 
 
+@needs_skimage
 def test_skimage_samples_crops():
     ds = SkimageSamplesDataset(split="train", image_size=16, length=20, names=["camera", "coffee"])
     assert len(ds) == 20 and ds.num_classes == 2

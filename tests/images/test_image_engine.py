@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from map3d.engine.config import load_config
@@ -11,6 +12,10 @@ from map3d.engine.runs import train
 from map3d.models import load_pretrained
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+pytest.importorskip(
+    "sklearn", reason="the digits dataset needs scikit-learn (pip install 'map3d[images]')"
+)
+
 QUICK = ["output.progress=false", "train.log_every_steps=1", "data.batch_size=16"]
 
 

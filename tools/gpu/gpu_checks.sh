@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# GPU session checks and timings; logs under $OUT (JSON rows under /tmp, echoed in the logs). Stages (any order, several allowed):
+# GPU session checks and timings, run from the repository root: bash tools/gpu/gpu_checks.sh STAGE...
+# Logs go to $OUT; scratch files (JSON rows, also echoed in the logs, the smoke runs, the mamba-ssm
+# build) to $WORK. Both default to folders under a fresh `mktemp -d`, printed at the start.
+# Stages (any order, several allowed):
 #   tests     Triton parity + step tests (tests/ops/test_triton_*.py)
 #   alltests  every GPU test of the repository (pytest -m gpu)
 #   kernels   bench_kernels.py (ops, scan, bidirectional, mixer) [SWEEP=1 adds the config sweep]
@@ -10,15 +13,17 @@
 #   mamba     after building mamba-ssm's scan extension (from .whl/, in the background from the
 #             start): mamba parity test, scan/mixer kernels and the pretrain step with its scan
 set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
+WORK=${WORK:-$(mktemp -d)}
+OUT=${OUT:-$WORK/logs}
+mkdir -p "$WORK" "$OUT"
+echo "logs: $OUT; scratch: $WORK"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 stages=" $* "
 tarball=$(ls .whl/mamba_ssm-*.tar.gz 2>/dev/null | head -1)
 if [[ $stages == *" mamba "* && -n $tarball ]]; then
-    (python3 benchmarks/build_mamba_ssm.py "$tarball" /tmp/mamba >"$OUT/mamba_build.log" 2>&1;
+    (python3 tools/gpu/build_mamba_ssm.py "$tarball" "$WORK/mamba" >"$OUT/mamba_build.log" 2>&1;
      echo "exit $?" >>"$OUT/mamba_build.log") &
     build_pid=$!
 fi
@@ -34,7 +39,7 @@ if [[ $stages == *" alltests "* ]]; then
     tail -15 "$OUT/pytest_gpu.log"; echo "[alltests done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" smoke "* ]]; then
-    smoke=/tmp/smoke; rm -rf "$smoke"
+    smoke=$WORK/smoke; rm -rf "$smoke"
     {
         python3 -m map3d pretrain --config configs/smoke/pretrain.yaml --device cuda --out "$smoke/pre" &&
         python3 -m map3d finetune --config configs/smoke/finetune.yaml --device cuda \
@@ -51,25 +56,25 @@ if [[ $stages == *" smoke "* ]]; then
     echo "[smoke done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" step "* ]]; then
-    python3 benchmarks/bench_step.py ${STEP_ARGS:-} --no-nan-checks --cuda-graph --json /tmp/step.json \
+    python3 benchmarks/bench_step.py ${STEP_ARGS:-} --no-nan-checks --cuda-graph --json "$WORK/step.json" \
         >"$OUT/bench_step.log" 2>&1
     grep -v '^{' "$OUT/bench_step.log" | tail -12; echo "[step done at $((SECONDS - t0)) s]"
 fi
 if [[ $stages == *" kernels "* ]]; then
     sweep=""; [[ ${SWEEP:-0} = 1 ]] && sweep="--sweep"
     python3 benchmarks/bench_kernels.py --only "${KERNELS:-geometry,scan,bidirectional,mixer}" \
-        $sweep --json /tmp/kernels.json >"$OUT/bench_kernels.log" 2>&1
+        $sweep --json "$WORK/kernels.json" >"$OUT/bench_kernels.log" 2>&1
     grep -v '^{' "$OUT/bench_kernels.log" | tail -90; echo "[kernels done at $((SECONDS - t0)) s]"
 fi
 if [[ -n ${build_pid:-} ]]; then
     wait "$build_pid"; tail -2 "$OUT/mamba_build.log"
-    export PYTHONPATH=/tmp/mamba/build:/tmp/mamba/src:$PYTHONPATH
+    export PYTHONPATH=$WORK/mamba/build:$WORK/mamba/shim:$PYTHONPATH
     python3 -m pytest -q -m gpu tests/ops/test_triton_scan.py -k mamba -p no:cacheprovider 2>&1 | tail -3
     python3 benchmarks/bench_kernels.py --only "${MAMBA_KERNELS:-scan,mixer}" \
-        --json /tmp/kernels_mamba.json >"$OUT/bench_kernels_mamba.log" 2>&1
+        --json "$WORK/kernels_mamba.json" >"$OUT/bench_kernels_mamba.log" 2>&1
     grep -v '^{' "$OUT/bench_kernels_mamba.log" | grep -i "mamba\|skipped" | tail -30
     python3 benchmarks/bench_step.py --task "${MAMBA_STEP_TASK:-pretrain}" --backend auto \
-        --backend selective_scan=mamba_ssm --json /tmp/step_mamba.json \
+        --backend selective_scan=mamba_ssm --json "$WORK/step_mamba.json" \
         >"$OUT/bench_step_mamba.log" 2>&1
     grep -v '^{' "$OUT/bench_step_mamba.log" | tail -6; echo "[mamba done at $((SECONDS - t0)) s]"
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One GPU session of the step-mode work: GPU tests, what users get through the CLI (per step mode),
-# and a kernel profile of the paper-size step. Logs under $OUT; a summary table last.
+# One GPU session of the step-mode work, run from the repository root: GPU tests, what users get
+# through the CLI (per step mode), and a kernel profile of the paper-size step. Logs under $OUT
+# (default: a fresh `mktemp -d`, printed at the start); a summary table last.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"; echo "logs: $OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'graph generators', hasattr(torch.cuda.CUDAGraph, 'register_generator_state'))" | tee -a "$OUT/gpu.txt"

@@ -2,11 +2,17 @@
 architecture, to benchmark and test map3d side by side with it on a machine with no package
 registry (the source tarball travels with the working tree).
 
-    python benchmarks/build_mamba_ssm.py .whl/mamba_ssm-2.2.6.post3.tar.gz /tmp/mamba --arch 9.0
-    export PYTHONPATH=/tmp/mamba/build:/tmp/mamba/src:$PYTHONPATH   # then `import mamba_ssm`
+    python tools/gpu/build_mamba_ssm.py .whl/mamba_ssm-2.2.6.post3.tar.gz WORKDIR --arch 9.0
+    export PYTHONPATH=WORKDIR/build:WORKDIR/shim:$PYTHONPATH   # then `import mamba_ssm`
 
 Only `selective_scan_cuda` is compiled (mamba-ssm's other kernels are Triton); causal-conv1d is
 not built, so mamba-ssm's Mamba layers take their non-fused path.
+
+The extracted sources (WORKDIR/src) are not modified. mamba-ssm 2.2's package `__init__`
+imports its language model, whose generation utilities need an older transformers; the
+benchmarks use only the ops and layers. So WORKDIR/shim holds a stand-in `mamba_ssm` package
+(first on PYTHONPATH) whose `__init__` runs the real one with that one import made optional and
+loads every submodule from the real package folder.
 """
 
 from __future__ import annotations
@@ -18,18 +24,34 @@ import sys
 import tarfile
 import time
 
+LM_HEAD_IMPORT = "from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel"
 
-def _skip_lm_head_import(init_py: str) -> None:
-    """mamba-ssm 2.2's package __init__ imports its language model, whose generation utilities
-    need an older transformers; the benchmarks use only the ops and layers, so make that one
-    import optional."""
-    with open(init_py) as f:
-        text = f.read()
-    line = "from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel"
-    if line in text and "except ImportError" not in text:
-        text = text.replace(line, f"try:\n    {line}\nexcept ImportError:\n    pass")
-        with open(init_py, "w") as f:
-            f.write(text)
+SHIM_INIT = '''"""Stand-in for mamba_ssm/__init__.py, written by tools/gpu/build_mamba_ssm.py:
+runs the real package __init__ with its language-model import made optional (it needs an older
+transformers); submodules load from the real package folder, which is left as released."""
+
+import os as _os
+
+__path__ = [{package!r}]
+__file__ = _os.path.join(__path__[0], "__init__.py")
+with open(__file__) as _f:
+    _source = _f.read()
+_line = {line!r}
+_source = _source.replace(_line, "try:\\n    " + _line + "\\nexcept ImportError:\\n    pass")
+exec(compile(_source, __file__, "exec"))
+del _os, _f, _source, _line
+'''
+
+
+def write_shim(package_dir: str, shim_root: str) -> str:
+    """Write `shim_root/mamba_ssm/__init__.py`, a stand-in for the package at `package_dir`
+    (see the module docstring); returns `shim_root`, the folder to put first on PYTHONPATH."""
+    shim = os.path.join(shim_root, "mamba_ssm")
+    os.makedirs(shim, exist_ok=True)
+    text = SHIM_INIT.format(package=os.path.abspath(package_dir), line=LM_HEAD_IMPORT)
+    with open(os.path.join(shim, "__init__.py"), "w") as f:
+        f.write(text)
+    return shim_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         tar.extractall(args.workdir, filter="data")
     if not os.path.exists(src_root):
         os.symlink(os.path.join(args.workdir, top), src_root)
-    _skip_lm_head_import(os.path.join(src_root, "mamba_ssm", "__init__.py"))
+    shim_root = write_shim(os.path.join(src_root, "mamba_ssm"), os.path.join(args.workdir, "shim"))
     csrc = os.path.join(src_root, "csrc", "selective_scan")
     sources = [os.path.join(csrc, "selective_scan.cpp")] + sorted(
         glob.glob(os.path.join(csrc, "selective_scan_*.cu"))
@@ -74,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=False,
     )
     print(f"built selective_scan_cuda for sm_{args.arch} in {time.time() - start:.0f} s: {build}")
-    print(f"PYTHONPATH={build}:{src_root}")
+    print(f"PYTHONPATH={build}:{shim_root}")
     return 0
 
 
