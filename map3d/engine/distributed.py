@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -103,11 +104,18 @@ def is_main_process() -> bool:
 
 
 def shutdown_distributed() -> None:
-    """Destroy every process group, if there is one (safe to call twice)."""
+    """Destroy every process group, if there is one (safe to call twice).
+
+    Objects that still hold a group (a finished run's DistributedDataParallel and its reducer,
+    kept alive by reference cycles) are collected first, so that the group itself is freed and
+    its gloo threads joined now, not during interpreter teardown.
+    """
     global _CPU_GROUP
+    _CPU_GROUP = None
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-    _CPU_GROUP = None
+    gc.collect()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
