@@ -37,16 +37,8 @@ from map3d.models.backbone import BackboneConfig, HybridBackbone
 from map3d.models.checkpoint import PretrainedWeightsError, load_pretrained
 from map3d.models.classifier import PointClassifier, PointClassifierConfig
 from map3d.models.compat import COMPATS, RELEASES, detect_release
-from map3d.models.encoder import PointEncoderConfig, TokenEncoder, build_point_encoder
-from map3d.models.pretrainer import (
-    ChamferObjective,
-    MAPDecoder,
-    MAPPretrainer,
-    PointPretrainConfig,
-    PretrainOutput,
-    Reconstruction,
-    build_point_pretrainer,
-)
+from map3d.models.encoder import TokenEncoder
+from map3d.models.pretrainer import MAPDecoder, MAPPretrainer, PretrainObjective, PretrainOutput
 from map3d.models.registry import (
     apply_overrides,
     build_config,
@@ -62,22 +54,17 @@ __all__ = [
     "COMPATS",
     "RELEASES",
     "BackboneConfig",
-    "ChamferObjective",
     "HybridBackbone",
     "MAPDecoder",
     "MAPPretrainer",
     "PointClassifier",
     "PointClassifierConfig",
-    "PointEncoderConfig",
-    "PointPretrainConfig",
+    "PretrainObjective",
     "PretrainOutput",
     "PretrainedWeightsError",
-    "Reconstruction",
     "TokenEncoder",
     "apply_overrides",
     "build_config",
-    "build_point_encoder",
-    "build_point_pretrainer",
     "convert_release_state_dict",
     "create_model",
     "detect_release",

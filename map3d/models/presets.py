@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from map3d.models.backbone import BackboneConfig
 from map3d.models.classifier import PointClassifier, PointClassifierConfig
-from map3d.models.encoder import PointEncoderConfig
-from map3d.models.pretrainer import PointPretrainConfig, build_point_pretrainer
+from map3d.models.points.encoder import PointEncoderConfig
+from map3d.models.points.pretrain import PointPretrainConfig, build_point_pretrainer
 from map3d.models.registry import register_model, register_task
 
 

@@ -9,13 +9,13 @@ from map3d.models import (
     BackboneConfig,
     MAPPretrainer,
     PointClassifier,
-    PointEncoderConfig,
     PretrainOutput,
     build_config,
     list_models,
     list_tasks,
     register_model,
 )
+from map3d.models.points import PointEncoderConfig
 from map3d.models.registry import _PRESETS
 
 from .conftest import small_overrides
