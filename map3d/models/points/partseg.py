@@ -24,7 +24,6 @@ from map3d.models.points.encoder import (
     build_point_encoder,
     build_point_tokenizer,
 )
-from map3d.models.registry import register_task
 from map3d.ops import gather, knn
 from map3d.tokenize import FPS_RULES, SERIALIZATIONS
 
@@ -228,7 +227,3 @@ class PointPartSegmenter(nn.Module):
         )
         return self.head(joined).transpose(1, 2)
 
-
-@register_task("partseg", modality="points", config=PointPartSegConfig)
-def build_point_partseg(config: PointPartSegConfig) -> PointPartSegmenter:
-    return PointPartSegmenter(config)

@@ -1,4 +1,4 @@
-"""Point-cloud presets and tasks: HybridMT3D, Mamba3D, Point-MAE, paper size and tiny.
+"""Point-cloud presets and tasks (pretrain, classify, partseg): HybridMT3D, Mamba3D, Point-MAE, paper size and tiny.
 
 The paper-size presets share C=384, 6 heads, MLP ratio 4: hybridmt3d_s is MAP's HybridMT3D
 ("MMMT" x 4: 12 Mamba3D blocks with a Transformer block after every third); mamba3d_s 12
@@ -9,8 +9,9 @@ presets keep each block pattern at C=32 for tests and smoke runs.
 from __future__ import annotations
 
 from map3d.models.backbone import BackboneConfig
-from map3d.models.classifier import PointClassifier, PointClassifierConfig
+from map3d.models.points.classifier import PointClassifier, PointClassifierConfig
 from map3d.models.points.encoder import PointEncoderConfig
+from map3d.models.points.partseg import PointPartSegConfig, PointPartSegmenter
 from map3d.models.points.pretrain import PointPretrainConfig, build_point_pretrainer
 from map3d.models.registry import register_model, register_task
 
@@ -23,6 +24,11 @@ def _build_pretrainer(config: PointPretrainConfig):
 @register_task("classify", modality="points", config=PointClassifierConfig)
 def _build_classifier(config: PointClassifierConfig):
     return PointClassifier(config)
+
+
+@register_task("partseg", modality="points", config=PointPartSegConfig)
+def build_point_partseg(config: PointPartSegConfig) -> PointPartSegmenter:
+    return PointPartSegmenter(config)
 
 
 _TINY = {"dim": 32, "num_heads": 2, "d_state": 4, "drop_path_rate": 0.0}
