@@ -7,6 +7,7 @@ from map3d.models.points.classifier import (
     PointClassifierConfig,
     classification_head,
 )
+from map3d.models.points.embed import MiniPointNet
 from map3d.models.points.encoder import (
     PointEncoderConfig,
     PointTokenizerConfig,
@@ -25,6 +26,7 @@ from map3d.models.points.pretrain import PointPretrainConfig, build_point_pretra
 __all__ = [
     "ChamferObjective",
     "FeaturePropagation",
+    "MiniPointNet",
     "PointClassifier",
     "PointClassifierConfig",
     "PointEncoderConfig",

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from map3d.layers import PatchEmbed, PositionMLP
+from map3d.layers import PositionMLP
 from map3d.models.backbone import BackboneConfig, HybridBackbone, init_weights
 from map3d.models.encoder import TokenEncoder
+from map3d.models.points.embed import MiniPointNet
 from map3d.tokenize import PointGrouper
 
 
@@ -51,7 +52,7 @@ def build_point_tokenizer(config: PointTokenizerConfig) -> PointGrouper:
 def build_point_encoder(config: PointEncoderConfig) -> TokenEncoder:
     dim = config.backbone.dim
     encoder = TokenEncoder(
-        PatchEmbed(dim),
+        MiniPointNet(dim),
         PositionMLP(dim, 3, activation=config.pos_activation),
         HybridBackbone(config.backbone),
     )
