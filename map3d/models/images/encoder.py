@@ -28,6 +28,7 @@ def _pair(size) -> tuple[int, int]:
 
 
 def release_backbone(dim: int, pattern: str, num_heads: int = 12) -> BackboneConfig:
+    """The MAP 2D release's stack: MLP ratio 2, qkv bias, drop path 0.1, no local aggregation."""
     return BackboneConfig(
         dim=dim,
         pattern=pattern,

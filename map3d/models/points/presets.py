@@ -1,4 +1,5 @@
-"""Point-cloud presets and tasks (pretrain, classify, partseg): HybridMT3D, Mamba3D, Point-MAE, paper size and tiny.
+"""Point-cloud presets (HybridMT3D, Mamba3D, Point-MAE; paper size and tiny) and point tasks
+(pretrain, classify, partseg).
 
 The paper-size presets share C=384, 6 heads, MLP ratio 4: hybridmt3d_s is MAP's HybridMT3D
 ("MMMT" x 4: 12 Mamba3D blocks with a Transformer block after every third); mamba3d_s 12
@@ -27,41 +28,41 @@ def _build_classifier(config: PointClassifierConfig):
 
 
 @register_task("partseg", modality="points", config=PointPartSegConfig)
-def build_point_partseg(config: PointPartSegConfig) -> PointPartSegmenter:
+def _build_partseg(config: PointPartSegConfig) -> PointPartSegmenter:
     return PointPartSegmenter(config)
 
 
 _TINY = {"dim": 32, "num_heads": 2, "d_state": 4, "drop_path_rate": 0.0}
 
 
-@register_model
+@register_model(modality="points")
 def hybridmt3d_s() -> PointEncoderConfig:
     return PointEncoderConfig(BackboneConfig(pattern="MMMT" * 4), pos_activation="silu")
 
 
-@register_model
+@register_model(modality="points")
 def mamba3d_s() -> PointEncoderConfig:
     return PointEncoderConfig(BackboneConfig(pattern="M" * 12), pos_activation="silu")
 
 
-@register_model
+@register_model(modality="points")
 def pointmae_s() -> PointEncoderConfig:
     return PointEncoderConfig(
         BackboneConfig(pattern="T" * 12, local_aggregation=False), pos_activation="gelu"
     )
 
 
-@register_model
+@register_model(modality="points")
 def hybridmt3d_tiny() -> PointEncoderConfig:
     return PointEncoderConfig(BackboneConfig(pattern="MMMT", **_TINY), pos_activation="silu")
 
 
-@register_model
+@register_model(modality="points")
 def mamba3d_tiny() -> PointEncoderConfig:
     return PointEncoderConfig(BackboneConfig(pattern="MM", **_TINY), pos_activation="silu")
 
 
-@register_model
+@register_model(modality="points")
 def pointmae_tiny() -> PointEncoderConfig:
     return PointEncoderConfig(
         BackboneConfig(pattern="TT", local_aggregation=False, **_TINY), pos_activation="gelu"
