@@ -3,7 +3,7 @@
 from map3d.layers.attention import Attention, Mlp, TransformerBlock
 from map3d.layers.bimamba import BIMAMBA_FLIPS, BiMamba
 from map3d.layers.drop_path import DropPath
-from map3d.layers.embed import PatchEmbed, PositionMLP
+from map3d.layers.embed import PositionMLP
 from map3d.layers.lnp import LNP, LNP_STD_SCOPES
 from map3d.layers.masks import (
     MASK_TYPES,
@@ -24,7 +24,6 @@ __all__ = [
     "BiMamba",
     "DropPath",
     "Mlp",
-    "PatchEmbed",
     "PositionMLP",
     "TransformerBlock",
     "block_masking",

@@ -1,6 +1,12 @@
-"""Models: hybrid backbone, MAP pretrainer, classifier, presets registry.
+"""Models: a modality-agnostic core and one wing per modality.
 
     create_model("hybridmt3d_s", task="pretrain" | "classify" | "partseg", **overrides)
+    create_model("map_tiny_patch16_224", task="pretrain" | "classify", **overrides)
+
+Core (this package): the hybrid backbone, `TokenEncoder`, `MAPPretrainer` / `MAPDecoder` /
+`PretrainObjective`, the registry, pretrained loading, release conversion and compat. Wings:
+`map3d.models.points` (grouping, mini-PointNet, Chamfer objective, classifier, part segmenter,
+presets) and `map3d.models.images` (patchify, embeddings, pixel objective, classifier, presets).
 
 Faithfulness to the MAP / Mamba3D / Point-MAE releases. Everything below the line is a
 config field whose default is our choice; the other value reproduces the release.
@@ -35,18 +41,9 @@ config field whose default is our choice; the other value reproduces the release
 
 from map3d.models.backbone import BackboneConfig, HybridBackbone
 from map3d.models.checkpoint import PretrainedWeightsError, load_pretrained
-from map3d.models.classifier import PointClassifier, PointClassifierConfig
 from map3d.models.compat import COMPATS, RELEASES, detect_release
-from map3d.models.encoder import PointEncoderConfig, TokenEncoder, build_point_encoder
-from map3d.models.pretrainer import (
-    ChamferObjective,
-    MAPDecoder,
-    MAPPretrainer,
-    PointPretrainConfig,
-    PretrainOutput,
-    Reconstruction,
-    build_point_pretrainer,
-)
+from map3d.models.encoder import TokenEncoder
+from map3d.models.pretrainer import MAPDecoder, MAPPretrainer, PretrainObjective, PretrainOutput
 from map3d.models.registry import (
     apply_overrides,
     build_config,
@@ -62,22 +59,15 @@ __all__ = [
     "COMPATS",
     "RELEASES",
     "BackboneConfig",
-    "ChamferObjective",
     "HybridBackbone",
     "MAPDecoder",
     "MAPPretrainer",
-    "PointClassifier",
-    "PointClassifierConfig",
-    "PointEncoderConfig",
-    "PointPretrainConfig",
+    "PretrainObjective",
     "PretrainOutput",
     "PretrainedWeightsError",
-    "Reconstruction",
     "TokenEncoder",
     "apply_overrides",
     "build_config",
-    "build_point_encoder",
-    "build_point_pretrainer",
     "convert_release_state_dict",
     "create_model",
     "detect_release",
@@ -88,3 +78,24 @@ __all__ = [
     "register_task",
     "release_pattern",
 ]
+
+
+_MOVED = {
+    "ChamferObjective": "points",
+    "PointClassifier": "points",
+    "PointClassifierConfig": "points",
+    "PointEncoderConfig": "points",
+    "PointPretrainConfig": "points",
+    "Reconstruction": "points",
+    "build_point_encoder": "points",
+    "build_point_pretrainer": "points",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise AttributeError(
+            f"map3d.models.{name} moved to its modality wing: "
+            f"from map3d.models.{_MOVED[name]} import {name}"
+        )
+    raise AttributeError(f"module 'map3d.models' has no attribute {name!r}")

@@ -5,9 +5,10 @@
        positions, a learned mask token elsewhere, decoder positions added before every block,
        region-causal attention) -> head -> objective loss on the masked tokens only.
 
-A modality is a set of parts: points use `PointGrouper`, the point encoder, a center MLP for
-decoder positions and `ChamferObjective`; images swap in a patchifier, their embeddings and a
-pixel objective. Decoder regions: R = 1 is an MAE decoder, R = G a token-level AR decoder.
+A modality is a set of parts, built in its wing: points (`map3d.models.points.pretrain`) use
+`PointGrouper`, the point encoder, a center MLP for decoder positions and `ChamferObjective`;
+images (`map3d.models.images.pretrain`) swap in a patchifier, their embeddings and a pixel
+objective. Decoder regions: R = 1 is an MAE decoder, R = G a token-level AR decoder.
 
 Decoder order (`decoder_order`): "serialized" (default, as the MAP 2D release) keeps the full
 sequence in serialized order; "release" feeds [visible ; masked] (each part in serialized order)
@@ -18,7 +19,7 @@ R = sqrt(G)). Masking (`mask_type`): "random" per sample, or "block" (the releas
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -26,7 +27,6 @@ from torch import Tensor, nn
 
 from map3d.layers import (
     MASK_TYPES,
-    PositionMLP,
     block_masking,
     check_mask_ratio,
     num_masked_tokens,
@@ -35,14 +35,9 @@ from map3d.layers import (
     sample_mask_ratio,
 )
 from map3d.models.backbone import BackboneConfig, HybridBackbone
-from map3d.models.compat import COMPATS, DECODER_ORDERS, check_choice
-from map3d.models.encoder import (
-    PointEncoderConfig,
-    TokenEncoder,
-    build_point_encoder,
-    build_point_tokenizer,
-)
-from map3d.tokenize import FPS_RULES, SERIALIZATIONS, PatchTokens
+from map3d.models.compat import DECODER_ORDERS, check_choice
+from map3d.models.encoder import TokenEncoder
+from map3d.tokenize import PatchTokens
 
 
 def take(x: Tensor, idx: Tensor) -> Tensor:
@@ -89,78 +84,6 @@ class PretrainOutput:
     mask_ratio: float
     num_masked: int
 
-
-@dataclass
-class Reconstruction:
-    """For visualization, all in serialized order and world coordinates.
-
-    centers (B,G,3); mask (B,G) bool, True = masked; gt_patches (B,G,K,3); pred_patches
-    (B,G,K,3): predictions at masked positions, ground truth copied at visible ones;
-    chamfer (B,): per-shape loss on the masked patches.
-    """
-
-    centers: Tensor
-    mask: Tensor
-    gt_patches: Tensor
-    pred_patches: Tensor
-    chamfer: Tensor
-
-
-class ChamferObjective(nn.Module):
-    """Each masked token predicts its K x 3 patch (relative to its center); Chamfer loss.
-
-    norm=2 (default): squared-L2 Chamfer ("cdl2" of Point-MAE; `loss: cdl2` in the Point-MAE
-    and Mamba3D pretraining configs, on which PointMAP builds). norm=1: Euclidean Chamfer
-    ("cdl1": mean Euclidean distance both ways, divided by 2).
-    """
-
-    def __init__(self, group_size: int, norm: int = 2):
-        super().__init__()
-        if norm not in (1, 2):
-            raise ValueError(f"chamfer norm must be 1 or 2, got {norm}")
-        self.group_size = group_size
-        self.norm = norm
-        self.out_features = 3 * group_size
-
-    def target(self, tokens: PatchTokens) -> Tensor:
-        return tokens.patches
-
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        from map3d import ops
-
-        b, m = target.shape[:2]
-        dtype = torch.promote_types(pred.dtype, torch.float32)  # half precision -> float32
-        dist = ops.chamfer_distance(
-            pred.reshape(b * m, self.group_size, 3).to(dtype),
-            target.reshape(b * m, -1, 3).to(dtype),
-            norm=self.norm,
-        )
-        return dist.view(b, m).mean(dim=1)
-
-    def reconstruction(
-        self,
-        tokens: PatchTokens,
-        mask: Tensor,
-        masked_idx: Tensor,
-        pred: Tensor,
-        per_sample_loss: Tensor,
-    ) -> Reconstruction:
-        centers = tokens.centers
-        gt = tokens.patches + centers.unsqueeze(2)
-        b, m = masked_idx.shape
-        pred_world = pred.reshape(b, m, self.group_size, 3).to(gt.dtype) + take(
-            centers, masked_idx
-        ).unsqueeze(2)
-        return Reconstruction(
-            centers=centers,
-            mask=mask,
-            gt_patches=gt,
-            pred_patches=place(gt, masked_idx, pred_world),
-            chamfer=per_sample_loss,
-        )
-
-    def extra_repr(self) -> str:
-        return f"group_size={self.group_size}, norm={self.norm}"
 
 
 class MAPDecoder(nn.Module):
@@ -322,89 +245,3 @@ class MAPPretrainer(nn.Module):
         return self.objective.reconstruction(
             out.tokens, out.mask, out.masked_idx, out.pred, out.per_sample_loss
         )
-
-
-@dataclass
-class PointPretrainConfig:
-    """MAP pretraining on point clouds. Defaults: the paper's ShapeNet-55 setting.
-
-    serialization: curve ordering the G tokens ("hilbert" default; "none" keeps FPS order,
-      which is what the 3D release effectively does).
-    mask_ratio: float, or (min, max) sampled per batch from a normal of std `mask_ratio_std`
-      around the middle, truncated to the range.
-    num_regions: decoder regions R (G % R == 0); 1 = MAE decoder, num_groups = AR decoder.
-    decoder_dim / decoder_num_heads: None = the encoder's (384 / 6 in the paper).
-    chamfer_norm: 2 = squared-L2 Chamfer "cdl2" (release configs), 1 = Euclidean "cdl1".
-    decoder_order: "serialized" (default: full sequence in serialized order) or "release"
-      ([visible ; masked], the 3D release; it uses R = sqrt(G), 8 for G = 64).
-    mask_type: "random" (default, per sample) or "block" (nearest tokens of a random center).
-    fps_rule: "map3d" (default) or "release" (pointnet2_ops never picks |p|^2 <= 1e-3).
-    compat: None, or a release ("pointmap", "mamba3d", "pointmae") whose settings fill every
-      field not given explicitly (`map3d.models.compat`).
-    check_finite: NaN/Inf input check: None = CPU inputs only (no host sync), True, False.
-    """
-
-    encoder: PointEncoderConfig = field(default_factory=PointEncoderConfig)
-    num_groups: int = 64
-    group_size: int = 32
-    serialization: str = "hilbert"
-    mask_ratio: float | tuple[float, float] = 0.6
-    mask_ratio_std: float = 0.25
-    num_regions: int = 8
-    decoder_depth: int = 4
-    decoder_dim: int | None = None
-    decoder_num_heads: int | None = None
-    decoder_drop_path_rate: float = 0.1
-    chamfer_norm: int = 2
-    decoder_order: str = "serialized"
-    mask_type: str = "random"
-    fps_rule: str = "map3d"
-    compat: str | None = None
-    check_finite: bool | None = None
-
-    def __post_init__(self):
-        check_choice("decoder_order", self.decoder_order, DECODER_ORDERS)
-        check_choice("mask_type", self.mask_type, MASK_TYPES)
-        check_choice("fps_rule", self.fps_rule, FPS_RULES)
-        if self.compat is not None:
-            check_choice("compat", self.compat, COMPATS)
-        if isinstance(self.mask_ratio, list):
-            self.mask_ratio = tuple(self.mask_ratio)
-        check_mask_ratio(self.mask_ratio)
-        if self.serialization not in SERIALIZATIONS:
-            raise ValueError(
-                f"serialization={self.serialization!r} must be one of {SERIALIZATIONS}"
-            )
-        if self.num_regions < 1 or self.num_groups % self.num_regions:
-            raise ValueError(
-                f"num_groups={self.num_groups} must be divisible by "
-                f"num_regions={self.num_regions} (G % R == 0)"
-            )
-        if self.chamfer_norm not in (1, 2):
-            raise ValueError(f"chamfer_norm must be 1 or 2, got {self.chamfer_norm}")
-
-
-def build_point_pretrainer(config: PointPretrainConfig) -> MAPPretrainer:
-    encoder_dim = config.encoder.dim
-    dim = config.decoder_dim or encoder_dim
-    model = MAPPretrainer(
-        build_point_tokenizer(config),
-        build_point_encoder(config.encoder),
-        MAPDecoder(
-            encoder_dim,
-            dim,
-            config.decoder_depth,
-            config.decoder_num_heads or config.encoder.backbone.num_heads,
-            config.num_regions,
-            PositionMLP(dim, 3, activation="gelu"),
-            mlp_ratio=config.encoder.backbone.mlp_ratio,
-            drop_path_rate=config.decoder_drop_path_rate,
-        ),
-        ChamferObjective(config.group_size, config.chamfer_norm),
-        mask_ratio=config.mask_ratio,
-        mask_ratio_std=config.mask_ratio_std,
-        decoder_order=config.decoder_order,
-        mask_type=config.mask_type,
-    )
-    model.config = config
-    return model

@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-PLUGIN_MODULES = ("map3d.models.presets", "map3d.models.partseg", "map3d.models.image")
+PLUGIN_MODULES = ("map3d.models.points", "map3d.models.images")
 
 
 @dataclass(frozen=True)

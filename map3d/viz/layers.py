@@ -100,7 +100,7 @@ class ShapeLayers:
 
 
 def split_reconstruction(reconstruction) -> list[ShapeLayers]:
-    """Split a batched `map3d.models` `Reconstruction` into one `ShapeLayers` per shape.
+    """Split a batched `map3d.models.points.Reconstruction` into one `ShapeLayers` per shape.
 
     Uses `mask (B,G)` (True = masked), `gt_patches (B,G,K,3)`, `pred_patches (B,G,K,3)` (world
     coordinates) and `chamfer (B,)`.

@@ -7,7 +7,7 @@ import torch
 
 import map3d
 from map3d.models import MAPPretrainer, build_config, load_pretrained
-from map3d.models.image import (
+from map3d.models.images import (
     ImageClassifier,
     ImagePosition,
     ImageReconstruction,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from map3d.layers import LNP, DropPath, PatchEmbed, PositionMLP, TransformerBlock
+from map3d.layers import LNP, DropPath, PositionMLP, TransformerBlock
 
 
 def test_lnp_shapes_and_prefix_passthrough(generator):
@@ -76,39 +76,7 @@ def test_drop_path():
         DropPath(1.0)
 
 
-def _conv_patch_embed(embed: PatchEmbed, patches: torch.Tensor) -> torch.Tensor:
-    """Point-MAE's Encoder written with its Conv1d modules over (BG,channels,K)."""
-    b, g, k, c = patches.shape
-    feat = embed.first_conv(patches.reshape(b * g, k, c).transpose(1, 2))
-    pooled = feat.amax(dim=2, keepdim=True)
-    feat = embed.second_conv(torch.cat([pooled.expand_as(feat), feat], dim=1))
-    return feat.amax(dim=2).reshape(b, g, embed.dim)
-
-
-@pytest.mark.parametrize("train", [True, False])
-def test_patch_embed_matches_conv1d_formulation(generator, train):
-    """The GEMM form equals the Conv1d form, forward and backward (float64, both BN modes)."""
-    embed = PatchEmbed(24).double().train(train)
-    patches = torch.randn(3, 5, 8, 3, generator=generator, dtype=torch.float64,
-                          requires_grad=True)
-    inputs = [patches, *embed.parameters()]
-    ours = embed(patches)
-    grads = torch.autograd.grad(ours.square().sum(), inputs)
-    ref = _conv_patch_embed(embed, patches)
-    ref_grads = torch.autograd.grad(ref.square().sum(), inputs)
-    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
-    for got, want in zip(grads, ref_grads):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
-
-
-def test_embeddings(generator):
-    embed = PatchEmbed(24)
-    patches = torch.randn(2, 5, 8, 3, generator=generator)
-    assert embed(patches).shape == (2, 5, 24)
-    # permutation invariant inside a patch
-    perm = torch.randperm(8, generator=generator)
-    embed.eval()
-    assert torch.allclose(embed(patches), embed(patches[:, :, perm]), atol=1e-6)
+def test_position_mlp():
     pos = PositionMLP(24, activation="silu")
     assert pos(torch.rand(2, 5, 3)).shape == (2, 5, 24)
     assert {n for n, _ in pos.named_parameters()} == {"0.weight", "0.bias", "2.weight", "2.bias"}

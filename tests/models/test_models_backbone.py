@@ -3,7 +3,7 @@ import torch
 
 from map3d.models import BackboneConfig, HybridBackbone
 from map3d.models.backbone import AttentionBlock, MambaBlock
-from map3d.models.presets import hybridmt3d_s
+from map3d.models.points.presets import hybridmt3d_s
 
 
 def test_hybridmt3d_pattern_is_three_mamba_then_one_transformer():

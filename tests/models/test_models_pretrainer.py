@@ -3,7 +3,8 @@ import torch
 
 import map3d
 from map3d.layers import PositionMLP
-from map3d.models import MAPDecoder, Reconstruction
+from map3d.models import MAPDecoder
+from map3d.models.points import Reconstruction
 
 from .conftest import SMALL_PRETRAIN
 

@@ -8,14 +8,13 @@ from map3d.layers import num_masked_tokens
 from map3d.models import (
     BackboneConfig,
     MAPPretrainer,
-    PointClassifier,
-    PointEncoderConfig,
     PretrainOutput,
     build_config,
     list_models,
     list_tasks,
     register_model,
 )
+from map3d.models.points import PointClassifier, PointEncoderConfig
 from map3d.models.registry import _PRESETS
 
 from .conftest import small_overrides

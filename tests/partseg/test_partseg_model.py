@@ -7,7 +7,7 @@ import torch
 
 import map3d
 from map3d.models import load_pretrained
-from map3d.models.partseg import FeaturePropagation, interpolate_features
+from map3d.models.points.partseg import FeaturePropagation, interpolate_features
 
 TINY = ["hybridmt3d_tiny", "mamba3d_tiny", "pointmae_tiny"]
 SMALL = {"num_groups": 8, "group_size": 8}

@@ -15,7 +15,7 @@ def torus(num_points: int = 1024, seed: int = 0) -> np.ndarray:
 
 
 def fake_reconstruction(batch: int = 1, groups: int = 16, group_size: int = 8, seed: int = 0):
-    """An object with the fields of `map3d.models.Reconstruction`, as numpy arrays."""
+    """An object with the fields of `map3d.models.points.Reconstruction`, as numpy arrays."""
     rng = np.random.default_rng(seed)
     gt, masks = [], []
     for b in range(batch):

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from map3d.models.compat import COMPATS, HEAD_POOLINGS, check_choice
-from map3d.models.encoder import (
+from map3d.models.encoder import TokenEncoder
+from map3d.models.points.encoder import (
     PointEncoderConfig,
-    TokenEncoder,
     build_point_encoder,
     build_point_tokenizer,
 )

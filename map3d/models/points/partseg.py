@@ -18,13 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from map3d.models.compat import COMPATS, check_choice
-from map3d.models.encoder import (
+from map3d.models.encoder import TokenEncoder
+from map3d.models.points.encoder import (
     PointEncoderConfig,
-    TokenEncoder,
     build_point_encoder,
     build_point_tokenizer,
 )
-from map3d.models.registry import register_task
 from map3d.ops import gather, knn
 from map3d.tokenize import FPS_RULES, SERIALIZATIONS
 
@@ -228,7 +227,3 @@ class PointPartSegmenter(nn.Module):
         )
         return self.head(joined).transpose(1, 2)
 
-
-@register_task("partseg", modality="points", config=PointPartSegConfig)
-def build_point_partseg(config: PointPartSegConfig) -> PointPartSegmenter:
-    return PointPartSegmenter(config)
