@@ -12,22 +12,15 @@ keyword arguments to `map3d.create_model` / `map3d.data.build_dataset`, which va
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from map3d.atomic import atomic_write
-from map3d.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config file or override that does not fit the schema; the message names the key."""
+from map3d.errors import ConfigError
+from map3d.typed import fill
 
 
 @dataclass
@@ -256,92 +249,6 @@ def check_config_data(data: Any, where: str) -> None:
             )
 
 
-# ----------------------------------------------------------------------------- typed filling
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check `value` against type `tp`, converting int→float; error names `path`."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, path)
-            except ConfigError as err:
-                errors.append(err)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return _from_dict(tp, value, path)
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
-
-
-def _from_dict(cls: type, data: dict, path: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        key = unknown[0]
-        where = f"{path}.{key}" if path else str(key)
-        close = difflib.get_close_matches(str(key), names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown config key '{where}'{hint} (known: {', '.join(names)})")
-    defaults = cls()
-    values = {}
-    for name in names:
-        sub = f"{path}.{name}" if path else name
-        if name not in data:
-            values[name] = getattr(defaults, name)
-            continue
-        value = data[name]
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = _from_dict(hint, {**asdict(getattr(defaults, name)), **value}, sub)
-        else:
-            value = _coerce(value, hint, sub)
-        values[name] = value
-    return cls(**values)
-
-
 def _deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
@@ -377,9 +284,9 @@ def config_from_dict(data: dict, *, defaults: ExperimentConfig | None = None) ->
     start = asdict(defaults if defaults is not None else ExperimentConfig())
     unknown = [k for k in data if k not in start]
     if unknown:
-        _from_dict(ExperimentConfig, {unknown[0]: None})  # raises with the key path
+        fill(ExperimentConfig, {unknown[0]: None})  # raises with the key path
     merged = {k: {**start[k], **v} if isinstance(v, dict) else v for k, v in data.items()}
-    return _from_dict(ExperimentConfig, {**start, **merged})
+    return fill(ExperimentConfig, {**start, **merged})
 
 
 def load_config(
@@ -435,9 +342,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
             node = node[key]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {text}: '{'.'.join(keys[:-1])}' is not a section")
-        node[keys[-1]] = value  # unknown leaf keys are caught by _from_dict below
+        node[keys[-1]] = value  # unknown leaf keys are caught by fill() below
     try:
-        return _from_dict(ExperimentConfig, data)
+        return fill(ExperimentConfig, data)
     except ConfigError as err:
         raise ConfigError(f"--set: {err}") from None
 
