@@ -6,8 +6,14 @@ the wrong type names the key and the expected type. `--set a.b=value` overrides 
 as YAML and check it the same way. A YAML file may start from another one with
 `base: relative/or/absolute.yaml` (deep-merged, the including file wins).
 
-Dict-typed fields (`model.overrides`, `data.options`) are free-form: they are forwarded as
-keyword arguments to `map3d.create_model` / `map3d.data.build_dataset`, which validate them.
+`model.overrides` is resolved into the preset's typed task config (`PointPretrainConfig`,
+`PointClassifierConfig`, ...) whenever an ExperimentConfig is made (from YAML, `--set`, a
+checkpoint or Python): each value is checked by the same `map3d.typed.coerce` against that
+config's field, then by the config's own checks, so a bad `num_regions` is refused at load,
+before any dataset is built, as one line naming `model.overrides.num_regions` and its value.
+Only the sizes a task takes from its dataset (num_classes, ...) are filled in later
+(`ExperimentConfig.model_config(filled=...)`). `data.options` is free-form: it is forwarded as
+keyword arguments to `map3d.data.build_dataset`, which validates it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from map3d.typed import fill
 
 @dataclass
 class ModelConfig:
-    """Which preset to build; `overrides` go to `create_model(name, task=..., **overrides)`."""
+    """Which preset to build, and the fields of its typed task config that differ from the
+    preset's: `overrides` are what `create_model(name, task=..., **overrides)` takes (a field by
+    name, a nested one by its bare name or a dict). They are resolved into that typed config,
+    and so checked, when the experiment config is made (`ExperimentConfig.model_config`)."""
 
     name: str = "hybridmt3d_tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -190,16 +199,40 @@ class ExperimentConfig:
         ):
             if value is not None and value not in choices:
                 raise ConfigError(f"{path}: expected one of {choices} or null, got {value!r}")
-        if self.compat is None:
-            return
-        from map3d.models.compat import COMPATS, get_release
+        if self.compat is not None:
+            from map3d.models.compat import COMPATS, get_release
 
-        if self.compat not in COMPATS:
-            raise ConfigError(f"compat: expected one of {COMPATS} or null, got {self.compat!r}")
-        for path, value in get_release(self.compat).engine.items():
-            section, name = path.split(".")
-            if getattr(getattr(self, section), name) is None:
-                setattr(getattr(self, section), name, value)
+            if self.compat not in COMPATS:
+                raise ConfigError(
+                    f"compat: expected one of {COMPATS} or null, got {self.compat!r}"
+                )
+            for path, value in get_release(self.compat).engine.items():
+                section, name = path.split(".")
+                if getattr(getattr(self, section), name) is None:
+                    setattr(getattr(self, section), name, value)
+        self.model_config()  # the model's config is checked now, before any dataset is built
+
+    def model_config(self, model_task: str | None = None, filled: dict | None = None) -> Any:
+        """The typed config of this experiment's model (e.g. a `PointPretrainConfig`): preset
+        `model.name` for `model_task` (default: the one `train.task` trains) with
+        `model.overrides` applied, then `filled` (sizes a task takes from its dataset, such as
+        num_classes, when the overrides leave them unset); the experiment's `compat` applies
+        unless the overrides name one. Refusals are one-line ConfigErrors naming the key and
+        the value, e.g. "model.overrides.num_regions=7: num_groups=64 must be divisible by
+        num_regions=7 (G % R == 0)"."""
+        from map3d.models.registry import resolve_config
+
+        if model_task is None:
+            from map3d.engine.tasks import get_task
+
+            try:
+                model_task = get_task(self.train.task).model_task
+            except ValueError as err:  # "train.task: unknown task ..."
+                raise ConfigError(str(err)) from None
+        overrides = {**self.model.overrides, **(filled or {})}
+        if self.compat is not None:
+            overrides.setdefault("compat", self.compat)
+        return resolve_config(self.model.name, model_task, overrides, where="model.overrides")
 
 
 # ----------------------------------------------------------------------------- size limits
