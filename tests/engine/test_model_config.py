@@ -119,6 +119,23 @@ def test_cli_refuses_a_bad_model_override_before_building_a_dataset(tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
+def test_default_config_reads_the_shipped_yaml(tmp_path, monkeypatch):
+    from map3d.engine import config
+
+    assert default_config("pretrain") == load_config(SYNTHETIC_PRETRAIN)
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "synthetic.yaml").write_text(
+        f"base: {SYNTHETIC_PRETRAIN}\nschedule: {{epochs: 2}}\n"
+    )
+    monkeypatch.setattr(config, "CONFIG_DIR", tmp_path)
+    assert default_config("pretrain").schedule.epochs == 2
+    with pytest.raises(ConfigError, match=r"built-in classify config .*finetune/synthetic\.yaml "
+                                          r"is missing"):
+        default_config("classify")
+    with pytest.raises(ConfigError, match="no built-in default config for task 'partseg'"):
+        default_config("partseg")
+
+
 # ----------------------------------------------------------------------------- old checkpoints
 
 
