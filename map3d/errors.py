@@ -43,6 +43,11 @@ class OptionError(UserError, ValueError):
     names the option, the value and what is allowed."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config file, `--set` override or model keyword argument that does not fit the schema;
+    the message names the key (and the value) in one line."""
+
+
 class MissingDependencyError(UserError, ImportError):
     """An optional package that a requested feature needs is not installed; the message says
     which and how to install it."""

@@ -6,33 +6,35 @@ the wrong type names the key and the expected type. `--set a.b=value` overrides 
 as YAML and check it the same way. A YAML file may start from another one with
 `base: relative/or/absolute.yaml` (deep-merged, the including file wins).
 
-Dict-typed fields (`model.overrides`, `data.options`) are free-form: they are forwarded as
-keyword arguments to `map3d.create_model` / `map3d.data.build_dataset`, which validate them.
+`model.overrides` is resolved into the preset's typed task config (`PointPretrainConfig`,
+`PointClassifierConfig`, ...) whenever an ExperimentConfig is made (from YAML, `--set`, a
+checkpoint or Python): each value is checked by the same `map3d.typed.coerce` against that
+config's field, then by the config's own checks, so a bad `num_regions` is refused at load,
+before any dataset is built, as one line naming `model.overrides.num_regions` and its value.
+Only the sizes a task takes from its dataset (num_classes, ...) are filled in later
+(`ExperimentConfig.model_config(filled=...)`). `data.options` is free-form: it is forwarded as
+keyword arguments to `map3d.data.build_dataset`, which validates it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from map3d.atomic import atomic_write
-from map3d.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config file or override that does not fit the schema; the message names the key."""
+from map3d.errors import ConfigError
+from map3d.typed import fill
 
 
 @dataclass
 class ModelConfig:
-    """Which preset to build; `overrides` go to `create_model(name, task=..., **overrides)`."""
+    """Which preset to build, and the fields of its typed task config that differ from the
+    preset's: `overrides` are what `create_model(name, task=..., **overrides)` takes (a field by
+    name, a nested one by its bare name or a dict). They are resolved into that typed config,
+    and so checked, when the experiment config is made (`ExperimentConfig.model_config`)."""
 
     name: str = "hybridmt3d_tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -197,16 +199,40 @@ class ExperimentConfig:
         ):
             if value is not None and value not in choices:
                 raise ConfigError(f"{path}: expected one of {choices} or null, got {value!r}")
-        if self.compat is None:
-            return
-        from map3d.models.compat import COMPATS, get_release
+        if self.compat is not None:
+            from map3d.models.compat import COMPATS, get_release
 
-        if self.compat not in COMPATS:
-            raise ConfigError(f"compat: expected one of {COMPATS} or null, got {self.compat!r}")
-        for path, value in get_release(self.compat).engine.items():
-            section, name = path.split(".")
-            if getattr(getattr(self, section), name) is None:
-                setattr(getattr(self, section), name, value)
+            if self.compat not in COMPATS:
+                raise ConfigError(
+                    f"compat: expected one of {COMPATS} or null, got {self.compat!r}"
+                )
+            for path, value in get_release(self.compat).engine.items():
+                section, name = path.split(".")
+                if getattr(getattr(self, section), name) is None:
+                    setattr(getattr(self, section), name, value)
+        self.model_config()  # the model's config is checked now, before any dataset is built
+
+    def model_config(self, model_task: str | None = None, filled: dict | None = None) -> Any:
+        """The typed config of this experiment's model (e.g. a `PointPretrainConfig`): preset
+        `model.name` for `model_task` (default: the one `train.task` trains) with
+        `model.overrides` applied, then `filled` (sizes a task takes from its dataset, such as
+        num_classes, when the overrides leave them unset); the experiment's `compat` applies
+        unless the overrides name one. Refusals are one-line ConfigErrors naming the key and
+        the value, e.g. "model.overrides.num_regions=7: num_groups=64 must be divisible by
+        num_regions=7 (G % R == 0)"."""
+        from map3d.models.registry import resolve_config
+
+        if model_task is None:
+            from map3d.engine.tasks import get_task
+
+            try:
+                model_task = get_task(self.train.task).model_task
+            except ValueError as err:  # "train.task: unknown task ..."
+                raise ConfigError(str(err)) from None
+        overrides = {**self.model.overrides, **(filled or {})}
+        if self.compat is not None:
+            overrides.setdefault("compat", self.compat)
+        return resolve_config(self.model.name, model_task, overrides, where="model.overrides")
 
 
 # ----------------------------------------------------------------------------- size limits
@@ -256,92 +282,6 @@ def check_config_data(data: Any, where: str) -> None:
             )
 
 
-# ----------------------------------------------------------------------------- typed filling
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check `value` against type `tp`, converting int→float; error names `path`."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, path)
-            except ConfigError as err:
-                errors.append(err)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return _from_dict(tp, value, path)
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
-
-
-def _from_dict(cls: type, data: dict, path: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        key = unknown[0]
-        where = f"{path}.{key}" if path else str(key)
-        close = difflib.get_close_matches(str(key), names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown config key '{where}'{hint} (known: {', '.join(names)})")
-    defaults = cls()
-    values = {}
-    for name in names:
-        sub = f"{path}.{name}" if path else name
-        if name not in data:
-            values[name] = getattr(defaults, name)
-            continue
-        value = data[name]
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = _from_dict(hint, {**asdict(getattr(defaults, name)), **value}, sub)
-        else:
-            value = _coerce(value, hint, sub)
-        values[name] = value
-    return cls(**values)
-
-
 def _deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
@@ -377,9 +317,9 @@ def config_from_dict(data: dict, *, defaults: ExperimentConfig | None = None) ->
     start = asdict(defaults if defaults is not None else ExperimentConfig())
     unknown = [k for k in data if k not in start]
     if unknown:
-        _from_dict(ExperimentConfig, {unknown[0]: None})  # raises with the key path
+        fill(ExperimentConfig, {unknown[0]: None})  # raises with the key path
     merged = {k: {**start[k], **v} if isinstance(v, dict) else v for k, v in data.items()}
-    return _from_dict(ExperimentConfig, {**start, **merged})
+    return fill(ExperimentConfig, {**start, **merged})
 
 
 def load_config(
@@ -435,9 +375,9 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
             node = node[key]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {text}: '{'.'.join(keys[:-1])}' is not a section")
-        node[keys[-1]] = value  # unknown leaf keys are caught by _from_dict below
+        node[keys[-1]] = value  # unknown leaf keys are caught by fill() below
     try:
-        return _from_dict(ExperimentConfig, data)
+        return fill(ExperimentConfig, data)
     except ConfigError as err:
         raise ConfigError(f"--set: {err}") from None
 
@@ -499,46 +439,21 @@ def check_resume_config(saved: dict, cfg: ExperimentConfig, source: str) -> None
 # ----------------------------------------------------------------------------- defaults per task
 
 
-def default_config(task: str) -> ExperimentConfig:
-    """The built-in synthetic-shapes experiment run by `map3d pretrain|finetune` without --config.
+# The built-in experiments, as files: the YAML is the one source of truth.
+DEFAULT_CONFIGS = {"pretrain": "pretrain/synthetic.yaml", "classify": "finetune/synthetic.yaml"}
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
-    Minutes on a 2-core CPU (see README.md); configs/{pretrain,finetune}/synthetic.yaml
-    are the same settings as files (a test keeps them equal).
-    """
-    if task == "pretrain":
-        return ExperimentConfig(
-            model=ModelConfig(
-                name="hybridmt3d_tiny",
-                overrides={"num_groups": 32, "group_size": 16, "num_regions": 4},
-            ),
-            data=DataConfig(
-                name="synthetic",
-                options={"task": "pretrain", "num_samples": 1024, "num_points": 512},
-                npoints=512,
-                batch_size=32,
-                augment=["rotate_y"],
-            ),
-            optim=OptimConfig(lr=1e-3, weight_decay=0.05),
-            schedule=ScheduleConfig(epochs=4, warmup_epochs=1, min_lr=1e-5),
-            train=TrainConfig(
-                task="pretrain", log_every_steps=4, checkpoint_every_steps=100, eval_every_epochs=0
-            ),
+
+def default_config(task: str) -> ExperimentConfig:
+    """The built-in synthetic-shapes experiment run by `map3d pretrain|finetune` without
+    --config: configs/pretrain/synthetic.yaml or configs/finetune/synthetic.yaml, read from the
+    repository map3d runs from (minutes on a 2-core CPU, see README.md)."""
+    if task not in DEFAULT_CONFIGS:
+        raise ConfigError(f"no built-in default config for task {task!r}; pass --config")
+    path = CONFIG_DIR / DEFAULT_CONFIGS[task]
+    if not path.is_file():
+        raise ConfigError(
+            f"the built-in {task} config {path} is missing (map3d runs from an install without "
+            "the repository's configs/ folder: install it with `pip install -e .`); pass --config"
         )
-    if task == "classify":
-        return ExperimentConfig(
-            model=ModelConfig(name="hybridmt3d_tiny", overrides={"num_groups": 32, "group_size": 16}),
-            data=DataConfig(
-                name="synthetic",
-                options={"task": "classify", "num_samples": 512, "num_points": 600},
-                test_options={"num_samples": 256},
-                npoints=512,
-                point_all=600,
-                batch_size=32,
-                augment=["rotate_y"],
-                vote_augment=["rotate_y"],
-            ),
-            optim=OptimConfig(lr=5e-4, weight_decay=0.05, grad_clip=10.0),
-            schedule=ScheduleConfig(epochs=6, warmup_epochs=1, min_lr=1e-6),
-            train=TrainConfig(task="classify", log_every_steps=4, checkpoint_every_steps=100),
-        )
-    raise ConfigError(f"no built-in default config for task {task!r}; pass --config")
+    return load_config(path)

@@ -110,8 +110,6 @@ class MAPDecoder(nn.Module):
         drop_path_rate: float = 0.1,
     ):
         super().__init__()
-        if num_regions < 1:
-            raise ValueError(f"num_regions must be >= 1, got {num_regions}")
         self.num_regions = num_regions
         self.embed = nn.Linear(in_dim, dim) if in_dim != dim else nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))

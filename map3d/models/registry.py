@@ -8,10 +8,15 @@
 
     create_model("hybridmt3d_s", task="classify", num_classes=15, drop_path_rate=0.2)
 
-Overrides fill the task config: a top-level field by name, a nested dataclass field by a
-dict (e.g. `encoder={"backbone": {"dim": 256}}`) or, when the name is unique, by its bare
-name (`drop_path_rate=...` reaches `encoder.backbone.drop_path_rate`). Unknown names are
-errors. `create_model(name, task=t, **dataclasses.asdict(model.config))` rebuilds a model.
+Overrides go straight into the typed task config: a top-level field by name, a nested
+dataclass field by a dict (e.g. `encoder={"backbone": {"dim": 256}}`) or, when the name is
+unique, by its bare name (`drop_path_rate=...` reaches `encoder.backbone.drop_path_rate`).
+Each value is checked against its field's type by `map3d.typed.coerce`, the same check the
+experiment config uses (so `model.overrides` of a YAML file and keyword arguments here mean
+the same); unknown names, wrong types and values the config's own checks refuse are one-line
+`ConfigError`s naming the key (`resolve_config`). The experiment config resolves its
+`model.overrides` here when it loads (`ExperimentConfig.model_config`).
+`create_model(name, task=t, **dataclasses.asdict(model.config))` rebuilds a model.
 `compat="pointmap" | "mamba3d" | "pointmae"` first applies that release's settings
 (`map3d.models.compat`); the other overrides win over them.
 Presets and tasks in other files register themselves when `PLUGIN_MODULES` are imported
@@ -21,14 +26,18 @@ Presets and tasks in other files register themselves when `PLUGIN_MODULES` are i
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from map3d.errors import ConfigError
+from map3d.typed import coerce
+
+if typing.TYPE_CHECKING:  # annotations only
+    from torch import nn
 
 PLUGIN_MODULES = ("map3d.models.points", "map3d.models.images")
 
@@ -116,21 +125,26 @@ def list_tasks(name: str) -> list[str]:
 def _preset(name: str) -> Preset:
     _load_plugins()
     if name not in _PRESETS:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
     return _PRESETS[name]
 
 
-def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "config") -> Any:
-    """A copy of dataclass `config` with `overrides` applied (see the module docstring)."""
-    fields = {f.name for f in dataclasses.fields(config)}
+def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "") -> Any:
+    """A copy of dataclass `config` with `overrides` applied (see the module docstring); each
+    value is checked against its field's type by `map3d.typed.coerce`, the one type check of
+    map3d's configs. Errors are `ConfigError`s naming the key under `where` (e.g.
+    "model.overrides"); a constructor's own check (`__post_init__`) raises as it is."""
+    hints = typing.get_type_hints(type(config))
+    fields = [f.name for f in dataclasses.fields(config)]
     direct, nested_by_path = {}, {}
     for key, value in overrides.items():
+        path = f"{where}.{key}" if where else str(key)
         if key in fields:
             current = getattr(config, key)
             if dataclasses.is_dataclass(current) and isinstance(value, dict):
-                value = apply_overrides(current, value, where=f"{where}.{key}")
+                value = apply_overrides(current, value, where=path)
             else:
-                value = _checked(config, key, value, where)
+                value = coerce(value, hints[key], path)
             direct[key] = value
             continue
         owners = [
@@ -141,49 +155,17 @@ def apply_overrides(config: Any, overrides: dict[str, Any], *, where: str = "con
         ]
         if len(owners) != 1:
             reason = "unknown" if not owners else f"ambiguous (in {owners})"
-            raise ValueError(
-                f"{reason} override {key!r} for {type(config).__name__} ({where}); "
-                f"fields: {', '.join(sorted(fields))}"
+            close = difflib.get_close_matches(str(key), _field_names(config), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close and not owners else ""
+            raise ConfigError(
+                f"{reason} override {path!r} for {type(config).__name__}{hint} "
+                f"(fields: {', '.join(sorted(fields))})"
             )
         nested_by_path.setdefault(owners[0], {})[key] = value
     for owner, values in nested_by_path.items():
         base = direct.get(owner, getattr(config, owner))
-        direct[owner] = apply_overrides(base, values, where=f"{where}.{owner}")
+        direct[owner] = apply_overrides(base, values, where=where)  # the key as the user wrote it
     return dataclasses.replace(config, **direct)
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether `value` fits a (resolved) type hint: unions, tuples, lists, scalars, dataclasses."""
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin in (tuple, list):
-        args = typing.get_args(hint)
-        if not isinstance(value, (tuple, list)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(map(_matches, value, args))
-        return not args or all(_matches(v, args[0]) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def _checked(config: Any, key: str, value: Any, where: str) -> Any:
-    """`value` for field `key` of dataclass `config`, or ValueError naming the field."""
-    hint = typing.get_type_hints(type(config)).get(key, Any)
-    if not _matches(value, hint):
-        raise ValueError(
-            f"override {key}={value!r} for {type(config).__name__} ({where}) does not match "
-            f"its type {hint}"
-        )
-    return value
 
 
 def _has_field(config: Any, key: str) -> bool:
@@ -194,32 +176,92 @@ def _has_field(config: Any, key: str) -> bool:
     return False
 
 
-def build_config(name: str, task: str = "pretrain", **overrides) -> Any:
-    """The task config `create_model` would build, without building the model."""
+def _field_names(config: Any) -> list[str]:
+    """Every field name of dataclass `config` and of the dataclasses it nests."""
+    names = []
+    for f in dataclasses.fields(config):
+        names.append(f.name)
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            names.extend(_field_names(value))
+    return names
+
+
+def _task(name: str, task: str) -> tuple[Preset, Task]:
     preset = _preset(name)
     key = (preset.modality, task)
     if key not in _TASKS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown task {task!r} for {preset.modality} model {name!r}; "
             f"available: {', '.join(list_tasks(name))}"
         )
-    spec = _TASKS[key]
-    encoder = overrides.pop("encoder", None)
+    return preset, _TASKS[key]
+
+
+def _ordered(overrides: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The overrides in the order they are applied: `compat` (the release's settings), then
+    `encoder` (a whole encoder config), then the others as given."""
+    first = [k for k in ("compat", "encoder") if k in overrides]
+    return [(k, overrides[k]) for k in first] + [
+        (k, v) for k, v in overrides.items() if k not in first
+    ]
+
+
+def _apply(preset: Preset, spec: Task, items: list[tuple[str, Any]], where: str) -> Any:
     config = spec.config(encoder=preset.build_config())
-    compat = overrides.get("compat")
+    rest = dict(items)
+    compat = rest.get("compat")
     if compat is not None:  # the release's settings first: explicit overrides win
         from map3d.models.compat import get_release
 
-        release = {"compat": compat, **get_release(compat).overrides(task)}
-        config = apply_overrides(config, release, where=f"{name}/{task} compat={compat}")
+        release = {"compat": compat, **get_release(compat).overrides(spec.name)}
+        config = apply_overrides(config, release, where=where)
+    encoder = rest.pop("encoder", None)
     if encoder is not None:
-        config = apply_overrides(config, {"encoder": encoder})
-    return apply_overrides(config, overrides, where=f"{name}/{task}")
+        config = apply_overrides(config, {"encoder": encoder}, where=where)
+    return apply_overrides(config, rest, where=where)
+
+
+def resolve_config(
+    name: str, task: str, overrides: dict[str, Any], *, where: str = ""
+) -> Any:
+    """The typed task config of preset `name` for `task` with `overrides` (keyword arguments
+    of `create_model`, or `model.overrides` of an experiment) applied.
+
+    Every refusal is one `ConfigError` line naming the override: a value of the wrong type or
+    an unknown name by `apply_overrides`; a value the config's own checks refuse (e.g.
+    num_groups % num_regions != 0) as "`where`.key=value: reason", where key is the first
+    override (in the order they are applied) with which the config no longer builds.
+    """
+    preset, spec = _task(name, task)
+    items = _ordered(overrides)
+    try:
+        return _apply(preset, spec, items, where)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        _apply(preset, spec, [], where)  # the preset alone must build (else: a bug, raised)
+        for i, (key, value) in enumerate(items):
+            try:
+                _apply(preset, spec, items[: i + 1], where)
+            except ValueError:
+                path = f"{where}.{key}" if where else key
+                raise ConfigError(f"{path}={value!r}: {err}") from None
+        raise
+
+
+def build_config(name: str, task: str = "pretrain", **overrides) -> Any:
+    """The task config `create_model` would build, without building the model."""
+    return resolve_config(name, task, overrides)
+
+
+def model_from_config(name: str, task: str, config: Any) -> nn.Module:
+    """Build preset `name`'s model for `task` from its (resolved) task config."""
+    model = _task(name, task)[1].build(config)
+    model.config = config
+    return model
 
 
 def create_model(name: str, task: str = "pretrain", **overrides) -> nn.Module:
     """Build preset `name` for `task` ("pretrain", "classify", ...) with config overrides."""
-    config = build_config(name, task, **overrides)
-    model = _TASKS[(_preset(name).modality, task)].build(config)
-    model.config = config
-    return model
+    return model_from_config(name, task, build_config(name, task, **overrides))

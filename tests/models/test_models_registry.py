@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import map3d
+from map3d.errors import ConfigError
 from map3d.layers import num_masked_tokens
 from map3d.models import (
     BackboneConfig,
@@ -107,22 +108,48 @@ def test_overrides_reach_nested_fields():
 
 
 def test_unknown_and_invalid_overrides_are_errors():
-    with pytest.raises(ValueError, match="unknown override 'num_clases'"):
+    # ConfigError is a ValueError (what callers catch) and a one-line UserError naming the key
+    with pytest.raises(ConfigError, match="unknown override 'num_clases'.*did you mean 'num_classes'"):
         map3d.create_model("hybridmt3d_tiny", task="classify", num_clases=10)
     with pytest.raises(ValueError, match="unknown model 'hybrid'"):
         map3d.create_model("hybrid")
     with pytest.raises(ValueError, match="unknown task 'segment'"):
         map3d.create_model("hybridmt3d_tiny", task="segment")
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ConfigError, match=r"^num_regions=7: num_groups=64 must be divisible"):
         build_config("hybridmt3d_tiny", "pretrain", num_groups=64, num_regions=7)
-    with pytest.raises(ValueError, match="pattern"):
+    with pytest.raises(ConfigError, match=r"^pattern='MXT': .*pattern"):
         build_config("hybridmt3d_tiny", "pretrain", pattern="MXT")
-    with pytest.raises(ValueError, match="num_groups='64'.*type"):
+    with pytest.raises(ConfigError, match=r"^num_groups: expected an integer, got '64'$"):
         build_config("hybridmt3d_tiny", "pretrain", num_groups="64")
-    with pytest.raises(ValueError, match="drop_path_rate"):
+    with pytest.raises(ConfigError, match=r"^drop_path_rate: expected a number, got '0.1'$"):
         build_config("hybridmt3d_tiny", "classify", drop_path_rate="0.1")
-    with pytest.raises(ValueError, match="mask_ratio"):
+    with pytest.raises(ConfigError, match="mask_ratio"):
         build_config("hybridmt3d_tiny", "pretrain", mask_ratio=(0.3, 0.5, 0.7))
+    with pytest.raises(ConfigError, match=r"^encoder\.backbone\.dim: expected an integer"):
+        build_config("hybridmt3d_tiny", "pretrain", encoder={"backbone": {"dim": 6.5}})
+
+
+def test_override_errors_name_the_override_that_breaks_the_config():
+    """The key named is the first override (in order) with which the config no longer builds;
+    the reason is the config's own check on all of them."""
+    with pytest.raises(ConfigError, match=r"^num_groups=30: num_groups=30 must be divisible by "
+                                          r"num_regions=4"):
+        build_config("hybridmt3d_tiny", "pretrain", num_groups=30, num_regions=4)
+    with pytest.raises(ConfigError, match=r"^decoder_order='x': decoder_order='x' must be one"):
+        build_config("hybridmt3d_tiny", "pretrain", num_groups=32, decoder_order="x")
+    config = build_config("hybridmt3d_tiny", "pretrain", num_groups=30, num_regions=5)
+    assert (config.num_groups, config.num_regions) == (30, 5)  # only the result is checked
+
+
+def test_override_values_are_coerced_like_config_values():
+    """Keyword arguments go through the experiment config's type check: ints become floats,
+    lists become tuples, and a rebuilt config equals the original."""
+    config = build_config("hybridmt3d_tiny", "classify", drop_path_rate=0, head_dropout=1)
+    assert config.encoder.backbone.drop_path_rate == 0.0
+    assert isinstance(config.encoder.backbone.drop_path_rate, float)
+    assert isinstance(config.head_dropout, float)
+    config = build_config("hybridmt3d_tiny", "pretrain", mask_ratio=[0.3, 0.7])
+    assert config.mask_ratio == (0.3, 0.7)
 
 
 @pytest.mark.parametrize("task", ["pretrain", "classify"])

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.distributed import DistInfo
+from map3d.errors import ConfigError
 
 INPUT_KEYS = ("points", "image")
 
@@ -44,25 +45,26 @@ def cross_entropy(logits: Tensor, target: Tensor, cfg: ExperimentConfig) -> Tens
     return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
 
 
-def overrides_from_dataset(
+def sizes_from_dataset(
     cfg: ExperimentConfig, dataset: Dataset | None, names: tuple[str, ...], *, required: bool
 ) -> dict[str, Any]:
-    """`cfg.model.overrides`, with each size in `names` that the config leaves unset taken from
-    the dataset's attribute of the same name (e.g. `num_classes`); when `required`, a size that
-    neither gives is a ValueError."""
-    overrides = dict(cfg.model.overrides)
+    """Each size in `names` that `cfg.model.overrides` leaves unset, taken from the dataset's
+    attribute of the same name (e.g. `num_classes`); when `required`, a size that neither
+    gives is a ConfigError."""
+    sizes = {}
     for name in names:
-        if name in overrides:
+        if name in cfg.model.overrides:
             continue
         value = getattr(dataset, name, None)
         if value is None:
             if required:
-                raise ValueError(
+                raise ConfigError(
                     f"dataset {cfg.data.name!r} has no {name}; set model.overrides.{name}"
                 )
             continue
-        overrides[name] = int(value)
-    return overrides
+        sizes[name] = int(value)
+    return sizes
+
 
 @dataclass
 class TaskContext:
@@ -107,18 +109,17 @@ class Task:
             return {**cfg.data.options, **cfg.data.test_options}
         return dict(cfg.data.options)
 
-    def model_overrides(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
-        return dict(cfg.model.overrides)
+    def dataset_sizes(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
+        """Model config sizes this task takes from its training set (e.g. num_classes) where
+        `model.overrides` leaves them unset; none by default."""
+        return {}
 
     def build_model(self, cfg: ExperimentConfig, train_set: Dataset | None) -> nn.Module:
-        """`create_model(cfg.model.name, ...)`; the experiment's `compat` reaches the model
-        unless `model.overrides` names one itself."""
-        from map3d.models import create_model
+        """The model of `cfg.model_config` for this task, with the sizes from `train_set`."""
+        from map3d.models.registry import model_from_config
 
-        overrides = self.model_overrides(cfg, train_set)
-        if cfg.compat is not None:
-            overrides.setdefault("compat", cfg.compat)
-        return create_model(cfg.model.name, task=self.model_task, **overrides)
+        config = cfg.model_config(self.model_task, self.dataset_sizes(cfg, train_set))
+        return model_from_config(cfg.model.name, self.model_task, config)
 
     def static_step_problem(self, model: nn.Module) -> str | None:
         """Why this task's training step on `model` has data-dependent shapes or host syncs (so

@@ -24,7 +24,7 @@ from map3d.engine.tasks.base import (
     TaskContext,
     batch_input,
     cross_entropy,
-    overrides_from_dataset,
+    sizes_from_dataset,
 )
 
 
@@ -52,8 +52,8 @@ class ClassifyTask(Task):
     best_metric = "oa"
     best_mode = "max"
 
-    def model_overrides(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
-        return overrides_from_dataset(cfg, train_set, ("num_classes",), required=True)
+    def dataset_sizes(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
+        return sizes_from_dataset(cfg, train_set, ("num_classes",), required=True)
 
     @staticmethod
     def point_all(cfg: ExperimentConfig, available: int) -> int:

@@ -23,7 +23,7 @@ from map3d.engine.batching import apply_augments
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.partseg_metrics import PartSegMeter
 from map3d.engine.tasks import register_task
-from map3d.engine.tasks.base import Task, TaskContext, cross_entropy, overrides_from_dataset
+from map3d.engine.tasks.base import Task, TaskContext, cross_entropy, sizes_from_dataset
 from map3d.engine.trainer import move_to
 
 BATCH_KEYS = ("points", "category", "seg")
@@ -77,9 +77,9 @@ class PartSegTask(Task):
     best_metric = "instance_miou"
     best_mode = "max"
 
-    def model_overrides(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
+    def dataset_sizes(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
         """`num_categories` / `num_parts` come from the dataset unless the config sets them."""
-        return overrides_from_dataset(
+        return sizes_from_dataset(
             cfg, train_set, ("num_categories", "num_parts"), required=False
         )
 
