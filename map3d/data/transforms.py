@@ -5,20 +5,18 @@ Each transform is a callable `(sample, generator) -> sample` where `sample` is a
 bare (N,C) points tensor; the generator is the item's `torch.Generator` (see `map3d.data.base`),
 so a transform's draws are reproducible from (seed, epoch, index).
 
-Names (reference behaviour in brackets; docs/protocols.md#augmentations):
-- `scale_translate`: per-axis scale ~ U(2/3, 3/2), then per-axis shift ~ U(-0.2, 0.2)
-  [Point-MAE `PointcloudScaleAndTranslate`, applied per sample here instead of per batch].
-- `rotate_y`: one angle ~ U(0, 2π) about the up (y) axis, `pc @ R` with
-  R = [[c,0,s],[0,1,0],[-s,0,c]] [`PointcloudRotate`]; normals (columns 3:6) rotate too.
-- `scale_shift`: isotropic scale ~ U(0.8, 1.25), per-axis shift ~ U(-0.1, 0.1)
-  [part segmentation `random_scale_point_cloud` + `shift_point_cloud`].
+Names:
 - `subsample`: `num_points` random points without replacement (per-point keys follow).
 - `normalize`: centre on the mean, scale to the unit sphere [`pc_norm`].
+
+Augmentations (`rotate_y`, `scale_translate`, `scale_shift`, `scale`) are not per-item
+transforms: they run batch-time on the device, `map3d.engine.batching` (`data.augment`,
+docs/protocols.md#augmentations). A transform that needs one on a single cloud applies it to a
+batch of one, `rotate_y(points[None], generator)[0]`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,55 +36,6 @@ def _with_points(sample, points: torch.Tensor):
     if isinstance(sample, dict):
         return {**sample, "points": points}
     return points
-
-
-def _uniform(low: float, high: float, shape, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(shape, generator=generator)
-
-
-class ScaleTranslate:
-    """xyz * U(scale_low, scale_high) per axis + U(-translate, translate) per axis."""
-
-    def __init__(self, scale_low=2.0 / 3.0, scale_high=3.0 / 2.0, translate=0.2):
-        self.scale_low, self.scale_high, self.translate = scale_low, scale_high, translate
-
-    def __call__(self, sample, generator: torch.Generator):
-        points = _points(sample).clone()
-        scale = _uniform(self.scale_low, self.scale_high, (3,), generator)
-        shift = _uniform(-self.translate, self.translate, (3,), generator)
-        points[:, :3] = points[:, :3] * scale + shift
-        return _with_points(sample, points)
-
-
-class RotateY:
-    """Random rotation about y by U(0, max_angle): `pc @ R`, R = [[c,0,s],[0,1,0],[-s,0,c]]."""
-
-    def __init__(self, max_angle: float = 2 * math.pi):
-        self.max_angle = max_angle
-
-    def __call__(self, sample, generator: torch.Generator):
-        points = _points(sample).clone()
-        angle = float(_uniform(0.0, self.max_angle, (), generator))
-        c, s = math.cos(angle), math.sin(angle)
-        rotation = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=points.dtype)
-        points[:, :3] = points[:, :3] @ rotation
-        if points.shape[1] >= 6:
-            points[:, 3:6] = points[:, 3:6] @ rotation
-        return _with_points(sample, points)
-
-
-class ScaleShift:
-    """Isotropic scale U(scale_low, scale_high) then per-axis shift U(-shift, shift)."""
-
-    def __init__(self, scale_low=0.8, scale_high=1.25, shift=0.1):
-        self.scale_low, self.scale_high, self.shift = scale_low, scale_high, shift
-
-    def __call__(self, sample, generator: torch.Generator):
-        points = _points(sample).clone()
-        scale = _uniform(self.scale_low, self.scale_high, (), generator)
-        shift = _uniform(-self.shift, self.shift, (3,), generator)
-        points[:, :3] = points[:, :3] * scale + shift
-        return _with_points(sample, points)
 
 
 class Subsample:
@@ -119,9 +68,6 @@ class Normalize:
 
 
 TRANSFORMS: dict[str, Callable[..., Callable]] = {
-    "scale_translate": ScaleTranslate,
-    "rotate_y": RotateY,
-    "scale_shift": ScaleShift,
     "subsample": Subsample,
     "normalize": Normalize,
 }
@@ -148,7 +94,7 @@ def build_transforms(
 ) -> Compose:
     """Build a transform pipeline from config names.
 
-    `names` entries are a name (`"rotate_y"`) or a one-key mapping `{"subsample": {"num_points":
+    `names` entries are a name (`"normalize"`) or a one-key mapping `{"subsample": {"num_points":
     2048}}`; `options` gives keyword arguments per name for plain-string entries.
     Unknown names or arguments raise `ValueError` listing what is accepted.
     """

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from map3d.data import SyntheticShapes, build_dataset
 from map3d.data.synthetic import SHAPES
+from map3d.engine.batching import rotate_y
 
 
 def test_items_labels_and_normalization():
@@ -32,9 +33,14 @@ def test_deterministic_from_seed_and_split():
     )
 
 
+def _rotate_item(sample, generator):
+    # a batch augmentation applied per item, as a batch of one
+    return {**sample, "points": rotate_y(sample["points"][None], generator)[0]}
+
+
 def test_epoch_changes_transforms_only_and_workers_agree():
     ds = build_dataset(
-        "synthetic", split="train", num_samples=8, num_points=128, transforms=["rotate_y"]
+        "synthetic", split="train", num_samples=8, num_points=128, transforms=_rotate_item
     )
     raw = SyntheticShapes("train", num_samples=8, num_points=128)
     first = ds[2]["points"]

@@ -10,6 +10,7 @@ from map3d.engine.batching import (
     default_point_all,
     fps_points,
     rotate_y,
+    scale_shift,
     scale_translate,
     shared_subset,
 )
@@ -42,6 +43,38 @@ def test_rotate_y_keeps_y_and_norms(generator):
     out = rotate_y(pts, torch.Generator().manual_seed(0))
     assert torch.allclose(out[..., 1], pts[..., 1])
     assert torch.allclose(out.norm(dim=-1), pts.norm(dim=-1), atol=1e-5)
+
+
+def test_rotate_y_matches_reference_convention():
+    # pc @ R with R = [[c,0,s],[0,1,0],[-s,0,c]]: the x-axis maps to (c, 0, s), y is untouched.
+    points = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    out = rotate_y(points, torch.Generator().manual_seed(0))
+    angle = 2 * math.pi * float(torch.rand(1, generator=torch.Generator().manual_seed(0)))
+    expected = torch.tensor([[[math.cos(angle), 0.0, math.sin(angle)], [0.0, 1.0, 0.0]]])
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_scale_shift_ranges_and_isotropy(generator):
+    for seed in range(20):
+        shifted = scale_shift(torch.zeros(8, 4, 3), torch.Generator().manual_seed(seed))
+        assert (shifted.abs() <= 0.1 + 1e-6).all()
+    pts = torch.randn(8, 16, 3, generator=generator)
+    g = torch.Generator().manual_seed(3)
+    out = scale_shift(pts, g)
+    centred_in, centred_out = pts - pts.mean(1, keepdim=True), out - out.mean(1, keepdim=True)
+    ratio = centred_out.norm(dim=-1) / centred_in.norm(dim=-1)  # one scale per cloud, all axes
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4)
+    assert ((ratio >= 0.8 - 1e-4) & (ratio <= 1.25 + 1e-4)).all()
+
+
+def test_augments_are_reproducible_from_the_generator(generator):
+    pts = torch.randn(2, 256, 3, generator=generator)
+    names = ["rotate_y", "scale_translate", "scale_shift"]
+
+    def run(seed):
+        return apply_augments(pts, names, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(run(7), run(7)) and not torch.equal(run(7), run(8))
 
 
 def test_scale_translate_ranges(generator):
