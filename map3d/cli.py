@@ -1,7 +1,8 @@
 """The `map3d` command: one entry point, one subcommand per job.
 
-Each subcommand lives next to the code it drives and is declared as a `Command`; this file only
-lists them, so adding a job never means editing another job's code.
+Each subcommand lives next to the code it drives and is declared as a `Command`
+(`map3d.command`, so declaring one does not import this file); this file only lists them, so
+adding a job never means editing another job's code.
 
 Errors. A refusal of the user's input ends every command the same way, here in `main`: one line
 `map3d <command>: error: <message naming the file / key / value>` on stderr and exit status 2.
@@ -18,21 +19,9 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 
+from map3d.command import Command
 from map3d.errors import USER_ERRNOS, UserError
-
-
-@dataclass(frozen=True)
-class Command:
-    """A subcommand: one-line help, an argument builder and the function that runs it."""
-
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-    description: str = ""
-
 
 # name -> "module:attribute" of a `Command`; imported when the parser is built.
 COMMANDS: dict[str, str] = {

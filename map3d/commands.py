@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from map3d.cli import Command
+from map3d.command import Command
 
 # The backend-selection variable, named here without importing `map3d.ops.dispatch` (which
 # defines it as ENV_VAR).

@@ -110,6 +110,24 @@ def test_help_imports_neither_torch_nor_dynamo():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_command_modules_do_not_import_the_cli():
+    """Every subcommand is declared with `map3d.command.Command`; the modules declaring them do
+    not import `map3d.cli`, which only lists them."""
+    import subprocess
+    import sys
+
+    from map3d.cli import COMMANDS
+
+    modules = sorted({target.split(":")[0] for target in COMMANDS.values()})
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert 'map3d.cli' not in sys.modules, 'a command module imported map3d.cli'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys):
     """The next step printed after image pretraining finetunes an image model; point weights
     given to an image run (and image weights to a point run) are a one-line error that says

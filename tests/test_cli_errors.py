@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from map3d import cli
-from map3d.cli import Command, main
+from map3d.cli import main
+from map3d.command import Command
 from map3d.data import DatasetFormatError
 from map3d.engine.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint
 from map3d.engine.config import ConfigError

@@ -13,7 +13,7 @@ import logging
 import signal
 from pathlib import Path
 
-from map3d.cli import Command
+from map3d.command import Command
 from map3d.engine.config import ConfigError, apply_overrides, default_config, load_config
 from map3d.errors import UserError
 

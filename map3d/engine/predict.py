@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from map3d.atomic import atomic_write
-from map3d.cli import Command
+from map3d.command import Command
 from map3d.errors import OptionError
 
 TASKS = ("classify", "partseg")

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from map3d.atomic import atomic_write
-from map3d.cli import Command
+from map3d.command import Command
 from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
