@@ -117,8 +117,8 @@ def _resume_path(path: str) -> Path:
 def _start(cfg, args):
     from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import resolve_run_dir, setup_logging
+    from map3d.engine.setup import resolve_device
     from map3d.engine.threads import configure_threads
-    from map3d.engine.trainer import resolve_device
 
     dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
     out = args.out
@@ -254,8 +254,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from map3d.engine.checkpoint import load_checkpoint
     from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
+    from map3d.engine.setup import resolve_device
     from map3d.engine.threads import configure_threads
-    from map3d.engine.trainer import resolve_device
 
     ckpt_path = Path(args.checkpoint)
     if ckpt_path.is_dir():

@@ -44,17 +44,16 @@ from map3d.engine.distributed import (
 from map3d.engine.metrics import mean_std
 from map3d.engine.monitor import Progress, TqdmLoggingHandler
 from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir
-from map3d.engine.tasks import TaskContext, get_task
-from map3d.engine.threads import threads_note
-from map3d.engine.trainer import (
+from map3d.engine.setup import (
     EpochBatchSampler,
-    RunResult,
-    Trainer,
     autocast_context,
     make_loader,
     resolve_device,
     resolve_precision,
 )
+from map3d.engine.tasks import TaskContext, get_task
+from map3d.engine.threads import threads_note
+from map3d.engine.trainer import RunResult, Trainer
 from map3d.errors import MissingDependencyError
 from map3d.models.registry import model_modality
 

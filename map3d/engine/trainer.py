@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 import map3d
 from map3d.engine.checkpoint import (
@@ -52,7 +52,6 @@ from map3d.engine.config import (
     save_config,
 )
 from map3d.engine.distributed import (
-    DistInfo,
     barrier,
     broadcast_object,
     init_distributed,
@@ -71,6 +70,18 @@ from map3d.engine.rundir import (
     open_run_logs,
     remove_run_temps,
 )
+from map3d.engine.setup import (
+    AUGMENT_STREAM,
+    MODEL_STREAM,
+    EpochBatchSampler,
+    autocast_context,
+    derive_seed,
+    make_loader,
+    move_to,
+    resolve_device,
+    resolve_precision,
+    set_dataset_epoch,
+)
 from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
 from map3d.engine.threads import threads_note
@@ -79,150 +90,8 @@ from map3d.models.registry import model_modality
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------- devices, seeds
-
-
-def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
-    """`auto` → CUDA if available, else CPU; under torchrun CUDA means `cuda:LOCAL_RANK`."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name!r} but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", dist.local_rank if dist else 0)
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). `auto`: bf16 on a CUDA device that supports it."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"train.precision: expected auto|fp32|bf16|fp16, got {precision!r}")
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None, *, cache: bool = True):
-    """A callable entering autocast to `dtype` on `device` (a no-op context for fp32).
-    `cache=False` turns off autocast's weight-cast cache (needed inside a CUDA graph)."""
-
-    def enter():
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
-
-    return enter
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed for an independent stream named by integers (seed, rank, stream, ...)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-# Stream ids of the generators a run owns.
-_AUGMENT_STREAM, _MODEL_STREAM, _LOADER_STREAM = 1, 2, 3
 # Dataset attributes stored in checkpoints as `data_info` (class names for `map3d predict`).
 DATA_INFO_KEYS = ("class_names", "category_names", "category_parts")
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class EpochBatchSampler(Sampler[list[int]]):
-    """This process's index batches for one epoch, resumable at any batch.
-
-    The epoch's order is a permutation seeded by (seed, epoch) (identity when not shuffling), cut
-    into global batches of `global_batch`; process `rank` of `world_size` takes the contiguous
-    slice `[rank·B, (rank+1)·B)` of each (B = global_batch / world_size), so one process with
-    the same global batch sees exactly the union of what N processes see. `drop_last=False` (for
-    evaluation) spreads a short final batch over the ranks without padding or duplicates.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        global_batch: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int = 0,
-    ):
-        if global_batch % world_size:
-            raise ValueError(
-                f"data.batch_size={global_batch} must be divisible by the {world_size} processes"
-            )
-        self.size, self.global_batch = size, global_batch
-        self.rank, self.world_size = rank, world_size
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.epoch, self.start_batch = 0, 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.size // self.global_batch
-        return math.ceil(self.size / self.global_batch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        per_rank = self.global_batch // self.world_size
-        for b in range(self.start_batch, len(self)):
-            chunk = order[b * self.global_batch : (b + 1) * self.global_batch]
-            if len(chunk) == self.global_batch:
-                mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
-            else:
-                mine = chunk[self.rank :: self.world_size]
-            if mine:
-                yield mine
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Tensors of a (nested) batch on `device` (non-blocking)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device) for v in batch)
-    return batch
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker init: SIGTERM and SIGINT (sent to the whole process group by Slurm and
-    by Ctrl-C) are left to the main process, which finishes its step, writes a checkpoint and
-    then shuts the workers down."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def make_loader(
-    dataset: Dataset, sampler: EpochBatchSampler, cfg: ExperimentConfig, device: torch.device
-) -> DataLoader:
-    """DataLoader over `sampler`'s batches; its own generator keeps the global RNG untouched."""
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=ignore_stop_signals if cfg.data.num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(derive_seed(cfg.train.seed, _LOADER_STREAM)),
-    )
-
-
-def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
 
 
 # ----------------------------------------------------------------------------- stop signals
@@ -351,10 +220,10 @@ class Trainer:
         np.random.seed(derive_seed(seed, rank) % 2**32)
         self.generators = {
             "augment": torch.Generator(self.device).manual_seed(
-                derive_seed(seed, rank, _AUGMENT_STREAM)
+                derive_seed(seed, rank, AUGMENT_STREAM)
             ),
             "model": torch.Generator(self.device).manual_seed(
-                derive_seed(seed, rank, _MODEL_STREAM)
+                derive_seed(seed, rank, MODEL_STREAM)
             ),
         }
 
