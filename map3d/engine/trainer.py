@@ -516,62 +516,23 @@ class Trainer:
             raise error or RunDirError(message)
 
     def _fit(self) -> RunResult:
-        cfg = self.cfg
-        total_steps = cfg.schedule.epochs * self.steps_per_epoch
-        log.info(
-            "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
-            " %d epochs | %s | %s | run dir %s",
-            self.task.name, cfg.model.name,
-            sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
-            self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
-            self.step_mode_note, threads_note(), self.run_dir,
-        )
-        bar = progress_bar(total_steps, self.step, enabled=cfg.output.progress and
-                           self.dist.is_main, desc=self.task.name)
-        window, epoch_mean = self.window, self.epoch_mean
+        self._log_start()
+        bar = progress_bar(self.cfg.schedule.epochs * self.steps_per_epoch, self.step,
+                           enabled=self.cfg.output.progress and self.dist.is_main,
+                           desc=self.task.name)
         history: list[dict[str, Any]] = []
-        stopped = None
-        last_path = None
-        tick, tick_step = time.perf_counter(), self.step
-        start = self.step
+        stopped, last_path, start = None, None, self.step
+        self._tick, self._tick_step = time.perf_counter(), self.step
         with StopFlag() as stop, ops_nan_checks_for(self.device), self._writer_joined():
-            while self.epoch < cfg.schedule.epochs and stopped is None:
-                self.ddp_model.train()
-                set_dataset_epoch(self.train_set, self.epoch)
-                self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            while self.epoch < self.cfg.schedule.epochs and stopped is None:
+                self._begin_epoch()
                 for batch in self.train_loader:
-                    self._optimizer_step(move_to(batch, self.device), [window, epoch_mean])
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    if self.step % cfg.train.log_every_steps == 0:
-                        values = window.compute()
-                        now = time.perf_counter()
-                        rate = (self.step - tick_step) * cfg.data.batch_size / max(now - tick, 1e-9)
-                        tick, tick_step = now, self.step
-                        self._check_finite(values)
-                        lr = float(self.scheduler.get_last_lr()[0])
-                        record = {"epoch": self.epoch, "lr": lr,
-                                  **values, "samples_per_s": rate}
-                        self.writer.write("train", self.step, record)
-                        bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
-                        window.reset()
+                    self._optimizer_step(move_to(batch, self.device), [self.window, self.epoch_mean])
+                    self._advance(bar)
                     epoch_done = self.batch_in_epoch == self.steps_per_epoch
-                    improved = False
-                    if epoch_done:
-                        self.epoch += 1
-                        self.batch_in_epoch = 0
-                        summary, improved = self._end_epoch(epoch_mean)
-                        history.append(summary)
-                        epoch_mean.reset()
-                    if cfg.train.max_steps is not None and self.step - start >= cfg.train.max_steps:
-                        stopped = "max_steps"
-                    elif (reason := stop.agreed()) is not None:
-                        stopped = reason
-                    every = cfg.train.checkpoint_every_steps
-                    if epoch_done or stopped or (every and self.step % every == 0):
-                        names = ("last.pt", "best.pt") if improved else ("last.pt",)
-                        last_path = self.save(*names) or last_path
+                    improved = epoch_done and self._close_epoch(history)
+                    stopped = self._stop_reason(stop, start)
+                    last_path = self._save_if_due(epoch_done, stopped, improved) or last_path
                     if stopped or epoch_done:
                         break
         bar.close()
@@ -580,6 +541,72 @@ class Trainer:
             log.warning("run stopped (%s) at epoch %d, step %d; resume with --resume %s",
                         stopped, self.epoch, self.step, last_path)
         self.writer.close()
+        return self._result(stopped, history)
+
+    def _log_start(self) -> None:
+        cfg = self.cfg
+        log.info(
+            "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
+            " %d epochs | %s | %s | run dir %s",
+            self.task.name, cfg.model.name,
+            sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
+            self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
+            self.step_mode_note, threads_note(), self.run_dir,
+        )
+
+    def _begin_epoch(self) -> None:
+        """Train mode; dataset and sampler positioned at `self.epoch`, `self.batch_in_epoch`."""
+        self.ddp_model.train()
+        set_dataset_epoch(self.train_set, self.epoch)
+        self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+
+    def _advance(self, bar) -> None:
+        """Count the optimizer step just taken; every `train.log_every_steps` steps write a
+        `train` record (the window's means, the LR, samples/s) and start a new window."""
+        cfg = self.cfg
+        self.step += 1
+        self.batch_in_epoch += 1
+        bar.update(1)
+        if self.step % cfg.train.log_every_steps:
+            return
+        values = self.window.compute()
+        now = time.perf_counter()
+        rate = (self.step - self._tick_step) * cfg.data.batch_size / max(now - self._tick, 1e-9)
+        self._tick, self._tick_step = now, self.step
+        self._check_finite(values)
+        lr = float(self.scheduler.get_last_lr()[0])
+        record = {"epoch": self.epoch, "lr": lr, **values, "samples_per_s": rate}
+        self.writer.write("train", self.step, record)
+        bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
+        self.window.reset()
+
+    def _close_epoch(self, history: list[dict[str, Any]]) -> bool:
+        """The epoch just ended: move to the next, evaluate and log (`_end_epoch`), append its
+        record to `history`; returns whether the model is the best so far."""
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        summary, improved = self._end_epoch(self.epoch_mean)
+        history.append(summary)
+        self.epoch_mean.reset()
+        return improved
+
+    def _stop_reason(self, stop: StopFlag, start: int) -> str | None:
+        """`max_steps` once this invocation has taken `train.max_steps` steps, else the signal
+        any process received (agreed on by all of them), else None."""
+        max_steps = self.cfg.train.max_steps
+        if max_steps is not None and self.step - start >= max_steps:
+            return "max_steps"
+        return stop.agreed()
+
+    def _save_if_due(self, epoch_done: bool, stopped: str | None, improved: bool) -> Path | None:
+        """Write last.pt (and best.pt when `improved`) at the end of an epoch, on a stop and
+        every `train.checkpoint_every_steps` steps; returns last.pt's path when written here."""
+        every = self.cfg.train.checkpoint_every_steps
+        if not (epoch_done or stopped or (every and self.step % every == 0)):
+            return None
+        return self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
+
+    def _result(self, stopped: str | None, history: list[dict[str, Any]]) -> RunResult:
         best = self.run_dir / "best.pt" if self.run_dir is not None else None
         return RunResult(
             run_dir=self.run_dir,
