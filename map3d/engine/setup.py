@@ -8,13 +8,14 @@ import contextlib
 import math
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from map3d.engine.distributed import DistInfo
+from map3d.engine.distributed import DistInfo, init_distributed
 
 if TYPE_CHECKING:
     from map3d.engine.config import ExperimentConfig
@@ -56,6 +57,37 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None, *, cache: 
         return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
 
     return enter
+
+
+@dataclass(frozen=True)
+class RunEnv:
+    """Where and how a run computes: this process's place among the processes, its device and
+    its autocast dtype (None = fp32)."""
+
+    dist: DistInfo
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+    def autocast(self, *, cache: bool = True):
+        """`autocast_context` for this device and dtype."""
+        return autocast_context(self.device, self.amp_dtype, cache=cache)
+
+
+def start_distributed(cfg: ExperimentConfig) -> DistInfo:
+    """Join torchrun's process group (if any) with the backend `train.device` needs."""
+    return init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
+
+
+def run_env(cfg: ExperimentConfig, dist: DistInfo) -> RunEnv:
+    """`train.device` and `train.precision` resolved for process `dist`."""
+    device = resolve_device(cfg.train.device, dist)
+    return RunEnv(dist, device, resolve_precision(cfg.train.precision, device))
+
+
+def start_run(cfg: ExperimentConfig) -> RunEnv:
+    """The setup every run command starts with (train, eval): the process group, then this
+    process's device and precision."""
+    return run_env(cfg, start_distributed(cfg))
 
 
 def derive_seed(*parts: int) -> int:
@@ -161,3 +193,17 @@ def make_loader(
 def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
+
+
+def eval_loader(
+    dataset: Dataset, cfg: ExperimentConfig, dist: DistInfo, device: torch.device
+) -> DataLoader:
+    """In-order loader over `dataset` for evaluation: batches of `data.eval_batch_size` (else
+    `data.batch_size`) rounded down to a multiple of the process count, none dropped."""
+    batch = cfg.data.eval_batch_size or cfg.data.batch_size
+    batch = max(dist.world_size, batch - batch % dist.world_size)
+    sampler = EpochBatchSampler(
+        len(dataset), batch, rank=dist.rank, world_size=dist.world_size,
+        shuffle=False, drop_last=False, seed=cfg.train.seed,
+    )
+    return make_loader(dataset, sampler, cfg, device)

@@ -54,7 +54,6 @@ from map3d.engine.config import (
 from map3d.engine.distributed import (
     barrier,
     broadcast_object,
-    init_distributed,
     is_timeout,
     max_over_processes,
     timeout_error,
@@ -74,13 +73,12 @@ from map3d.engine.setup import (
     AUGMENT_STREAM,
     MODEL_STREAM,
     EpochBatchSampler,
-    autocast_context,
     derive_seed,
+    eval_loader,
     make_loader,
     move_to,
-    resolve_device,
-    resolve_precision,
     set_dataset_epoch,
+    start_run,
 )
 from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
@@ -190,7 +188,7 @@ def _adopt_pretrained_release(cfg: ExperimentConfig, task: Task) -> ExperimentCo
 
 
 class Trainer:
-    """Builds everything for `cfg` and runs `fit()`; also used by `map3d eval` for setup."""
+    """Builds everything for `cfg` (setup: `map3d.engine.setup.start_run`) and runs `fit()`."""
 
     def __init__(
         self,
@@ -204,10 +202,8 @@ class Trainer:
         self.cfg = cfg
         self.resume_path, self.overwrite = resume, overwrite
         self.task: Task = get_task(cfg.train.task)
-        self.dist = init_distributed(resolve_device(cfg.train.device).type,
-                                     cfg.train.dist_timeout_s)
-        self.device = resolve_device(cfg.train.device, self.dist)
-        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.env = start_run(cfg)
+        self.dist, self.device, self.amp_dtype = self.env.dist, self.env.device, self.env.amp_dtype
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if cfg.train.accum_steps < 1:
             raise ValueError(f"train.accum_steps: expected >= 1, got {cfg.train.accum_steps}")
@@ -285,7 +281,7 @@ class Trainer:
         self.ctx = TaskContext(
             cfg=cfg, device=self.device, generator=self.generators["augment"],
             model_generator=self.generators["model"], dist=self.dist,
-            autocast=autocast_context(self.device, self.amp_dtype, cache=not graphed),
+            autocast=self.env.autocast(cache=not graphed),
         )
         self.run_step = build_step(
             self.step_mode, self._step_body, self.optimizer, self.generators.values()
@@ -315,14 +311,7 @@ class Trainer:
     def _test_loader(self) -> DataLoader | None:
         if self.test_set is None:
             return None
-        cfg = self.cfg
-        batch = cfg.data.eval_batch_size or cfg.data.batch_size
-        batch = max(self.dist.world_size, batch - batch % self.dist.world_size)
-        sampler = EpochBatchSampler(
-            len(self.test_set), batch, rank=self.dist.rank, world_size=self.dist.world_size,
-            shuffle=False, drop_last=False, seed=cfg.train.seed,
-        )
-        return make_loader(self.test_set, sampler, cfg, self.device)
+        return eval_loader(self.test_set, self.cfg, self.dist, self.device)
 
     def _load_pretrained(self, path: str, prefix: str) -> None:
         from map3d.models import load_pretrained
