@@ -115,12 +115,11 @@ def _resume_path(path: str) -> Path:
 
 
 def _start(cfg, args):
-    from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import resolve_run_dir, setup_logging
+    from map3d.engine.setup import start_distributed
     from map3d.engine.threads import configure_threads
-    from map3d.engine.trainer import resolve_device
 
-    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
+    dist = start_distributed(cfg)
     out = args.out
     if out is None and args.resume:
         out = _resume_path(args.resume).parent
@@ -252,10 +251,9 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from map3d.atomic import atomic_write
     from map3d.engine.checkpoint import load_checkpoint
-    from map3d.engine.distributed import init_distributed
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
+    from map3d.engine.setup import start_distributed
     from map3d.engine.threads import configure_threads
-    from map3d.engine.trainer import resolve_device
 
     ckpt_path = Path(args.checkpoint)
     if ckpt_path.is_dir():
@@ -270,7 +268,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.data is not None:
         cfg.data.root = args.data
     cfg = apply_overrides(cfg, list(args.overrides))
-    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
+    dist = start_distributed(cfg)
     setup_logging(None, dist)
     configure_threads(args.threads)
     out = Path(args.out) if args.out else ckpt_path.parent / f"results_{ckpt_path.stem}.json"

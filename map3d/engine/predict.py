@@ -159,8 +159,8 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
     from map3d.engine.batching import apply_augments, fps_points, shared_subset
     from map3d.engine.config import config_from_dict
     from map3d.engine.metrics import vote_logits
+    from map3d.engine.setup import resolve_device
     from map3d.engine.tasks.classify import ClassifyTask
-    from map3d.engine.trainer import resolve_device
 
     if args.batch_size < 1 or args.votes < 0:
         raise OptionError("--batch-size must be >= 1 and --votes >= 0")

@@ -38,23 +38,15 @@ from map3d.engine.config import (
 from map3d.engine.distributed import (
     DistInfo,
     broadcast_object,
-    init_distributed,
     is_main_process,
 )
 from map3d.engine.metrics import mean_std
 from map3d.engine.monitor import Progress, TqdmLoggingHandler
 from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir
+from map3d.engine.setup import RunEnv, eval_loader, run_env, start_run
 from map3d.engine.tasks import TaskContext, get_task
 from map3d.engine.threads import threads_note
-from map3d.engine.trainer import (
-    EpochBatchSampler,
-    RunResult,
-    Trainer,
-    autocast_context,
-    make_loader,
-    resolve_device,
-    resolve_precision,
-)
+from map3d.engine.trainer import RunResult, Trainer
 from map3d.errors import MissingDependencyError
 from map3d.models.registry import model_modality
 
@@ -183,20 +175,11 @@ def checkpoint_config(ckpt: dict, overrides: list[str] | None = None) -> Experim
     return apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
 
 
-def _context(cfg: ExperimentConfig, dist: DistInfo) -> TaskContext:
-    device = resolve_device(cfg.train.device, dist)
-    autocast = autocast_context(device, resolve_precision(cfg.train.precision, device))
-    g = torch.Generator(device).manual_seed(cfg.train.seed)
-    return TaskContext(cfg=cfg, device=device, generator=g, model_generator=g, dist=dist,
-                       autocast=autocast)
-
-
-def _loader(dataset, cfg: ExperimentConfig, dist: DistInfo, device: torch.device):
-    batch = cfg.data.eval_batch_size or cfg.data.batch_size
-    batch = max(dist.world_size, batch - batch % dist.world_size)
-    sampler = EpochBatchSampler(len(dataset), batch, rank=dist.rank, world_size=dist.world_size,
-                                shuffle=False, drop_last=False)
-    return make_loader(dataset, sampler, cfg, device)
+def _context(cfg: ExperimentConfig, env: RunEnv) -> TaskContext:
+    """An evaluation context: one generator (seeded by `train.seed`) for augments and model."""
+    g = torch.Generator(env.device).manual_seed(cfg.train.seed)
+    return TaskContext(cfg=cfg, device=env.device, generator=g, model_generator=g, dist=env.dist,
+                       autocast=env.autocast())
 
 
 def evaluate_checkpoint(
@@ -210,11 +193,11 @@ def evaluate_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     cfg = cfg if cfg is not None else checkpoint_config(ckpt)
     task = get_task(ckpt["task"])
-    dist = init_distributed(resolve_device(cfg.train.device).type, cfg.train.dist_timeout_s)
-    ctx = _context(cfg, dist)
+    env = start_run(cfg)
+    dist, ctx = env.dist, _context(cfg, env)
     dataset = task.build_dataset(cfg, cfg.data.test_split)
     model = _model_from_checkpoint(ckpt, cfg, dataset, checkpoint).to(ctx.device).eval()
-    loader = _loader(dataset, cfg, dist, ctx.device)
+    loader = eval_loader(dataset, cfg, dist, ctx.device)
     log.info("evaluating %s on %s/%s | %s", checkpoint, cfg.data.name, cfg.data.test_split,
              threads_note())
     batches = Progress(loader, desc=f"eval {cfg.data.name}/{cfg.data.test_split}",
@@ -235,7 +218,7 @@ def _features(model, dataset, cfg, ctx, dist) -> tuple[torch.Tensor, torch.Tenso
     from map3d.engine.batching import fps_points
 
     feats, labels = [], []
-    for batch in _loader(dataset, cfg, dist, ctx.device):
+    for batch in eval_loader(dataset, cfg, dist, ctx.device):
         points = batch["points"].to(ctx.device)
         points = fps_points(points, min(cfg.data.npoints, points.shape[1]))
         with ctx.autocast():
@@ -274,7 +257,7 @@ def svm_probe(
     from map3d.models import load_pretrained
 
     dist = DistInfo()
-    ctx = _context(cfg, dist)
+    ctx = _context(cfg, run_env(cfg, dist))
     task = get_task("classify")
     cfg = copy.deepcopy(cfg)
     cfg.model.overrides = _classifier_overrides(cfg.model.name, cfg.model.overrides)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 import map3d
 from map3d.engine.checkpoint import (
@@ -52,10 +52,8 @@ from map3d.engine.config import (
     save_config,
 )
 from map3d.engine.distributed import (
-    DistInfo,
     barrier,
     broadcast_object,
-    init_distributed,
     is_timeout,
     max_over_processes,
     timeout_error,
@@ -71,6 +69,17 @@ from map3d.engine.rundir import (
     open_run_logs,
     remove_run_temps,
 )
+from map3d.engine.setup import (
+    AUGMENT_STREAM,
+    MODEL_STREAM,
+    EpochBatchSampler,
+    derive_seed,
+    eval_loader,
+    make_loader,
+    move_to,
+    set_dataset_epoch,
+    start_run,
+)
 from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
 from map3d.engine.threads import threads_note
@@ -79,150 +88,8 @@ from map3d.models.registry import model_modality
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------- devices, seeds
-
-
-def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
-    """`auto` → CUDA if available, else CPU; under torchrun CUDA means `cuda:LOCAL_RANK`."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name!r} but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", dist.local_rank if dist else 0)
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). `auto`: bf16 on a CUDA device that supports it."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"train.precision: expected auto|fp32|bf16|fp16, got {precision!r}")
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None, *, cache: bool = True):
-    """A callable entering autocast to `dtype` on `device` (a no-op context for fp32).
-    `cache=False` turns off autocast's weight-cast cache (needed inside a CUDA graph)."""
-
-    def enter():
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
-
-    return enter
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed for an independent stream named by integers (seed, rank, stream, ...)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-# Stream ids of the generators a run owns.
-_AUGMENT_STREAM, _MODEL_STREAM, _LOADER_STREAM = 1, 2, 3
 # Dataset attributes stored in checkpoints as `data_info` (class names for `map3d predict`).
 DATA_INFO_KEYS = ("class_names", "category_names", "category_parts")
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class EpochBatchSampler(Sampler[list[int]]):
-    """This process's index batches for one epoch, resumable at any batch.
-
-    The epoch's order is a permutation seeded by (seed, epoch) (identity when not shuffling), cut
-    into global batches of `global_batch`; process `rank` of `world_size` takes the contiguous
-    slice `[rank·B, (rank+1)·B)` of each (B = global_batch / world_size), so one process with
-    the same global batch sees exactly the union of what N processes see. `drop_last=False` (for
-    evaluation) spreads a short final batch over the ranks without padding or duplicates.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        global_batch: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int = 0,
-    ):
-        if global_batch % world_size:
-            raise ValueError(
-                f"data.batch_size={global_batch} must be divisible by the {world_size} processes"
-            )
-        self.size, self.global_batch = size, global_batch
-        self.rank, self.world_size = rank, world_size
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.epoch, self.start_batch = 0, 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.size // self.global_batch
-        return math.ceil(self.size / self.global_batch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        per_rank = self.global_batch // self.world_size
-        for b in range(self.start_batch, len(self)):
-            chunk = order[b * self.global_batch : (b + 1) * self.global_batch]
-            if len(chunk) == self.global_batch:
-                mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
-            else:
-                mine = chunk[self.rank :: self.world_size]
-            if mine:
-                yield mine
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Tensors of a (nested) batch on `device` (non-blocking)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device) for v in batch)
-    return batch
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker init: SIGTERM and SIGINT (sent to the whole process group by Slurm and
-    by Ctrl-C) are left to the main process, which finishes its step, writes a checkpoint and
-    then shuts the workers down."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def make_loader(
-    dataset: Dataset, sampler: EpochBatchSampler, cfg: ExperimentConfig, device: torch.device
-) -> DataLoader:
-    """DataLoader over `sampler`'s batches; its own generator keeps the global RNG untouched."""
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=ignore_stop_signals if cfg.data.num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(derive_seed(cfg.train.seed, _LOADER_STREAM)),
-    )
-
-
-def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
 
 
 # ----------------------------------------------------------------------------- stop signals
@@ -321,7 +188,7 @@ def _adopt_pretrained_release(cfg: ExperimentConfig, task: Task) -> ExperimentCo
 
 
 class Trainer:
-    """Builds everything for `cfg` and runs `fit()`; also used by `map3d eval` for setup."""
+    """Builds everything for `cfg` (setup: `map3d.engine.setup.start_run`) and runs `fit()`."""
 
     def __init__(
         self,
@@ -335,10 +202,8 @@ class Trainer:
         self.cfg = cfg
         self.resume_path, self.overwrite = resume, overwrite
         self.task: Task = get_task(cfg.train.task)
-        self.dist = init_distributed(resolve_device(cfg.train.device).type,
-                                     cfg.train.dist_timeout_s)
-        self.device = resolve_device(cfg.train.device, self.dist)
-        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.env = start_run(cfg)
+        self.dist, self.device, self.amp_dtype = self.env.dist, self.env.device, self.env.amp_dtype
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if cfg.train.accum_steps < 1:
             raise ValueError(f"train.accum_steps: expected >= 1, got {cfg.train.accum_steps}")
@@ -351,10 +216,10 @@ class Trainer:
         np.random.seed(derive_seed(seed, rank) % 2**32)
         self.generators = {
             "augment": torch.Generator(self.device).manual_seed(
-                derive_seed(seed, rank, _AUGMENT_STREAM)
+                derive_seed(seed, rank, AUGMENT_STREAM)
             ),
             "model": torch.Generator(self.device).manual_seed(
-                derive_seed(seed, rank, _MODEL_STREAM)
+                derive_seed(seed, rank, MODEL_STREAM)
             ),
         }
 
@@ -416,7 +281,7 @@ class Trainer:
         self.ctx = TaskContext(
             cfg=cfg, device=self.device, generator=self.generators["augment"],
             model_generator=self.generators["model"], dist=self.dist,
-            autocast=autocast_context(self.device, self.amp_dtype, cache=not graphed),
+            autocast=self.env.autocast(cache=not graphed),
         )
         self.run_step = build_step(
             self.step_mode, self._step_body, self.optimizer, self.generators.values()
@@ -446,14 +311,7 @@ class Trainer:
     def _test_loader(self) -> DataLoader | None:
         if self.test_set is None:
             return None
-        cfg = self.cfg
-        batch = cfg.data.eval_batch_size or cfg.data.batch_size
-        batch = max(self.dist.world_size, batch - batch % self.dist.world_size)
-        sampler = EpochBatchSampler(
-            len(self.test_set), batch, rank=self.dist.rank, world_size=self.dist.world_size,
-            shuffle=False, drop_last=False, seed=cfg.train.seed,
-        )
-        return make_loader(self.test_set, sampler, cfg, self.device)
+        return eval_loader(self.test_set, self.cfg, self.dist, self.device)
 
     def _load_pretrained(self, path: str, prefix: str) -> None:
         from map3d.models import load_pretrained
@@ -647,62 +505,23 @@ class Trainer:
             raise error or RunDirError(message)
 
     def _fit(self) -> RunResult:
-        cfg = self.cfg
-        total_steps = cfg.schedule.epochs * self.steps_per_epoch
-        log.info(
-            "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
-            " %d epochs | %s | %s | run dir %s",
-            self.task.name, cfg.model.name,
-            sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
-            self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
-            self.step_mode_note, threads_note(), self.run_dir,
-        )
-        bar = progress_bar(total_steps, self.step, enabled=cfg.output.progress and
-                           self.dist.is_main, desc=self.task.name)
-        window, epoch_mean = self.window, self.epoch_mean
+        self._log_start()
+        bar = progress_bar(self.cfg.schedule.epochs * self.steps_per_epoch, self.step,
+                           enabled=self.cfg.output.progress and self.dist.is_main,
+                           desc=self.task.name)
         history: list[dict[str, Any]] = []
-        stopped = None
-        last_path = None
-        tick, tick_step = time.perf_counter(), self.step
-        start = self.step
+        stopped, last_path, start = None, None, self.step
+        self._tick, self._tick_step = time.perf_counter(), self.step
         with StopFlag() as stop, ops_nan_checks_for(self.device), self._writer_joined():
-            while self.epoch < cfg.schedule.epochs and stopped is None:
-                self.ddp_model.train()
-                set_dataset_epoch(self.train_set, self.epoch)
-                self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            while self.epoch < self.cfg.schedule.epochs and stopped is None:
+                self._begin_epoch()
                 for batch in self.train_loader:
-                    self._optimizer_step(move_to(batch, self.device), [window, epoch_mean])
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    if self.step % cfg.train.log_every_steps == 0:
-                        values = window.compute()
-                        now = time.perf_counter()
-                        rate = (self.step - tick_step) * cfg.data.batch_size / max(now - tick, 1e-9)
-                        tick, tick_step = now, self.step
-                        self._check_finite(values)
-                        lr = float(self.scheduler.get_last_lr()[0])
-                        record = {"epoch": self.epoch, "lr": lr,
-                                  **values, "samples_per_s": rate}
-                        self.writer.write("train", self.step, record)
-                        bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
-                        window.reset()
+                    self._optimizer_step(move_to(batch, self.device), [self.window, self.epoch_mean])
+                    self._advance(bar)
                     epoch_done = self.batch_in_epoch == self.steps_per_epoch
-                    improved = False
-                    if epoch_done:
-                        self.epoch += 1
-                        self.batch_in_epoch = 0
-                        summary, improved = self._end_epoch(epoch_mean)
-                        history.append(summary)
-                        epoch_mean.reset()
-                    if cfg.train.max_steps is not None and self.step - start >= cfg.train.max_steps:
-                        stopped = "max_steps"
-                    elif (reason := stop.agreed()) is not None:
-                        stopped = reason
-                    every = cfg.train.checkpoint_every_steps
-                    if epoch_done or stopped or (every and self.step % every == 0):
-                        names = ("last.pt", "best.pt") if improved else ("last.pt",)
-                        last_path = self.save(*names) or last_path
+                    improved = epoch_done and self._close_epoch(history)
+                    stopped = self._stop_reason(stop, start)
+                    last_path = self._save_if_due(epoch_done, stopped, improved) or last_path
                     if stopped or epoch_done:
                         break
         bar.close()
@@ -711,6 +530,72 @@ class Trainer:
             log.warning("run stopped (%s) at epoch %d, step %d; resume with --resume %s",
                         stopped, self.epoch, self.step, last_path)
         self.writer.close()
+        return self._result(stopped, history)
+
+    def _log_start(self) -> None:
+        cfg = self.cfg
+        log.info(
+            "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
+            " %d epochs | %s | %s | run dir %s",
+            self.task.name, cfg.model.name,
+            sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
+            self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
+            self.step_mode_note, threads_note(), self.run_dir,
+        )
+
+    def _begin_epoch(self) -> None:
+        """Train mode; dataset and sampler positioned at `self.epoch`, `self.batch_in_epoch`."""
+        self.ddp_model.train()
+        set_dataset_epoch(self.train_set, self.epoch)
+        self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+
+    def _advance(self, bar) -> None:
+        """Count the optimizer step just taken; every `train.log_every_steps` steps write a
+        `train` record (the window's means, the LR, samples/s) and start a new window."""
+        cfg = self.cfg
+        self.step += 1
+        self.batch_in_epoch += 1
+        bar.update(1)
+        if self.step % cfg.train.log_every_steps:
+            return
+        values = self.window.compute()
+        now = time.perf_counter()
+        rate = (self.step - self._tick_step) * cfg.data.batch_size / max(now - self._tick, 1e-9)
+        self._tick, self._tick_step = now, self.step
+        self._check_finite(values)
+        lr = float(self.scheduler.get_last_lr()[0])
+        record = {"epoch": self.epoch, "lr": lr, **values, "samples_per_s": rate}
+        self.writer.write("train", self.step, record)
+        bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{rate:.0f}")
+        self.window.reset()
+
+    def _close_epoch(self, history: list[dict[str, Any]]) -> bool:
+        """The epoch just ended: move to the next, evaluate and log (`_end_epoch`), append its
+        record to `history`; returns whether the model is the best so far."""
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        summary, improved = self._end_epoch(self.epoch_mean)
+        history.append(summary)
+        self.epoch_mean.reset()
+        return improved
+
+    def _stop_reason(self, stop: StopFlag, start: int) -> str | None:
+        """`max_steps` once this invocation has taken `train.max_steps` steps, else the signal
+        any process received (agreed on by all of them), else None."""
+        max_steps = self.cfg.train.max_steps
+        if max_steps is not None and self.step - start >= max_steps:
+            return "max_steps"
+        return stop.agreed()
+
+    def _save_if_due(self, epoch_done: bool, stopped: str | None, improved: bool) -> Path | None:
+        """Write last.pt (and best.pt when `improved`) at the end of an epoch, on a stop and
+        every `train.checkpoint_every_steps` steps; returns last.pt's path when written here."""
+        every = self.cfg.train.checkpoint_every_steps
+        if not (epoch_done or stopped or (every and self.step % every == 0)):
+            return None
+        return self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
+
+    def _result(self, stopped: str | None, history: list[dict[str, Any]]) -> RunResult:
         best = self.run_dir / "best.pt" if self.run_dir is not None else None
         return RunResult(
             run_dir=self.run_dir,

@@ -169,8 +169,8 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     from map3d.engine.distributed import DistInfo
     from map3d.engine.monitor import Progress, echo
     from map3d.engine.runs import setup_logging
+    from map3d.engine.setup import derive_seed, resolve_device
     from map3d.engine.threads import configure_threads, threads_note
-    from map3d.engine.trainer import derive_seed, resolve_device
     from map3d.viz.layers import split_reconstruction
     from map3d.viz.render import render_reconstruction, resolve_renderer
 

@@ -108,7 +108,7 @@ def visualize_images(args, model, dataset, name: str, split: str, device) -> lis
 
     Each item is masked with its own generator seeded from (`--seed`, index), as for shapes.
     """
-    from map3d.engine.trainer import derive_seed
+    from map3d.engine.setup import derive_seed
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

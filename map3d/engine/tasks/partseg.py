@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 from map3d.engine.batching import apply_augments
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.partseg_metrics import PartSegMeter
+from map3d.engine.setup import move_to
 from map3d.engine.tasks import register_task
 from map3d.engine.tasks.base import Task, TaskContext, cross_entropy, sizes_from_dataset
-from map3d.engine.trainer import move_to
 
 BATCH_KEYS = ("points", "category", "seg")
 
