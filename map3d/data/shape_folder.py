@@ -49,6 +49,7 @@ from map3d.data.base import PointDataset, Sample, Transform, pc_normalize
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import require_dir
 from map3d.data.shapes import is_shape_file, read_points
+from map3d.errors import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +113,16 @@ class ShapeFolder(PointDataset):
     ):
         super().__init__(seed=seed, transforms=transforms, skip_bad=skip_bad)
         if split not in SPLITS:
-            raise ValueError(f"shape_folder: split must be one of {SPLITS}, got {split!r}")
+            raise OptionError(f"shape_folder: split must be one of {SPLITS}, got {split!r}")
         if sampling not in SAMPLINGS:
-            raise ValueError(f"shape_folder: sampling must be one of {SAMPLINGS}, got {sampling!r}")
+            raise OptionError(f"shape_folder: sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if npoints is not None and not 0 < npoints <= points_per_shape:
-            raise ValueError(
+            raise OptionError(
                 f"shape_folder: need 0 < npoints <= points_per_shape, got {npoints}, "
                 f"{points_per_shape}"
             )
         if not 0.0 <= test_fraction < 1.0:
-            raise ValueError(f"shape_folder: test_fraction must be in [0, 1), got {test_fraction}")
+            raise OptionError(f"shape_folder: test_fraction must be in [0, 1), got {test_fraction}")
         self.root = require_dir(root, "shape folder")
         self.split, self.npoints, self.sampling = split, npoints, sampling
         self.points_per_shape, self.normals, self.colors = points_per_shape, normals, colors

@@ -452,7 +452,9 @@ class Trainer:
                 loss, stats = self.task.training_step(self.ddp_model, part, self.ctx)
                 self.scaler.scale(loss / micro).backward()
             for name, value in {"loss": loss, **stats}.items():
-                value = value.detach().float() / micro  # equal micro-batches: mean of means
+                value = value.detach().float()
+                if micro > 1:
+                    value = value / micro  # equal micro-batches: mean of means
                 values[name] = values[name] + value if name in values else value
         if cfg.optim.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
