@@ -61,7 +61,7 @@ from map3d.engine.distributed import (
 from map3d.engine.hints import finetune_command
 from map3d.engine.metrics import RunningMean
 from map3d.engine.monitor import MetricsWriter, progress_bar
-from map3d.engine.optim import build_optimizer, build_scheduler
+from map3d.engine.optim import build_optimizer, build_scheduler, load_optimizer_state
 from map3d.engine.rundir import (
     RunDirError,
     RunLock,
@@ -406,7 +406,7 @@ class Trainer:
                 f"{self.steps_per_epoch} (dataset or global batch size changed)"
             )
         _unwrap(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"] is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])

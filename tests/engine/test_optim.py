@@ -12,6 +12,7 @@ from map3d.engine.optim import (
     build_optimizer,
     build_scheduler,
     cosine_warmup_factor,
+    load_optimizer_state,
     parameter_groups,
 )
 
@@ -100,3 +101,50 @@ def test_layer_decay_off_and_invalid():
         build_optimizer(model, OptimConfig(layer_decay=0.0))
     with pytest.raises(ValueError, match="encoder backbone"):
         build_optimizer(nn.Linear(2, 2), OptimConfig(layer_decay=0.5))
+
+
+def _steps(opt, model, n):
+    for _ in range(n):
+        model(torch.ones(2, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def test_optimizer_is_plain_on_cpu_and_load_keeps_the_implementation():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 4)
+    opt = build_optimizer(model, OptimConfig(lr=1e-2))
+    assert all(not g["fused"] for g in opt.param_groups)
+    _steps(opt, model, 2)
+    state = opt.state_dict()
+    for group in state["param_groups"]:  # as written by a fused (CUDA) run
+        group["fused"] = True
+    resumed = build_optimizer(model, OptimConfig(lr=1e-2))
+    load_optimizer_state(resumed, state)
+    assert all(not g["fused"] for g in resumed.param_groups)
+    _steps(resumed, model, 1)  # a plain CPU step runs
+    assert int(resumed.state[model.weight]["step"]) == 3
+
+
+@pytest.mark.gpu
+def test_fused_on_cuda_matches_the_default_and_resumes_a_cpu_state():
+    torch.manual_seed(0)
+    cpu_model = nn.Linear(4, 4)
+    gpu_model = nn.Linear(4, 4).cuda()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    cpu_opt = build_optimizer(cpu_model, OptimConfig(lr=1e-2, weight_decay=0.05))
+    gpu_opt = build_optimizer(gpu_model, OptimConfig(lr=1e-2, weight_decay=0.05))
+    assert all(g["fused"] for g in gpu_opt.param_groups)
+    _steps(cpu_opt, cpu_model, 3)
+    for _ in range(3):
+        gpu_model(torch.ones(2, 4, device="cuda")).sum().backward()
+        gpu_opt.step()
+        gpu_opt.zero_grad()
+    for a, b in zip(cpu_model.parameters(), gpu_model.parameters()):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-6)
+    load_optimizer_state(gpu_opt, cpu_opt.state_dict())  # CPU steps move to the device
+    assert all(g["fused"] for g in gpu_opt.param_groups)
+    assert gpu_opt.state[gpu_model.weight]["step"].is_cuda
+    gpu_model(torch.ones(2, 4, device="cuda")).sum().backward()
+    gpu_opt.step()
+    assert int(gpu_opt.state[gpu_model.weight]["step"]) == 4
