@@ -41,7 +41,8 @@ JOBS = {
 
 
 def user_throughput(metrics: Path, batch: int, skip_steps: int) -> dict[str, float]:
-    """samples/s between the first train record at or after `skip_steps` and the last one."""
+    """samples/s between the first train record at or after `skip_steps` (= steps per epoch)
+    and the last one; `within_epoch` over the logging windows that hold no epoch end."""
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     train = [r for r in records if r["kind"] == "train" and r["step"] >= skip_steps]
     if len(train) < 2:
@@ -49,8 +50,12 @@ def user_throughput(metrics: Path, batch: int, skip_steps: int) -> dict[str, flo
     first, last = train[0], train[-1]
     seconds = last["time"] - first["time"]
     steps = last["step"] - first["step"]
+    inner = [(b["step"] - a["step"], b["time"] - a["time"]) for a, b in itertools.pairwise(train)
+             if (a["step"] - 1) // skip_steps == (b["step"] - 1) // skip_steps]
+    inner_steps, inner_seconds = sum(n for n, _ in inner), sum(t for _, t in inner)
     return {"steps": steps, "seconds": round(seconds, 2),
             "samples_per_s": round(steps * batch / seconds, 1),
+            "within_epoch": round(inner_steps * batch / inner_seconds, 1) if inner_seconds else None,
             "last_loss": last.get("loss")}
 
 
@@ -109,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                     with open(args.json, "a") as f:
                         f.write(json.dumps({**row, "losses": list(row["losses"].items())})
                                 + "\n")
-    print(f"{'job':<13} {'mode':<11} {'batch':>5} {'steps':>6} {'samples/s':>10}  note")
+    print(f"{'job':<13} {'mode':<11} {'batch':>5} {'steps':>6} {'samples/s':>10} "
+          f"{'within epoch':>13}  note")
     for r in rows:
         print(f"{r['job']:<13} {r['mode']:<11} {r['batch']:>5} {r['steps']:>6} "
-              f"{r['samples_per_s']:>10.1f}  {r['note']}")
+              f"{r['samples_per_s']:>10.1f} {r['within_epoch'] or 0:>13.1f}  {r['note']}")
     for a, b in itertools.pairwise(rows):
         if a["job"] == b["job"]:
             steps, gap = loss_gap(a["losses"], b["losses"])
