@@ -28,7 +28,7 @@ set and a test set, and seeds the training), identical for every arm:
       smoothing and drop path to all arms.
   (b) a linear probe: `LinearSVC` on frozen encoder features (concat[max, mean] of the tokens)
       of the same K-shot set; the scratch arm's encoder is the random init of that seed.
-Table: mean ± sample std per arm, and per pretrained arm the paired difference to scratch over
+Table: mean ± sample std per arm, and per other arm the paired difference to scratch over
 seeds with a two-sided paired t-test. Results go to `<out>/arm-<name>.json` (written atomically
 after every run, so a process stopped by a timeout keeps the seeds it finished; a rerun with the
 same `--out` skips runs already there and reuses a finished pretraining of the same settings),
@@ -40,7 +40,8 @@ settings and arm definitions must match).
 CPU smoke run (tiny model, a few steps; proves the pipeline, measures nothing):
     python benchmarks/pretrain_vs_scratch.py --smoke --out runs/pvs_smoke
 GPU study at paper size, all arms in one process (benchmarks/RESULTS.md, "Pretraining that
-pays", splits it into one process per arm and GPU, and says how to bring the corpus along):
+pays", splits the arms over one process per GPU and device call, and says how to bring the
+corpus along):
     python -m map3d.data.build_corpus --out .corpus --points 2048
     python benchmarks/pretrain_vs_scratch.py --paper --device cuda --workers 8 --corpus .corpus \
         --out runs/pvs
