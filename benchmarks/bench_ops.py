@@ -7,6 +7,10 @@ with E=768 (2 x dim 384), N=16 at L=64/128/256; causal conv1d (width 4) at the s
 
     python benchmarks/bench_ops.py --device cpu --repeats 3
     python benchmarks/bench_ops.py --device cuda --backend reference --markdown
+    python benchmarks/bench_ops.py --backend auto,reference,triton,pytorch3d,knn_cuda --markdown
+
+With several comma-separated backends, one table has a column per backend ("-" where that
+backend has no such op or does not take the inputs; "auto" is the automatic choice).
 
 Times are medians of `--repeats` runs after one warm-up; "fwd+bwd" includes the backward pass
 of a sum over the output.
@@ -24,6 +28,7 @@ from collections.abc import Callable
 import torch
 
 from map3d import ops
+from map3d.ops.dispatch import BackendUnavailableError
 
 BATCH, POINTS, GROUPS, GROUP_SIZE, MASKED = 128, 1024, 64, 32, 38
 CHANNELS, STATE, WIDTH = 768, 16, 4
@@ -148,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--backend", default=None, help="force one backend (default: automatic)")
+    parser.add_argument(
+        "--backend", default=None,
+        help="force one backend (default: automatic), or compare several: a,b,c",
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--only", nargs="+", default=None, help="op names to run (prefix match)")
@@ -158,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.backend and "," in args.backend:
+        return compare(device, args)
     rows = []
     for name, shape, kind, thunk in cases(device, args.backend, args.lengths):
         if args.only and not any(name.startswith(o) for o in args.only):
@@ -186,6 +196,32 @@ def main(argv: list[str] | None = None) -> int:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    return 0
+
+
+def compare(device: torch.device, args) -> int:
+    """One column per backend of `args.backend` (comma-separated), medians in ms."""
+    names = [name.strip() for name in args.backend.split(",")]
+    cells: dict[tuple[str, str, str], dict[str, str]] = {}
+    for name in names:
+        for op, shape, kind, thunk in cases(device, None if name == "auto" else name,
+                                            args.lengths):
+            if args.only and not any(op.startswith(o) for o in args.only):
+                continue
+            try:
+                cell = f"{_time(thunk, device, args.repeats):.2f}"
+            except (BackendUnavailableError, ValueError):
+                cell = "-"
+            row = cells.setdefault((op, shape, kind), {})
+            row[name] = cell
+            print(f"{name}: {op} | {shape} | {kind} | {cell}", flush=True)
+    header = ("op", "shape", "pass", *(f"{n} ms" for n in names))
+    rows = [(*key, *(row.get(n, "-") for n in names)) for key, row in cells.items()]
+    print(f"\n{describe_device(device)}; torch {torch.__version__}; median of {args.repeats}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     return 0
 
 

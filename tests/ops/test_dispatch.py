@@ -3,7 +3,6 @@
 import argparse
 import sys
 import types
-from collections import namedtuple
 
 import pytest
 import torch
@@ -227,55 +226,6 @@ def test_mamba_ssm_adapter_casts_and_checks_compiled_module(monkeypatch, generat
     assert out.dtype == bf16
 
 
-def test_knn_cuda_adapter_sorts_and_recomputes_squared_distances(monkeypatch, generator):
-    class KNN:
-        def __init__(self, k, transpose_mode):
-            assert transpose_mode
-            self.k = k
-
-        def __call__(self, ref, query):
-            d = torch.cdist(query, ref)  # Euclidean, as KNN_CUDA returns; order reversed
-            dist, idx = d.topk(self.k, dim=-1, largest=False)
-            return dist.flip(-1), idx.flip(-1).int()
-
-    fake_module(monkeypatch, "knn_cuda", KNN=KNN)
-    points = torch.rand(2, 20, 3, generator=generator)
-    query = torch.rand(2, 6, 3, generator=generator)
-    dist2, idx = ext.knn_knn_cuda(query, points, 5)
-    ref_dist2, ref_idx = reference.knn(query, points, 5)
-    assert idx.dtype == torch.int64 and torch.equal(idx, ref_idx)
-    torch.testing.assert_close(dist2, ref_dist2)
-
-
-@pytest.mark.parametrize("norm", [1, 2])
-def test_pytorch3d_adapters_match_reference(monkeypatch, generator, norm):
-    KNN = namedtuple("KNN", "dists idx knn")
-
-    def knn_points(p1, p2, K=1, return_nn=False, return_sorted=True):
-        dists, idx = reference.knn(p1, p2, K)
-        return KNN(dists, idx, None)
-
-    def sample_farthest_points(points, K, random_start_point=False):
-        idx = reference.fps(points, K)
-        return reference.gather(points, idx), idx
-
-    fake_module(monkeypatch, "pytorch3d")
-    fake_module(
-        monkeypatch,
-        "pytorch3d.ops",
-        knn_points=knn_points,
-        sample_farthest_points=sample_farthest_points,
-    )
-    x = torch.rand(2, 9, 3, generator=generator)
-    y = torch.rand(2, 7, 3, generator=generator)
-    torch.testing.assert_close(
-        ext.chamfer_distance_pytorch3d(x, y, norm=norm), reference.chamfer_distance(x, y, norm=norm)
-    )
-    assert torch.equal(ext.fps_pytorch3d(x, 4), reference.fps(x, 4))
-    assert torch.equal(ext.knn_pytorch3d(x, y, 3)[1], reference.knn(x, y, 3)[1])
-    assert not ext._pytorch3d_supports(x, num_samples=4, random_start=True)
-
-
 def test_external_supports_need_cuda_tensors(generator):
     x = torch.zeros(1, 4, 8)
     assert not ext._causal_conv1d_supports(x, torch.zeros(4, 3), None)
@@ -283,7 +233,9 @@ def test_external_supports_need_cuda_tensors(generator):
         x, x, torch.zeros(4, 2), torch.zeros(1, 2, 8), torch.zeros(1, 2, 8), None, None, None
     )
     assert not ext._knn_cuda_supports(x, x)
-    assert not ext._pytorch3d_supports(x, x, k=1)
+    assert not ext._pytorch3d_knn_supports(x, x, k=1)
+    assert not ext._pytorch3d_fps_supports(x, num_samples=1)
+    assert not ext._pytorch3d_chamfer_supports(x, x)
 
 
 @pytest.mark.gpu

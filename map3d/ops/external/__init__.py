@@ -107,18 +107,33 @@ def _causal_conv1d_available() -> str | None:
 
 
 def _causal_conv1d_supports(x, weight, bias, **options) -> bool:
+    """causal-conv1d 1.7 takes widths 2 to 4 and fp32/fp16/bf16 x and weight (each of its own
+    dtype; it computes in float32), but a bias only of the weight's dtype (its kernel checks)."""
     return (
         _on_cuda(x, weight, bias)
         and x.dtype in _HALF_FLOAT
         and weight.dtype in _HALF_FLOAT
+        and (bias is None or bias.dtype == weight.dtype)
         and 2 <= weight.shape[1] <= 4
     )
 
 
+def _conv_layout_ok(x) -> bool:
+    """causal-conv1d runs x (B,E,L) either with unit stride along L, or channel-last (unit
+    stride along E) when E and the strides of B and L are multiples of 8; it makes other
+    layouts contiguous itself, but refuses a channel-last x without that alignment."""
+    channel_last = x.stride(1) == 1 and x.stride(2) > 1
+    return not channel_last or (x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0
+                                and x.stride(2) % 8 == 0)
+
+
 def causal_conv1d_causal_conv1d(x, weight, bias=None, activation=None):
-    """causal-conv1d's CUDA depthwise causal conv (widths 2 to 4)."""
+    """causal-conv1d's CUDA depthwise causal conv (widths 2 to 4). A channel-last x that its
+    kernel would refuse (E or strides not multiples of 8) is made contiguous first."""
     from causal_conv1d import causal_conv1d_fn
 
+    if not _conv_layout_ok(x):
+        x = x.contiguous()
     return causal_conv1d_fn(x, weight, bias, activation=activation)
 
 
@@ -134,44 +149,84 @@ def _pytorch3d_available() -> str | None:
     return _cuda_missing()
 
 
-def _pytorch3d_supports(*tensors, random_start: bool = False, **options) -> bool:
+# pytorch3d's CUDA kernels index with 32-bit ints (knn: batch * queries * k outputs and
+# batch * points * dim inputs), so larger problems are left to other backends.
+_INT32 = 2**31
+
+
+def _float_not_double(*tensors) -> bool:
+    return all(t.dtype in _HALF_FLOAT for t in tensors)
+
+
+def _pytorch3d_fps_supports(points, random_start: bool = False, **options) -> bool:
+    """pytorch3d 0.7.9's FPS computes in float32 (as the reference does for fp16/bf16/fp32),
+    starts at index 0 unless it draws its own random start (ignoring our generator), and
+    launches too few blocks for clouds under 8 points (its 2- and 4-thread cases use the thread
+    count as the grid size), leaving some clouds unsampled."""
     return (
-        not random_start  # pytorch3d draws its own start point, ignoring our generator
-        and _on_cuda(*tensors)
-        and all(t.dtype in (torch.float32, torch.float64) for t in tensors)
+        not random_start
+        and _on_cuda(points)
+        and _float_not_double(points)
+        and points.shape[1] >= 8
     )
+
+
+def _pytorch3d_knn_supports(query, points, k: int = 1, **options) -> bool:
+    """float64 is left out: pytorch3d's knn backward casts to float32 (once_differentiable)."""
+    return (
+        _on_cuda(query, points)
+        and _float_not_double(query, points)
+        and query.shape[0] * query.shape[1] * k < _INT32
+        and points.numel() < _INT32
+        and query.numel() < _INT32
+    )
+
+
+def _pytorch3d_chamfer_supports(x, y, **options) -> bool:
+    return _pytorch3d_knn_supports(x, y, k=1) and _pytorch3d_knn_supports(y, x, k=1)
 
 
 def fps_pytorch3d(points, num_samples, *, random_start=False, generator=None):
     """pytorch3d's farthest point sampling (start index 0; random_start is not supported).
-    Unlike the reference, it may repeat an index once all remaining points are duplicates
-    of chosen ones."""
+
+    Unlike the reference it does not exclude chosen points: once every remaining point
+    duplicates a chosen one (a cloud with fewer distinct points than `num_samples`), it picks
+    an already chosen index again. That cannot be checked without a host sync, so this backend
+    ranks below the reference and runs only when asked for by name.
+    """
     from pytorch3d.ops import sample_farthest_points
 
-    return sample_farthest_points(points, K=num_samples, random_start_point=False)[1]
+    return sample_farthest_points(points, K=int(num_samples), random_start_point=False)[1]
 
 
 def knn_pytorch3d(query, points, k):
-    """pytorch3d's kNN: squared distances, sorted, differentiable, as the reference."""
+    """pytorch3d's kNN (squared distances, sorted, differentiable), computed in float32 like
+    the reference for fp16/bf16/fp32 inputs (pytorch3d's kernels take float and double only,
+    the same dtype for both clouds); distances are returned in `points`' dtype."""
     from pytorch3d.ops import knn_points
 
-    nn = knn_points(query, points, K=k, return_nn=False, return_sorted=True)
-    return nn.dists, nn.idx
+    f32 = torch.float32
+    nn = knn_points(query.to(f32), points.to(f32), K=k, return_nn=False, return_sorted=True)
+    return nn.dists.to(points.dtype), nn.idx
 
 
 def chamfer_distance_pytorch3d(x, y, *, norm=2):
     """Chamfer distance from pytorch3d's nearest-neighbour kernel, with map3d's definition.
 
     pytorch3d's own `chamfer_distance` means L1 (not Euclidean) distances for norm=1 and syncs
-    with the host; so only its `knn_points` is used here, for both norms.
+    with the host; so only its `knn_points` is used here, for both norms, in float32.
     """
     from pytorch3d.ops import knn_points
 
-    d_xy = knn_points(x, y, K=1).dists[..., 0]  # (B,P) squared
-    d_yx = knn_points(y, x, K=1).dists[..., 0]  # (B,Q)
+    dtype = torch.promote_types(x.dtype, y.dtype)
+    xs, ys = x.float(), y.float()
+    d_xy = knn_points(xs, ys, K=1).dists[..., 0]  # (B,P) squared
+    d_yx = knn_points(ys, xs, K=1).dists[..., 0]  # (B,Q)
     if norm == 2:
-        return d_xy.mean(1) + d_yx.mean(1)
-    return (safe_sqrt(d_xy).mean(1) + safe_sqrt(d_yx).mean(1)) / 2
+        out = d_xy.mean(1) + d_yx.mean(1)
+    else:
+        out = (safe_sqrt(d_xy).mean(1) + safe_sqrt(d_yx).mean(1)) / 2
+    return out.to(dtype)
 
 
 # --- KNN_CUDA --------------------------------------------------------------------------------
@@ -188,19 +243,30 @@ def _knn_cuda_available() -> str | None:
 
 
 def _knn_cuda_supports(query, points, **options) -> bool:
-    return _on_cuda(query, points) and query.dtype in _HALF_FLOAT
+    """KNN_CUDA 0.2 computes in float32 (float64 is left out: its neighbour choice would be
+    float32's); its full (N, M) distance matrix is indexed with 32-bit ints, and N / 16 is a
+    grid dimension (at most 65535)."""
+    return (
+        _on_cuda(query, points)
+        and _float_not_double(query, points)
+        and query.shape[1] * points.shape[1] < _INT32
+        and points.shape[1] <= 65535 * 16
+    )
 
 
 def knn_knn_cuda(query, points, k):
-    """KNN_CUDA's brute-force kNN for the indices; squared distances are recomputed from the
-    points (differentiable) and the k neighbours sorted ascending."""
+    """KNN_CUDA's brute-force kNN for the indices. Its `KNN(k, transpose_mode=True)(ref,
+    query)` returns Euclidean (not squared) distances and int64 indices, (B,M,k), ascending,
+    without gradients; so the squared distances are recomputed from the points as the
+    reference does (float32, differentiable) and sorted, and returned in `points`' dtype."""
     from knn_cuda import KNN
 
     _, idx = KNN(k=k, transpose_mode=True)(points, query)  # (ref, query) -> (B,M,k)
     idx = idx.long()
-    dist2 = squared_distances_to(query, gather(points, idx))
+    f32 = torch.float32
+    dist2 = squared_distances_to(query.to(f32), gather(points.to(f32), idx))
     dist2, order = dist2.sort(dim=-1)
-    return dist2, idx.gather(-1, order)
+    return dist2.to(points.dtype), idx.gather(-1, order)
 
 
 # --- registration ----------------------------------------------------------------------------
@@ -222,14 +288,15 @@ _BACKENDS = [
         _causal_conv1d_supports,
         20,
     ),
-    ("fps", "pytorch3d", fps_pytorch3d, _pytorch3d_available, _pytorch3d_supports, 10),
-    ("knn", "pytorch3d", knn_pytorch3d, _pytorch3d_available, _pytorch3d_supports, 15),
+    # below the reference (0): by name only, see fps_pytorch3d
+    ("fps", "pytorch3d", fps_pytorch3d, _pytorch3d_available, _pytorch3d_fps_supports, -1),
+    ("knn", "pytorch3d", knn_pytorch3d, _pytorch3d_available, _pytorch3d_knn_supports, 15),
     (
         "chamfer_distance",
         "pytorch3d",
         chamfer_distance_pytorch3d,
         _pytorch3d_available,
-        _pytorch3d_supports,
+        _pytorch3d_chamfer_supports,
         10,
     ),
     ("knn", "knn_cuda", knn_knn_cuda, _knn_cuda_available, _knn_cuda_supports, 10),
