@@ -13,7 +13,7 @@ FPS_RULES = ("map3d", "release")
 RELEASE_FPS_MIN_NORM2 = 1e-3  # pointnet2_ops: `if (mag <= 1e-3) continue;`
 
 
-def check_points(points: Tensor, min_points: int, *, check_finite: bool | None = None) -> None:
+def check_point_batch(points: Tensor, min_points: int, *, check_finite: bool | None = None) -> None:
     """Raise ValueError unless `points` is (B,N,3) floating with N >= min_points and finite.
 
     `check_finite`: True always checks, False never, None (default) checks CPU tensors only,
@@ -81,7 +81,7 @@ class PointGrouper(nn.Module):
     def forward(self, points: Tensor, generator: torch.Generator | None = None) -> PatchTokens:
         from map3d import ops
 
-        check_points(points, max(self.group_size, self.num_groups), check_finite=self.check_finite)
+        check_point_batch(points, max(self.group_size, self.num_groups), check_finite=self.check_finite)
         if self.fps_rule == "release":
             from map3d.ops.reference.geometry import fps
 
