@@ -112,8 +112,7 @@ def as_list(items: list) -> list:
 
 def load_model(path: str | Path, device) -> tuple[Any, dict]:
     """The model of a classification / part-segmentation checkpoint, in eval mode on `device`."""
-    from map3d import create_model
-    from map3d.engine.checkpoint import load_checkpoint, load_model_weights
+    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -124,9 +123,7 @@ def load_model(path: str | Path, device) -> tuple[Any, dict]:
             f"{path}: `map3d predict` needs a classification or part-segmentation checkpoint, "
             f"this one is for task {ckpt.get('task')!r}"
         )
-    model = create_model(ckpt["model_name"], task=ckpt["model_task"], **ckpt["model_config"])
-    load_model_weights(model, ckpt, path)
-    return model.to(device).eval(), ckpt
+    return model_from_checkpoint(ckpt, path).to(device), ckpt
 
 
 def _category_table(ckpt: dict) -> tuple[list[str], list[list[int]]]:

@@ -26,7 +26,7 @@ from map3d.engine.checkpoint import (
     adopt_release,
     export_encoder,
     load_checkpoint,
-    load_model_weights,
+    model_from_checkpoint,
     model_state_dict,
 )
 from map3d.engine.config import (
@@ -158,11 +158,12 @@ def train_fewshot(
 def _model_from_checkpoint(
     ckpt: dict, cfg: ExperimentConfig, dataset, path: str | os.PathLike
 ) -> torch.nn.Module:
+    """The checkpoint's model, built from the experiment config `cfg` (its `model.overrides`
+    apply) with the sizes of `dataset`."""
     task = get_task(ckpt["task"])
     cfg = adopt_release(cfg, ckpt, model_task=task.model_task, whole_model=True)
-    model = task.build_model(cfg, dataset)
-    load_model_weights(model, ckpt, path)
-    return model
+    config = cfg.model_config(task.model_task, task.dataset_sizes(cfg, dataset))
+    return model_from_checkpoint(ckpt, path, config=config)
 
 
 def checkpoint_config(ckpt: dict, overrides: list[str] | None = None) -> ExperimentConfig:

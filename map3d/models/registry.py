@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from map3d.errors import ConfigError
+from map3d.plugins import PluginModules
 from map3d.typed import coerce
 
 if typing.TYPE_CHECKING:  # annotations only
@@ -63,7 +63,7 @@ class Head:
 
 _PRESETS: dict[str, Preset] = {}
 _HEADS: dict[tuple[str, str], Head] = {}
-_loaded = False
+_PLUGINS = PluginModules(PLUGIN_MODULES)
 
 
 def register_model(
@@ -97,16 +97,7 @@ def register_head(task: str, *, modality: str = "points", config: type):
 
 
 def _load_plugins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+    _PLUGINS.load()
 
 
 def list_models(modality: str | None = None) -> list[str]:

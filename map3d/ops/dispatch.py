@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import inspect
 import logging
 import os
@@ -33,6 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+
+from map3d.plugins import PluginModules
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,8 @@ _ORDERED: dict[str, tuple[Backend, ...]] = {op: () for op in OPS}  # best first
 _REASONS: dict[tuple[str, str], str | None] = {}  # (op, backend) -> why unavailable, or None
 _ENV: dict[str, tuple[str | None, dict[str, str]]] = {}  # MAP3D_BACKEND value -> parsed
 _PAIRED: set[str] = set()  # bidirectional_selective_scan backends made of two scans with flips
-_loaded = False
-_module_errors: dict[str, str] = {}  # backend module -> why it could not be imported
+_PLUGINS = PluginModules(_BACKEND_MODULES, optional=True)
+_module_errors = _PLUGINS.errors  # backend module -> why it could not be imported
 
 
 def register(
@@ -196,19 +197,7 @@ def _accepting_options(supports: Callable[..., bool]) -> Callable[..., bool]:
 
 
 def _load_backends() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BACKEND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:  # e.g. triton missing: its backends are simply absent
-            _module_errors[module] = f"{type(error).__name__}: {error}"
-            logger.debug("backend module %s not loaded: %s", module, error)
-        except Exception as error:  # noqa: BLE001 - a broken optional module must not break ops
-            _module_errors[module] = f"{type(error).__name__}: {error}"
-            logger.warning("backend module %s failed to import: %s", module, error)
+    _PLUGINS.load()  # e.g. triton missing: its backends are simply absent
 
 
 def _sort(op: str) -> None:
