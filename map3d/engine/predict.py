@@ -155,9 +155,9 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
     from map3d.data.errors import DatasetFormatError
     from map3d.engine.batching import apply_augments, fps_points, shared_subset
     from map3d.engine.config import config_from_dict
+    from map3d.engine.inputs import PointInputs
     from map3d.engine.metrics import vote_logits
     from map3d.engine.setup import resolve_device
-    from map3d.engine.tasks.classify import ClassifyTask
 
     if args.batch_size < 1 or args.votes < 0:
         raise OptionError("--batch-size must be >= 1 and --votes >= 0")
@@ -195,7 +195,7 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
             if task == "classify":
                 logits = model(fps_points(x, npoints))
                 if args.votes:
-                    pool = fps_points(x, ClassifyTask.point_all(cfg, num_points))
+                    pool = fps_points(x, PointInputs.point_all(cfg, num_points))
                     logits = vote_logits([
                         model(apply_augments(shared_subset(pool, npoints, generator),
                                              cfg.data.vote_augment, generator))

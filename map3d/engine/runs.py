@@ -216,14 +216,13 @@ def evaluate_checkpoint(
 
 @torch.no_grad()
 def _features(model, dataset, cfg, ctx, dist) -> tuple[torch.Tensor, torch.Tensor]:
-    from map3d.engine.batching import fps_points
+    from map3d.engine.inputs import batch_input
 
     feats, labels = [], []
     for batch in eval_loader(dataset, cfg, dist, ctx.device):
-        points = batch["points"].to(ctx.device)
-        points = fps_points(points, min(cfg.data.npoints, points.shape[1]))
+        inputs, x = batch_input(batch, ctx.device)
         with ctx.autocast():
-            tokens = model.features(points)[:, 1:].float()  # (B,G,C), cls token dropped
+            tokens = model.features(inputs.evaluate(x, cfg))[:, 1:].float()  # (B,G,C), no cls
         feats.append(torch.cat([tokens.amax(1), tokens.mean(1)], dim=-1).cpu())  # (B,2C)
         labels.append(torch.as_tensor(batch["label"]).view(-1))
     return torch.cat(feats), torch.cat(labels)

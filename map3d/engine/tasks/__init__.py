@@ -7,7 +7,8 @@ listing the module in `_MODULES` below (imported lazily on first lookup).
 
 from __future__ import annotations
 
-from map3d.engine.tasks.base import Task, TaskContext, batch_input
+from map3d.engine.inputs import batch_input
+from map3d.engine.tasks.base import Task, TaskContext
 from map3d.plugins import PluginModules
 
 _REGISTRY: dict[str, type[Task]] = {}
