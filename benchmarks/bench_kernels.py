@@ -128,7 +128,7 @@ def bench_scan(quick: bool, mamba_fn) -> None:
 
 
 def bench_bidirectional(quick: bool) -> None:
-    from map3d.ops.triton import bidirectional_selective_scan
+    from map3d.ops import bidirectional_selective_scan
     from map3d.ops.triton.selective_scan import selective_scan as triton_scan
 
     for batch, E, L in SCAN_SIZES[:3] if quick else SCAN_SIZES[:4]:
@@ -139,7 +139,9 @@ def bench_bidirectional(quick: bool) -> None:
         leaves = f[:6] + [f[7]] + b[:6] + [b[7]] + [z]
 
         def fused(*t):
-            return bidirectional_selective_scan(*t[:14], z=t[14], delta_softplus=True)
+            return bidirectional_selective_scan(
+                *t[:14], z=t[14], delta_softplus=True, backend="triton"
+            )
 
         def separate(*t):
             out = triton_scan(*t[:6], z=t[14], delta_bias=t[6], delta_softplus=True)

@@ -14,6 +14,15 @@ def create_model(name: str, **overrides):
     return _create(name, **overrides)
 
 
+def load_model(path, **overrides):
+    """The model saved in a map3d (or PointMAP / Mamba3D / Point-MAE release) checkpoint file,
+    rebuilt from the config it carries, weights loaded, in eval mode on the CPU; `overrides`
+    are model config fields that leave the weights' shapes alone (e.g. num_groups)."""
+    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    return model_from_checkpoint(load_checkpoint(path), path, **overrides)
+
+
 def list_models() -> list[str]:
     """Names of all registered presets."""
     from map3d.models.registry import list_models as _list

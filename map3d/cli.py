@@ -15,13 +15,13 @@ shows the traceback of refusals too. Ctrl-C exits with status 130.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
 
 from map3d.command import Command
 from map3d.errors import USER_ERRNOS, UserError
+from map3d.plugins import load_object
 
 # name -> "module:attribute" of a `Command`; imported when the parser is built.
 COMMANDS: dict[str, str] = {
@@ -37,8 +37,7 @@ COMMANDS: dict[str, str] = {
 
 
 def _load(target: str) -> Command:
-    module_name, attr = target.split(":")
-    return getattr(importlib.import_module(module_name), attr)
+    return load_object(target)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,15 @@ from map3d.command import Command
 # The backend-selection variable, named here without importing `map3d.ops.dispatch` (which
 # defines it as ENV_VAR).
 _ENV_VAR = "MAP3D_BACKEND"
-_OPS = ("fps", "knn", "gather", "chamfer_distance", "selective_scan", "causal_conv1d")
+_OPS = (
+    "fps",
+    "knn",
+    "gather",
+    "chamfer_distance",
+    "selective_scan",
+    "bidirectional_selective_scan",
+    "causal_conv1d",
+)
 
 
 def _add_backends_arguments(parser: argparse.ArgumentParser) -> None:

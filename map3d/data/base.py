@@ -63,7 +63,7 @@ def pc_normalize(points: np.ndarray, path="points", where=None) -> np.ndarray:
     return out
 
 
-def check_points(
+def check_point_array(
     points: np.ndarray,
     path,
     *,

@@ -40,7 +40,7 @@ from map3d.data.base import (
     Sample,
     Transform,
     check_label,
-    check_points,
+    check_point_array,
     pc_normalize,
     warn_skipped,
 )
@@ -148,7 +148,7 @@ class ModelNet40(PointDataset):
                 self.shapes = [(p, label) for p, label in self.shapes if p.is_file()]
 
     def _read_txt(self, path: Path) -> np.ndarray:
-        return check_points(load_txt(path, delimiter=",", columns=6), path, columns=(6,))
+        return check_point_array(load_txt(path, delimiter=",", columns=6), path, columns=(6,))
 
     def _build_cache(self) -> tuple[list[np.ndarray], list[int]]:
         """Read every listed .txt, FPS `npoints` of each, pickle [points, labels] atomically.
@@ -166,7 +166,7 @@ class ModelNet40(PointDataset):
                           unit="file")
         for path, label in shapes:
             try:
-                cloud = check_points(
+                cloud = check_point_array(
                     self._read_txt(path), path, columns=(6,), min_points=self.npoints
                 )
                 _normalized(cloud, self.use_normals, path)  # refuses coincident points
@@ -216,7 +216,7 @@ class ModelNet40(PointDataset):
             where = f"sample {i}"
             try:
                 # every cached cloud has the cache's point count: items are batched together
-                cloud = check_points(
+                cloud = check_point_array(
                     cloud, path, where=where, columns=(6,),
                     min_points=self.npoints, max_points=self.npoints,
                 )  # fmt: skip
@@ -240,7 +240,7 @@ class ModelNet40(PointDataset):
             points, label = self.points[index], self.labels[index]
         else:
             path, label = self.shapes[index]
-            points = check_points(self._read_txt(path), path, columns=(6,), min_points=self.npoints)
+            points = check_point_array(self._read_txt(path), path, columns=(6,), min_points=self.npoints)
             points = _normalized(points[: self.npoints], self.use_normals, path)
         return _item(points, label, shuffle=self.split == "train", generator=generator)
 
@@ -300,7 +300,7 @@ class ModelNet40FewShot(PointDataset):
                     raise DatasetFormatError(
                         path, "expected (points, new_label, orig_label)", where
                     )
-                cloud = check_points(entry[0], path, where=where, columns=(3, 6))
+                cloud = check_point_array(entry[0], path, where=where, columns=(3, 6))
                 if self.samples and len(cloud) != len(self.samples[0][0]):
                     raise DatasetFormatError(
                         path, f"{len(cloud)} points, the split's first item has "

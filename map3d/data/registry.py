@@ -5,7 +5,6 @@ Datasets are registered as "module:Class"; the module is imported on first use.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from typing import Any
@@ -14,6 +13,7 @@ from torch.utils.data import Dataset
 
 from map3d.data.transforms import build_transforms
 from map3d.errors import OptionError
+from map3d.plugins import load_object
 
 # name -> ("module:Class", whether the dataset reads files under `root`)
 DATASETS: dict[str, tuple[str, bool]] = {
@@ -40,8 +40,7 @@ def dataset_class(name: str) -> type:
     """The class registered under `name` (imports its module)."""
     if name not in DATASETS:
         raise OptionError(f"unknown dataset {name!r}; known: {list(DATASETS)}")
-    module, attr = DATASETS[name][0].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return load_object(DATASETS[name][0])
 
 
 def build_dataset(

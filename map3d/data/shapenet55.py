@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from map3d.data.base import PointDataset, Sample, Transform, check_points, pc_normalize
+from map3d.data.base import PointDataset, Sample, Transform, check_point_array, pc_normalize
 from map3d.data.errors import DatasetFormatError
 from map3d.data.files import check_unique, load_npy, read_split_list, require_dir
 from map3d.errors import OptionError
@@ -90,7 +90,7 @@ class ShapeNet55(PointDataset):
     def load(self, index: int, generator: torch.Generator) -> Sample:
         name = self.files[index]
         path = self.pc_dir / name
-        points = check_points(load_npy(path), path, min_points=self.stored_points)
+        points = check_point_array(load_npy(path), path, min_points=self.stored_points)
         keep = torch.randperm(self.stored_points, generator=generator)[: self.npoints].numpy()
         points = pc_normalize(points[keep], path)
         synset, model = name[: -len(".npy")].split("-", 1)

@@ -23,7 +23,7 @@ from map3d.data.base import (
     PointDataset,
     Sample,
     Transform,
-    check_points,
+    check_point_array,
     pc_normalize,
     warn_skipped,
 )
@@ -137,7 +137,7 @@ class ShapeNetPart(PointDataset):
     def load(self, index: int, generator: torch.Generator) -> Sample:
         path, category = self.shapes[index]
         data = load_txt(path, delimiter=None, columns=7)
-        points = check_points(data[:, :6], path, columns=(6,))
+        points = check_point_array(data[:, :6], path, columns=(6,))
         seg = data[:, 6]
         parts = CATEGORY_PARTS[category]
         bad = (seg != np.round(seg)) | (seg < parts[0]) | (seg > parts[-1])

@@ -14,7 +14,8 @@ time
 ```
 Writes go through `map3d.atomic.atomic_write` (temporary file in the same directory, fsync'ed,
 `os.replace`d): a crash at any point leaves the previous file intact, and a writer killed
-mid-write leaves a temporary file that the next save removes. The encoder can be exported as
+mid-write leaves a temporary file that the next save removes. `model_from_checkpoint` rebuilds
+the model a checkpoint holds. The encoder can be exported as
 safetensors (`export_encoder`). Release checkpoints of PointMAP, Mamba3D and Point-MAE read as
 map3d checkpoints (`release_checkpoint`).
 """
@@ -209,6 +210,31 @@ def load_model_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> 
             f"({details[0] if details else err}); was the model config changed (--config, "
             "--set model.*)?"
         ) from err
+
+
+def model_from_checkpoint(
+    ckpt: dict, path: str | Path, *, config: Any = None, **overrides
+) -> torch.nn.Module:
+    """The model a checkpoint holds, rebuilt and with its weights loaded strictly (on the CPU,
+    in eval mode): the one way map3d rebuilds a model from a checkpoint (`map3d eval`,
+    `predict`, `viz`, `map3d.load_model`).
+
+    The model is the checkpoint's preset (`model_name`) for its `model_task`, built from
+    `config` (a typed model config, e.g. the experiment's that `map3d eval` resolves) or else
+    from the checkpoint's `model_config` with `overrides` (model config fields that leave the
+    weights' shapes alone, e.g. num_groups). Weights that do not fit raise CheckpointError
+    naming `path` (`load_model_weights`).
+    """
+    from map3d.models.registry import build_config, model_from_config
+
+    name, task = ckpt["model_name"], ckpt.get("model_task", ckpt.get("task"))
+    if config is None:
+        config = build_config(name, task, **{**(ckpt.get("model_config") or {}), **overrides})
+    elif overrides:
+        raise TypeError("model_from_checkpoint: pass config or overrides, not both")
+    model = model_from_config(name, task, config)
+    load_model_weights(model, ckpt, path)
+    return model.eval()
 
 
 def _release_overrides(state: dict[str, torch.Tensor], pattern: str) -> dict[str, Any]:

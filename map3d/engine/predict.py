@@ -112,8 +112,7 @@ def as_list(items: list) -> list:
 
 def load_model(path: str | Path, device) -> tuple[Any, dict]:
     """The model of a classification / part-segmentation checkpoint, in eval mode on `device`."""
-    from map3d import create_model
-    from map3d.engine.checkpoint import load_checkpoint, load_model_weights
+    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -124,9 +123,7 @@ def load_model(path: str | Path, device) -> tuple[Any, dict]:
             f"{path}: `map3d predict` needs a classification or part-segmentation checkpoint, "
             f"this one is for task {ckpt.get('task')!r}"
         )
-    model = create_model(ckpt["model_name"], task=ckpt["model_task"], **ckpt["model_config"])
-    load_model_weights(model, ckpt, path)
-    return model.to(device).eval(), ckpt
+    return model_from_checkpoint(ckpt, path).to(device), ckpt
 
 
 def _category_table(ckpt: dict) -> tuple[list[str], list[list[int]]]:
@@ -158,9 +155,9 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
     from map3d.data.errors import DatasetFormatError
     from map3d.engine.batching import apply_augments, fps_points, shared_subset
     from map3d.engine.config import config_from_dict
+    from map3d.engine.inputs import PointInputs
     from map3d.engine.metrics import vote_logits
     from map3d.engine.setup import resolve_device
-    from map3d.engine.tasks.classify import ClassifyTask
 
     if args.batch_size < 1 or args.votes < 0:
         raise OptionError("--batch-size must be >= 1 and --votes >= 0")
@@ -198,7 +195,7 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
             if task == "classify":
                 logits = model(fps_points(x, npoints))
                 if args.votes:
-                    pool = fps_points(x, ClassifyTask.point_all(cfg, num_points))
+                    pool = fps_points(x, PointInputs.point_all(cfg, num_points))
                     logits = vote_logits([
                         model(apply_augments(shared_subset(pool, npoints, generator),
                                              cfg.data.vote_augment, generator))

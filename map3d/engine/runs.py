@@ -26,7 +26,7 @@ from map3d.engine.checkpoint import (
     adopt_release,
     export_encoder,
     load_checkpoint,
-    load_model_weights,
+    model_from_checkpoint,
     model_state_dict,
 )
 from map3d.engine.config import (
@@ -158,11 +158,12 @@ def train_fewshot(
 def _model_from_checkpoint(
     ckpt: dict, cfg: ExperimentConfig, dataset, path: str | os.PathLike
 ) -> torch.nn.Module:
+    """The checkpoint's model, built from the experiment config `cfg` (its `model.overrides`
+    apply) with the sizes of `dataset`."""
     task = get_task(ckpt["task"])
     cfg = adopt_release(cfg, ckpt, model_task=task.model_task, whole_model=True)
-    model = task.build_model(cfg, dataset)
-    load_model_weights(model, ckpt, path)
-    return model
+    config = cfg.model_config(task.model_task, task.dataset_sizes(cfg, dataset))
+    return model_from_checkpoint(ckpt, path, config=config)
 
 
 def checkpoint_config(ckpt: dict, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -215,14 +216,13 @@ def evaluate_checkpoint(
 
 @torch.no_grad()
 def _features(model, dataset, cfg, ctx, dist) -> tuple[torch.Tensor, torch.Tensor]:
-    from map3d.engine.batching import fps_points
+    from map3d.engine.inputs import batch_input
 
     feats, labels = [], []
     for batch in eval_loader(dataset, cfg, dist, ctx.device):
-        points = batch["points"].to(ctx.device)
-        points = fps_points(points, min(cfg.data.npoints, points.shape[1]))
+        inputs, x = batch_input(batch, ctx.device)
         with ctx.autocast():
-            tokens = model.features(points)[:, 1:].float()  # (B,G,C), cls token dropped
+            tokens = model.features(inputs.evaluate(x, cfg))[:, 1:].float()  # (B,G,C), no cls
         feats.append(torch.cat([tokens.amax(1), tokens.mean(1)], dim=-1).cpu())  # (B,2C)
         labels.append(torch.as_tensor(batch["label"]).view(-1))
     return torch.cat(feats), torch.cat(labels)

@@ -7,8 +7,8 @@ A_b_log / D_b. Each direction is mamba-ssm's `mamba_inner_ref` without the outpu
 gating); the backward output is flipped back and the two are summed before `out_proj`.
 Parameter names and initialization are those of mamba-ssm's `Mamba` / Mamba3D's bimamba, so
 their state dicts map onto this module. The conv goes through `map3d.ops.causal_conv1d`; the
-two scans through `map3d.ops.triton.bidirectional_selective_scan` (sequence flip: one fused
-call on the Triton backend, `map3d.ops.selective_scan` with flips on any other backend) or
+two scans through `map3d.ops.bidirectional_selective_scan` (sequence flip: one fused
+call on the Triton backend, two of its scans with flips on any other backend) or
 `map3d.ops.selective_scan` (channel flip); the dispatcher picks the backend.
 """
 
@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from map3d import ops
 
 BIMAMBA_FLIPS = ("sequence", "channel")
 
@@ -104,8 +106,6 @@ class BiMamba(nn.Module):
     def _scan_inputs(self, x: Tensor, backward: bool) -> tuple[Tensor, ...]:
         """One direction up to the scan: x (B,E,L) -> (u, delta, A, B, C, D, delta_bias) with
         u, delta (B,E,L) (delta without its bias), A (E,N), B, C (B,N,L), D, delta_bias (E,)."""
-        from map3d import ops
-
         if backward:
             conv, x_proj, dt_proj, a_log, d = (
                 self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
@@ -125,8 +125,6 @@ class BiMamba(nn.Module):
 
     def _scan(self, xz: Tensor, backward: bool) -> Tensor:
         """One direction of mamba_inner_ref without out_proj: (B,2E,L) -> (B,E,L)."""
-        from map3d import ops
-
         x, z = xz.chunk(2, dim=1)
         u, delta, a, b, c, d, delta_bias = self._scan_inputs(x, backward)
         return ops.selective_scan(
@@ -139,11 +137,9 @@ class BiMamba(nn.Module):
         xz = self.in_proj(x).transpose(1, 2)  # (B,2E,L)
         if self.flip == "sequence":
             # both directions in one call: two launches of one kernel and no flipped copies of
-            # z or of the output with the Triton backend, flips around ops.selective_scan else
-            from map3d.ops.triton import bidirectional_selective_scan
-
+            # z or of the output with the Triton backend, two scans with flips on the others
             x_in, z = xz.chunk(2, dim=1)
-            y = bidirectional_selective_scan(
+            y = ops.bidirectional_selective_scan(
                 *self._scan_inputs(x_in, backward=False),
                 *self._scan_inputs(x_in.flip(-1), backward=True),
                 z=z,

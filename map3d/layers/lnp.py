@@ -14,6 +14,8 @@ import os
 import torch
 from torch import Tensor, nn
 
+from map3d import ops
+
 LNP_STD_SCOPES = ("sample", "batch")
 
 
@@ -27,8 +29,7 @@ def lnp_pool(
     softmax-weighted mean over k.
     """
     b, k = feat.shape[0], idx.shape[-1]
-    rows = torch.arange(b, device=feat.device).view(b, 1, 1)
-    diff = feat[rows, idx] - feat.unsqueeze(2)  # (B,G,k,C)
+    diff = ops.gather(feat, idx) - feat.unsqueeze(2)  # (B,G,k,C)
     std = diff.reshape(b, -1).std(dim=1).view(b, 1, 1, 1) if per_sample else diff.std()
     h = torch.cat([diff / (std + eps), feat.unsqueeze(2).expand(-1, -1, k, -1)], dim=-1)
     h = alpha * h + beta  # (B,G,k,2C)
@@ -47,8 +48,6 @@ def _use_compiled(feat: Tensor) -> bool:
 def center_neighbors(centers: Tensor, k: int) -> Tensor:
     """(B,G,3) centers -> (B,G,min(k,G)) int64 indices of each center's nearest centers
     (itself first)."""
-    from map3d import ops
-
     return ops.knn(centers, centers, min(k, centers.shape[1]))[1]
 
 
@@ -97,8 +96,9 @@ class LNP(nn.Module):
         prefix, feat = x[:, : length - g], x[:, length - g :]
         idx = center_neighbors(centers, self.k) if neighbors is None else neighbors
         pool = _compiled_lnp_pool() if _use_compiled(feat) else lnp_pool
-        h = pool(feat, idx, self.affine_alpha, self.affine_beta, self.std_scope == "sample",
-                 self.eps)
+        h = pool(
+            feat, idx, self.affine_alpha, self.affine_beta, self.std_scope == "sample", self.eps
+        )
         h = self.act(self.proj(self.norm(h)))
         return torch.cat([prefix, h], dim=1)
 

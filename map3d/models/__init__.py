@@ -40,9 +40,9 @@ config field whose default is our choice; the other value reproduces the release
 """
 
 from map3d.models.backbone import BackboneConfig, HybridBackbone
-from map3d.models.checkpoint import PretrainedWeightsError, load_pretrained
 from map3d.models.compat import COMPATS, RELEASES, detect_release
 from map3d.models.encoder import TokenEncoder
+from map3d.models.pretrained import PretrainedWeightsError, load_pretrained
 from map3d.models.pretrainer import MAPDecoder, MAPPretrainer, PretrainObjective, PretrainOutput
 from map3d.models.registry import (
     apply_overrides,
@@ -50,8 +50,8 @@ from map3d.models.registry import (
     create_model,
     list_models,
     list_tasks,
+    register_head,
     register_model,
-    register_task,
 )
 from map3d.models.release import convert_release_state_dict, release_pattern
 
@@ -74,8 +74,8 @@ __all__ = [
     "list_models",
     "list_tasks",
     "load_pretrained",
+    "register_head",
     "register_model",
-    "register_task",
     "release_pattern",
 ]
 
@@ -93,6 +93,11 @@ _MOVED = {
 
 
 def __getattr__(name: str):
+    if name == "register_task":
+        raise AttributeError(
+            "map3d.models.register_task is now register_head (a model head for a task=; "
+            "engine jobs are map3d.engine.tasks)"
+        )
     if name in _MOVED:
         raise AttributeError(
             f"map3d.models.{name} moved to its modality wing: "

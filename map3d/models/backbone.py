@@ -100,12 +100,41 @@ class LocalAggregation(nn.Module):
         return x + self.drop_path(self.lnp(self.norm1(x), centers, neighbors))
 
 
-class MambaBlock(nn.Module):
-    """Block "M": [LNP residual], then x + drop_path(BiMamba(norm2(x))). (B,L,C)."""
+class Block(nn.Module):
+    """What the block types share: the LNP residual (`local`, when the config enables local
+    aggregation) and the forward signature; each type adds its token mixer (`mix`). (B,L,C).
+
+    Attribute names are state-dict keys: `local`, then each type's `norm2` / `mixer`.
+    """
 
     def __init__(self, config: BackboneConfig, drop_path: float):
         super().__init__()
         self.local = LocalAggregation(config, drop_path) if config.local_aggregation else None
+
+    def forward(
+        self,
+        x: Tensor,
+        centers: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        neighbors: Tensor | None = None,
+    ) -> Tensor:
+        self.check_mask(attn_mask)
+        if self.local is not None:
+            x = self.local(x, centers, neighbors)
+        return self.mix(x, attn_mask)
+
+    def check_mask(self, attn_mask: Tensor | None) -> None:
+        """Raise if this block type cannot apply `attn_mask` (every mask is fine by default)."""
+
+    def mix(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+
+class MambaBlock(Block):
+    """Block "M": [LNP residual], then x + drop_path(BiMamba(norm2(x))). (B,L,C)."""
+
+    def __init__(self, config: BackboneConfig, drop_path: float):
+        super().__init__(config, drop_path)
         self.norm2 = nn.LayerNorm(config.dim)
         self.mixer = BiMamba(
             config.dim,
@@ -117,21 +146,15 @@ class MambaBlock(nn.Module):
         )
         self.drop_path = DropPath(drop_path)
 
-    def forward(
-        self,
-        x: Tensor,
-        centers: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-        neighbors: Tensor | None = None,
-    ) -> Tensor:
+    def check_mask(self, attn_mask: Tensor | None) -> None:
         if attn_mask is not None:
             raise ValueError("a Mamba block cannot apply an attention mask; use 'T' blocks")
-        if self.local is not None:
-            x = self.local(x, centers, neighbors)
+
+    def mix(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         return x + self.drop_path(self.mixer(self.norm2(x)))
 
 
-class AttentionBlock(nn.Module):
+class AttentionBlock(Block):
     """Block "T": [LNP residual], then a pre-norm Transformer block. (B,L,C).
 
     `attention_block="release"` reproduces PointMAP's Trans3DBlock instead: the whole
@@ -140,8 +163,7 @@ class AttentionBlock(nn.Module):
     """
 
     def __init__(self, config: BackboneConfig, drop_path: float):
-        super().__init__()
-        self.local = LocalAggregation(config, drop_path) if config.local_aggregation else None
+        super().__init__(config, drop_path)
         nested = config.attention_block == "release"
         self.norm2 = nn.LayerNorm(config.dim) if nested else None
         self.drop_path = DropPath(drop_path) if nested else None
@@ -153,15 +175,7 @@ class AttentionBlock(nn.Module):
             drop_path=0.0 if nested else drop_path,
         )
 
-    def forward(
-        self,
-        x: Tensor,
-        centers: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-        neighbors: Tensor | None = None,
-    ) -> Tensor:
-        if self.local is not None:
-            x = self.local(x, centers, neighbors)
+    def mix(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         if self.norm2 is not None:
             return x + self.drop_path(self.mixer(self.norm2(x), attn_mask))
         return self.mixer(x, attn_mask)

@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from map3d import ops
 from map3d.layers import (
     MASK_TYPES,
     block_masking,
@@ -40,14 +41,9 @@ from map3d.models.encoder import TokenEncoder
 from map3d.tokenize import PatchTokens
 
 
-def take(x: Tensor, idx: Tensor) -> Tensor:
-    """Per-sample rows: x (B,G,...), idx (B,M) int64 -> (B,M,...)."""
-    view = idx.reshape(idx.shape + (1,) * (x.dim() - 2))
-    return x.gather(1, view.expand(idx.shape + x.shape[2:]))
-
-
 def place(base: Tensor, idx: Tensor, rows: Tensor) -> Tensor:
-    """Out-of-place scatter: base (B,G,...) with rows (B,M,...) written at idx (B,M)."""
+    """Out-of-place scatter: base (B,G,...) with rows (B,M,...) written at idx (B,M); the
+    inverse of `map3d.ops.gather` (per-sample rows)."""
     view = idx.reshape(idx.shape + (1,) * (base.dim() - 2))
     return base.scatter(1, view.expand(rows.shape), rows)
 
@@ -83,7 +79,6 @@ class PretrainOutput:
     per_sample_loss: Tensor
     mask_ratio: float
     num_masked: int
-
 
 
 class MAPDecoder(nn.Module):
@@ -149,7 +144,10 @@ class MAPDecoder(nn.Module):
             return self.blocks(full, self.pos_embed(centers), None, attn_mask)
         masks = self.mask_token.to(x.dtype).expand(b, g - x.shape[1], -1)
         out = self.blocks(
-            torch.cat([x, masks], dim=1), self.pos_embed(take(centers, order)), None, attn_mask
+            torch.cat([x, masks], dim=1),
+            self.pos_embed(ops.gather(centers, order)),
+            None,
+            attn_mask,
         )
         return place(out, order, out)
 
@@ -218,12 +216,14 @@ class MAPPretrainer(nn.Module):
         by_position = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
         visible_idx, masked_idx = by_position[:, : g - num_masked], by_position[:, g - num_masked :]
         features = self.encoder(
-            take(x, visible_idx), take(pos, visible_idx), take(tokens.centers, visible_idx)
+            ops.gather(x, visible_idx),
+            ops.gather(pos, visible_idx),
+            ops.gather(tokens.centers, visible_idx),
         )
         order = by_position if self.decoder_order == "release" else None
         decoded = self.decoder(features, visible_idx, tokens.centers, order)  # (B,G,C_dec)
-        pred = self.head(take(decoded, masked_idx))  # (B,M,out_features)
-        target = take(self.objective.target(tokens), masked_idx)
+        pred = self.head(ops.gather(decoded, masked_idx))  # (B,M,out_features)
+        target = ops.gather(self.objective.target(tokens), masked_idx)
         per_sample = self.objective.loss(pred, target)
         return _Pass(tokens, mask, masked_idx, pred, per_sample, ratio)
 

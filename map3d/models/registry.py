@@ -1,9 +1,9 @@
-"""timm-style registry: presets (encoder configs by name) x tasks (model builders).
+"""timm-style registry: presets (encoder configs by name) x heads (model builders by task).
 
     @register_model                       # preset: a function returning an encoder config
     def hybridmt3d_s() -> PointEncoderConfig: ...
 
-    @register_task("classify", modality="points", config=PointClassifierConfig)
+    @register_head("classify", modality="points", config=PointClassifierConfig)
     def build(config) -> nn.Module: ...   # config: the task config holding `encoder`
 
     create_model("hybridmt3d_s", task="classify", num_classes=15, drop_path_rate=0.2)
@@ -19,7 +19,7 @@ the same); unknown names, wrong types and values the config's own checks refuse 
 `create_model(name, task=t, **dataclasses.asdict(model.config))` rebuilds a model.
 `compat="pointmap" | "mamba3d" | "pointmae"` first applies that release's settings
 (`map3d.models.compat`); the other overrides win over them.
-Presets and tasks in other files register themselves when `PLUGIN_MODULES` are imported
+Presets and heads in other files register themselves when `PLUGIN_MODULES` are imported
 (lazily, on first use; a plugin module that does not exist yet is skipped).
 """
 
@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from map3d.errors import ConfigError
+from map3d.plugins import PluginModules
 from map3d.typed import coerce
 
 if typing.TYPE_CHECKING:  # annotations only
@@ -50,7 +50,11 @@ class Preset:
 
 
 @dataclass(frozen=True)
-class Task:
+class Head:
+    """What a preset is built into for one `task=` of `create_model` ("pretrain",
+    "classify", ...): the task's config type and its builder. Not an engine job
+    (`map3d.engine.tasks.Task`), which trains or evaluates such a model."""
+
     name: str
     modality: str
     config: type
@@ -58,8 +62,8 @@ class Task:
 
 
 _PRESETS: dict[str, Preset] = {}
-_TASKS: dict[tuple[str, str], Task] = {}
-_loaded = False
+_HEADS: dict[tuple[str, str], Head] = {}
+_PLUGINS = PluginModules(PLUGIN_MODULES)
 
 
 def register_model(
@@ -77,7 +81,7 @@ def register_model(
     return wrap(fn) if fn is not None else wrap
 
 
-def register_task(task: str, *, modality: str = "points", config: type):
+def register_head(task: str, *, modality: str = "points", config: type):
     """Decorator registering `build(config) -> nn.Module` for (modality, task); `config` is
     the task's dataclass, with an `encoder` field that receives the preset's config."""
     if not dataclasses.is_dataclass(config) or "encoder" not in {
@@ -86,23 +90,14 @@ def register_task(task: str, *, modality: str = "points", config: type):
         raise ValueError(f"task config {config!r} must be a dataclass with an 'encoder' field")
 
     def wrap(build: Callable) -> Callable:
-        _TASKS[(modality, task)] = Task(task, modality, config, build)
+        _HEADS[(modality, task)] = Head(task, modality, config, build)
         return build
 
     return wrap
 
 
 def _load_plugins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+    _PLUGINS.load()
 
 
 def list_models(modality: str | None = None) -> list[str]:
@@ -117,9 +112,9 @@ def model_modality(name: str) -> str:
 
 
 def list_tasks(name: str) -> list[str]:
-    """Tasks available for a preset."""
+    """The `task=` values a preset can be built for (its modality's registered heads)."""
     preset = _preset(name)
-    return sorted(t for (m, t) in _TASKS if m == preset.modality)
+    return sorted(t for (m, t) in _HEADS if m == preset.modality)
 
 
 def _preset(name: str) -> Preset:
@@ -187,15 +182,15 @@ def _field_names(config: Any) -> list[str]:
     return names
 
 
-def _task(name: str, task: str) -> tuple[Preset, Task]:
+def _head(name: str, task: str) -> tuple[Preset, Head]:
     preset = _preset(name)
     key = (preset.modality, task)
-    if key not in _TASKS:
+    if key not in _HEADS:
         raise ConfigError(
             f"unknown task {task!r} for {preset.modality} model {name!r}; "
             f"available: {', '.join(list_tasks(name))}"
         )
-    return preset, _TASKS[key]
+    return preset, _HEADS[key]
 
 
 def _ordered(overrides: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -207,7 +202,7 @@ def _ordered(overrides: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def _apply(preset: Preset, spec: Task, items: list[tuple[str, Any]], where: str) -> Any:
+def _apply(preset: Preset, spec: Head, items: list[tuple[str, Any]], where: str) -> Any:
     config = spec.config(encoder=preset.build_config())
     rest = dict(items)
     compat = rest.get("compat")
@@ -233,7 +228,7 @@ def resolve_config(
     num_groups % num_regions != 0) as "`where`.key=value: reason", where key is the first
     override (in the order they are applied) with which the config no longer builds.
     """
-    preset, spec = _task(name, task)
+    preset, spec = _head(name, task)
     items = _ordered(overrides)
     try:
         return _apply(preset, spec, items, where)
@@ -257,7 +252,7 @@ def build_config(name: str, task: str = "pretrain", **overrides) -> Any:
 
 def model_from_config(name: str, task: str, config: Any) -> nn.Module:
     """Build preset `name`'s model for `task` from its (resolved) task config."""
-    model = _task(name, task)[1].build(config)
+    model = _head(name, task)[1].build(config)
     model.config = config
     return model
 

@@ -20,6 +20,7 @@ from map3d.ops.dispatch import BackendUnavailableError
 
 __all__ = [
     "BackendUnavailableError",
+    "bidirectional_selective_scan",
     "causal_conv1d",
     "chamfer_distance",
     "fps",
@@ -159,6 +160,36 @@ def chamfer_distance(
     return fn(x, y, norm=norm)
 
 
+def _require_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias) -> None:
+    """The shape checks of one direction of a selective scan (ValueError naming `op`)."""
+    _require_tensor(op, "u", u, 3, "(B,E,L)")
+    batch, channels, length = u.shape
+    if not (isinstance(delta, torch.Tensor) and delta.shape == u.shape):
+        raise ValueError(f"{op}: delta must have u's shape {_shape(u)}, got {_shape(delta)}")
+    _require_tensor(op, "A", A, 2, "(E,N)")
+    if not (A.shape[0] == channels and not A.is_complex()):
+        raise ValueError(
+            f"{op}: A must be real (E={channels},N), got shape {_shape(A)} dtype {A.dtype}"
+        )
+    state = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        ok = isinstance(t, torch.Tensor) and t.dim() in (3, 4) and not t.is_complex()
+        ok = ok and t.shape[0] == batch and t.shape[-2:] == (state, length)
+        ok = ok and (t.dim() == 3 or channels % t.shape[1] == 0)
+        if not (ok):
+            raise ValueError(
+                f"{op}: {name} must be real (B={batch},N={state},L={length}) or (B,G,N,L) with "
+                f"E={channels} divisible by G, got shape {_shape(t)}"
+            )
+    for name, t, shape in (
+        ("D", D, (channels,)),
+        ("delta_bias", delta_bias, (channels,)),
+        ("z", z, tuple(u.shape)),
+    ):
+        if not (t is None or (isinstance(t, torch.Tensor) and tuple(t.shape) == shape)):
+            raise ValueError(f"{op}: {name} must have shape {shape}, got {_shape(t)}")
+
+
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -186,32 +217,7 @@ def selective_scan(
     last_state; mamba-ssm's kernel does not.
     """
     op = "selective_scan"
-    _require_tensor(op, "u", u, 3, "(B,E,L)")
-    batch, channels, length = u.shape
-    if not (isinstance(delta, torch.Tensor) and delta.shape == u.shape):
-        raise ValueError(f"{op}: delta must have u's shape {_shape(u)}, got {_shape(delta)}")
-    _require_tensor(op, "A", A, 2, "(E,N)")
-    if not (A.shape[0] == channels and not A.is_complex()):
-        raise ValueError(
-            f"{op}: A must be real (E={channels},N), got shape {_shape(A)} dtype {A.dtype}"
-        )
-    state = A.shape[1]
-    for name, t in (("B", B), ("C", C)):
-        ok = isinstance(t, torch.Tensor) and t.dim() in (3, 4) and not t.is_complex()
-        ok = ok and t.shape[0] == batch and t.shape[-2:] == (state, length)
-        ok = ok and (t.dim() == 3 or channels % t.shape[1] == 0)
-        if not (ok):
-            raise ValueError(
-                f"{op}: {name} must be real (B={batch},N={state},L={length}) or (B,G,N,L) with "
-                f"E={channels} divisible by G, got shape {_shape(t)}"
-            )
-    for name, t, shape in (
-        ("D", D, (channels,)),
-        ("delta_bias", delta_bias, (channels,)),
-        ("z", z, tuple(u.shape)),
-    ):
-        if not (t is None or (isinstance(t, torch.Tensor) and tuple(t.shape) == shape)):
-            raise ValueError(f"{op}: {name} must have shape {shape}, got {_shape(t)}")
+    _require_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias)
     fn = dispatch.resolve(
         op,
         backend,
@@ -227,6 +233,31 @@ def selective_scan(
         return_last_state=return_last_state,
     )
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+def bidirectional_selective_scan(
+    u, delta, A, B, C, D, delta_bias, u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b,
+    z=None, delta_softplus=True, *, backend=None,
+):  # fmt: skip
+    """Both directions of a bidirectional (Vision-Mamba style) mixer: (B,E,L).
+
+    out = selective_scan(u, delta, A, B, C, D, z, delta_bias)
+          + flip(selective_scan(u_b, delta_b, A_b, B_b, C_b, D_b, flip(z), delta_bias_b))
+    flip reverses the last (time) axis; the `_b` tensors are given in flipped order (computed
+    from the flipped sequence), z in natural order; shapes as in `selective_scan`. Backends
+    follow `selective_scan`'s (same names and selection; a `MAP3D_BACKEND` entry for
+    `selective_scan` applies here too): the Triton backend runs both directions in two
+    launches of one kernel with no flipped copies of z or of the output; any other backend
+    runs two of its scans with flips.
+    """
+    op = "bidirectional_selective_scan"
+    _require_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias)
+    _require_scan_inputs(op, u_b, delta_b, A_b, B_b, C_b, D_b, z, delta_bias_b)
+    if u_b.shape != u.shape:
+        raise ValueError(f"{op}: u_b must have u's shape {_shape(u)}, got {_shape(u_b)}")
+    tensors = (u, delta, A, B, C, D, delta_bias, u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b)
+    fn = dispatch.resolve(op, backend, *tensors, z, delta_softplus=delta_softplus)
+    return fn(*tensors, z, delta_softplus)
 
 
 def causal_conv1d(

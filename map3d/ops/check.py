@@ -70,6 +70,13 @@ def _scan_case(device, g):
     return (u, delta, a, bb, cc, d, z, bias), {"delta_softplus": True}, tuple(range(8))
 
 
+def _bidirectional_case(device, g):
+    (u, delta, a, bb, cc, d, z, bias), options, _ = _scan_case(device, g)
+    (u_b, delta_b, a_b, bb_b, cc_b, d_b, _, bias_b), _, _ = _scan_case(device, g)
+    args = (u, delta, a, bb, cc, d, bias, u_b, delta_b, a_b, bb_b, cc_b, d_b, bias_b, z)
+    return args, options, tuple(range(15))
+
+
 def _conv_case(device, g):
     x, w, bias = _rand(g, device, 2, 16, 64), _rand(g, device, 16, 4), _rand(g, device, 16)
     return (x - 0.5, w - 0.5, bias), {"activation": "silu"}, (0, 1, 2)
@@ -83,6 +90,7 @@ CASES: tuple[tuple[str, str, Case], ...] = (
     ("chamfer_distance", "chamfer_distance norm=2", _chamfer_case(2)),
     ("chamfer_distance", "chamfer_distance norm=1", _chamfer_case(1)),
     ("selective_scan", "selective_scan", _scan_case),
+    ("bidirectional_selective_scan", "bidirectional_selective_scan", _bidirectional_case),
     ("causal_conv1d", "causal_conv1d", _conv_case),
 )
 
@@ -144,11 +152,11 @@ def format_check(results: list[CheckResult]) -> str:
     if not results:
         return ("only the reference backend is available here: nothing to compare "
                 "(`map3d backends` says why the others are unavailable)")
-    lines = [f"{'op':<24} {'backend':<14} {'device':<7} {'rel. error':>10}  result"]
+    lines = [f"{'op':<30} {'backend':<14} {'device':<7} {'rel. error':>10}  result"]
     for r in results:
         error = "-" if r.error is None else f"{r.error:.2e}"
         verdict = r.note or ("ok" if r.ok else f"MISMATCH (tolerance {TOLERANCE:g})")
-        lines.append(f"{r.op:<24} {r.backend:<14} {r.device:<7} {error:>10}  {verdict}")
+        lines.append(f"{r.op:<30} {r.backend:<14} {r.device:<7} {error:>10}  {verdict}")
     bad = sum(not r.ok for r in results)
     ran = sum(r.error is not None for r in results)
     lines.append(f"{ran - bad} passed, {bad} failed" if ran else "no backend took the inputs")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import inspect
 import logging
 import os
@@ -34,10 +33,27 @@ from dataclasses import dataclass
 
 import torch
 
+from map3d.plugins import PluginModules
+
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "MAP3D_BACKEND"
-OPS = ("fps", "knn", "gather", "chamfer_distance", "selective_scan", "causal_conv1d")
+OPS = (
+    "fps",
+    "knn",
+    "gather",
+    "chamfer_distance",
+    "selective_scan",
+    "bidirectional_selective_scan",
+    "causal_conv1d",
+)
+
+# An op that follows another: its backends are paired with the other's (same names, priorities
+# and availability), and a per-op `MAP3D_BACKEND` entry of the other applies to it too when it
+# has none of its own. Every `selective_scan` backend is also a `bidirectional_selective_scan`
+# backend: two of its scans with flips (`map3d.ops.reference.scan.bidirectional_from`), unless
+# the backend registers a fused one of its own (the Triton backend: one call, no flips).
+FOLLOWS = {"bidirectional_selective_scan": "selective_scan"}
 
 # Modules that register backends when imported; imported lazily at the first `resolve`.
 _BACKEND_MODULES = ("map3d.ops.reference", "map3d.ops.external", "map3d.ops.triton")
@@ -88,8 +104,9 @@ _REGISTRY: dict[str, dict[str, Backend]] = {op: {} for op in OPS}
 _ORDERED: dict[str, tuple[Backend, ...]] = {op: () for op in OPS}  # best first
 _REASONS: dict[tuple[str, str], str | None] = {}  # (op, backend) -> why unavailable, or None
 _ENV: dict[str, tuple[str | None, dict[str, str]]] = {}  # MAP3D_BACKEND value -> parsed
-_loaded = False
-_module_errors: dict[str, str] = {}  # backend module -> why it could not be imported
+_PAIRED: set[str] = set()  # bidirectional_selective_scan backends made of two scans with flips
+_PLUGINS = PluginModules(_BACKEND_MODULES, optional=True)
+_module_errors = _PLUGINS.errors  # backend module -> why it could not be imported
 
 
 def register(
@@ -114,9 +131,10 @@ def register(
             op's tensor arguments in signature order (optional ones may be None), `options` its
             non-tensor arguments that can matter: fps (num_samples, random_start), knn (k),
             chamfer_distance (norm), selective_scan (delta_softplus, return_last_state),
-            causal_conv1d (activation), gather (none). A function without `**options`
-            receives only the options it names. Called at every call of
-            the op: keep it cheap (device/dtype/shape tests, no host sync).
+            causal_conv1d (activation), gather (none), bidirectional_selective_scan
+            (delta_softplus). A function without `**options` receives only the options it
+            names. Called at every call of the op: keep it cheap (device/dtype/shape tests, no
+            host sync).
         priority: higher wins in automatic selection; reference is 0, external adapters 10-20.
         install: how to get it; shown when it was requested explicitly but is unavailable.
     """
@@ -133,6 +151,33 @@ def register(
     )
     _REASONS.pop((op, backend_name), None)
     _sort(op)
+    if op == "bidirectional_selective_scan":
+        _PAIRED.discard(backend_name)  # its own: a later selective_scan registration keeps it
+    elif op == "selective_scan" and (
+        backend_name in _PAIRED or backend_name not in _REGISTRY["bidirectional_selective_scan"]
+    ):
+        from map3d.ops.reference.scan import bidirectional_from
+
+        scan = _REGISTRY[op][backend_name]
+        register(
+            "bidirectional_selective_scan", backend_name, bidirectional_from(fn), available,
+            bidirectional_supports(scan.supports), priority, install=install,
+        )  # fmt: skip
+        _PAIRED.add(backend_name)
+
+
+def bidirectional_supports(supports: Callable[..., bool]) -> Callable[..., bool]:
+    """The `supports` of a bidirectional scan from that of a `selective_scan` backend: it takes
+    both directions (`map3d.ops.bidirectional_selective_scan`'s tensors, in signature order)."""
+
+    def both(u, delta, A, B, C, D, delta_bias, u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b,
+             z=None, delta_softplus=True) -> bool:  # fmt: skip
+        options = {"delta_softplus": delta_softplus, "return_last_state": False}
+        return supports(u, delta, A, B, C, D, z, delta_bias, **options) and supports(
+            u_b, delta_b, A_b, B_b, C_b, D_b, z, delta_bias_b, **options
+        )
+
+    return both
 
 
 def _accepting_options(supports: Callable[..., bool]) -> Callable[..., bool]:
@@ -152,19 +197,7 @@ def _accepting_options(supports: Callable[..., bool]) -> Callable[..., bool]:
 
 
 def _load_backends() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BACKEND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:  # e.g. triton missing: its backends are simply absent
-            _module_errors[module] = f"{type(error).__name__}: {error}"
-            logger.debug("backend module %s not loaded: %s", module, error)
-        except Exception as error:  # noqa: BLE001 - a broken optional module must not break ops
-            _module_errors[module] = f"{type(error).__name__}: {error}"
-            logger.warning("backend module %s failed to import: %s", module, error)
+    _PLUGINS.load()  # e.g. triton missing: its backends are simply absent
 
 
 def _sort(op: str) -> None:
@@ -259,7 +292,7 @@ def resolve(op: str, backend: str | None, *tensors, **options) -> Callable:
     env = os.environ.get(ENV_VAR)
     if env:
         default, per_op = _environment(env)
-        name = per_op.get(op)
+        name = per_op.get(op, per_op.get(FOLLOWS.get(op, op)))
         if name is not None and name != "auto":
             return _explicit(op, name, f"{ENV_VAR}=", tensors, options).fn
         if default is not None:

@@ -1,6 +1,6 @@
 """Tokenizers: point grouping and serialization curves, image patchify -> `PatchTokens`."""
 
-from map3d.tokenize.points import FPS_RULES, PointGrouper, check_points
+from map3d.tokenize.points import FPS_RULES, PointGrouper, check_point_batch
 from map3d.tokenize.serialization import (
     SERIALIZATIONS,
     hilbert_encode,
@@ -15,7 +15,7 @@ __all__ = [
     "SERIALIZATIONS",
     "PatchTokens",
     "PointGrouper",
-    "check_points",
+    "check_point_batch",
     "hilbert_encode",
     "inverse_permutation",
     "serialize",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from map3d import ops
 from map3d.errors import OptionError
 from map3d.tokenize.serialization import SERIALIZATIONS, serialize
 from map3d.tokenize.tokens import PatchTokens
@@ -13,7 +14,7 @@ FPS_RULES = ("map3d", "release")
 RELEASE_FPS_MIN_NORM2 = 1e-3  # pointnet2_ops: `if (mag <= 1e-3) continue;`
 
 
-def check_points(points: Tensor, min_points: int, *, check_finite: bool | None = None) -> None:
+def check_point_batch(points: Tensor, min_points: int, *, check_finite: bool | None = None) -> None:
     """Raise ValueError unless `points` is (B,N,3) floating with N >= min_points and finite.
 
     `check_finite`: True always checks, False never, None (default) checks CPU tensors only,
@@ -79,9 +80,9 @@ class PointGrouper(nn.Module):
         self.fps_rule = fps_rule
 
     def forward(self, points: Tensor, generator: torch.Generator | None = None) -> PatchTokens:
-        from map3d import ops
-
-        check_points(points, max(self.group_size, self.num_groups), check_finite=self.check_finite)
+        check_point_batch(
+            points, max(self.group_size, self.num_groups), check_finite=self.check_finite
+        )
         if self.fps_rule == "release":
             from map3d.ops.reference.geometry import fps
 
@@ -99,7 +100,7 @@ class PointGrouper(nn.Module):
             )
         centers = ops.gather(points, center_idx)  # (B,G,3)
         order, inverse = serialize(centers, self.serialization, self.grid_depth)
-        centers = centers.gather(1, order.unsqueeze(-1).expand(-1, -1, 3))
+        centers = ops.gather(centers, order)
         _, neighbor_idx = ops.knn(centers, points, self.group_size)  # (B,G,K)
         patches = ops.gather(points, neighbor_idx) - centers.unsqueeze(2)  # (B,G,K,3)
         return PatchTokens(patches=patches, centers=centers, order=order, inverse=inverse)

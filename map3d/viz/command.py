@@ -86,8 +86,7 @@ def load_pretrainer(path: str | Path, device, **overrides):
 
     Returns (model, checkpoint dict). Raises ValueError for checkpoints of other tasks.
     """
-    from map3d import create_model
-    from map3d.engine.checkpoint import load_checkpoint, load_model_weights
+    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
     model_task = ckpt.get("model_task", ckpt.get("task"))
@@ -96,10 +95,7 @@ def load_pretrainer(path: str | Path, device, **overrides):
             f"{path}: `map3d viz` needs a pretraining checkpoint, this one is for task "
             f"{ckpt.get('task')!r}"
         )
-    config = {**(ckpt.get("model_config") or {}), **overrides}
-    model = create_model(ckpt["model_name"], task="pretrain", **config)
-    load_model_weights(model, ckpt, path)
-    return model.to(device).eval(), ckpt
+    return model_from_checkpoint(ckpt, path, **overrides).to(device), ckpt
 
 
 def figure_groups(groups: int, regions: int | None, train_points: int, points: int) -> int:

@@ -189,5 +189,9 @@ def test_old_checkpoint_configs_keep_loading(tmp_path):
     assert loaded.config == model.config
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+    python = map3d.load_model(path)  # the same rebuild, from Python
+    assert python.config == model.config and not python.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(python.state_dict()[key], value), key
     rebuilt = map3d.create_model("hybridmt3d_tiny", task="classify", **ckpt["model_config"])
     assert dataclasses.asdict(rebuilt.config) == dataclasses.asdict(model.config)

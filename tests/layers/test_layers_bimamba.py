@@ -90,3 +90,24 @@ def test_parameter_names_and_init_follow_mamba_ssm():
 def test_bad_shape():
     with pytest.raises(ValueError, match=r"\(B,L,16\)"):
         BiMamba(16)(torch.randn(2, 5, 8))
+
+
+def test_layers_and_models_import_only_the_public_ops():
+    """Layers and models call `map3d.ops`, never a backend package (`map3d.ops.triton`, ...)
+    by name: the dispatcher picks the backend, the bidirectional scan's included."""
+    import ast
+    from pathlib import Path
+
+    import map3d.layers
+    import map3d.models
+
+    for package in (map3d.layers, map3d.models):
+        for path in Path(package.__file__).parent.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                assert not any(n.startswith("map3d.ops.") for n in names), (path, names)

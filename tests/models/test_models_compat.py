@@ -9,8 +9,8 @@ import map3d
 from map3d.layers import block_masking
 from map3d.models import build_config
 from map3d.models.compat import RELEASES, detect_release
-from map3d.models.pretrainer import take
 from map3d.models.release import release_pattern
+from map3d.ops import gather
 from map3d.tokenize import PointGrouper
 from tests.models.conftest import SMALL, SMALL_PRETRAIN
 from tests.models.test_models_release import release_pretrain_state, vit_block
@@ -46,9 +46,9 @@ def test_release_decoder_runs_over_visible_then_mask_tokens():
     out = decoder(visible, order[:, :v], centers, order)  # (B,G,C) in serialized order
     sequence = torch.cat([visible, decoder.mask_token.expand(b, g - v, -1)], dim=1)
     expected = decoder.blocks(
-        sequence, decoder.pos_embed(take(centers, order)), None, decoder.attention_mask(g, None)
+        sequence, decoder.pos_embed(gather(centers, order)), None, decoder.attention_mask(g, None)
     )
-    assert torch.allclose(take(out, order), expected, atol=1e-6)
+    assert torch.allclose(gather(out, order), expected, atol=1e-6)
 
 
 def test_block_masking_masks_the_nearest_tokens_of_one_center():

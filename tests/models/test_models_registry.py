@@ -46,6 +46,16 @@ def test_required_presets_are_registered():
     assert {"pretrain", "classify"} <= set(list_tasks("hybridmt3d_s"))
 
 
+def test_model_heads_are_not_named_like_engine_jobs():
+    """The registry's builders are heads (`register_head`); `Task` is the engine's job."""
+    import map3d.models
+    from map3d.models import registry
+
+    assert not hasattr(registry, "Task") and not hasattr(registry, "register_task")
+    with pytest.raises(AttributeError, match="register_head"):
+        map3d.models.register_task  # noqa: B018
+
+
 @pytest.mark.parametrize("name", preset_params())
 def test_pretrain_forward_backward(name, points):
     torch.manual_seed(0)

@@ -147,7 +147,7 @@ def test_last_state_matches_reference():
 @pytest.mark.parametrize("L", [64, 150])
 def test_bidirectional_matches_flipped_reference(dtype, L):
     _triton_scan()
-    from map3d.ops.triton import bidirectional_selective_scan
+    from map3d.ops import bidirectional_selective_scan
 
     fwd = _inputs(2, 32, 16, L, dtype, seed=L)
     bwd = _inputs(2, 32, 16, L, dtype, has_z=False, seed=L + 1)
@@ -156,7 +156,9 @@ def test_bidirectional_matches_flipped_reference(dtype, L):
     ub, deltab, Ab, Bb, Cb, Db, _, biasb = bwd
     tri = _leaves([u, delta, A, Bm, Cm, D, bias, ub, deltab, Ab, Bb, Cb, Db, biasb, z])
     ref = _double(tri)
-    out = bidirectional_selective_scan(*tri[:14], z=tri[14], delta_softplus=True)
+    out = bidirectional_selective_scan(
+        *tri[:14], z=tri[14], delta_softplus=True, backend="triton"
+    )
 
     from map3d.ops.reference.scan import selective_scan as reference
 

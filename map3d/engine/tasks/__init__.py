@@ -7,9 +7,9 @@ listing the module in `_MODULES` below (imported lazily on first lookup).
 
 from __future__ import annotations
 
-import importlib
-
-from map3d.engine.tasks.base import Task, TaskContext, batch_input
+from map3d.engine.inputs import batch_input
+from map3d.engine.tasks.base import Task, TaskContext
+from map3d.plugins import PluginModules
 
 _REGISTRY: dict[str, type[Task]] = {}
 
@@ -34,13 +34,11 @@ def register_task(name: str):
     return wrap
 
 
+_BUILTIN = PluginModules(_MODULES)
+
+
 def _import_builtin() -> None:
-    for module in _MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real import error inside an existing task module
-                raise
+    _BUILTIN.load()
 
 
 def get_task(name: str) -> Task:

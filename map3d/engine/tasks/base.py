@@ -3,7 +3,8 @@
 The trainer owns everything generic (devices, DDP, precision, optimizer, schedule, checkpoints,
 logging); a task says how to build its datasets and model, what one training step computes and
 how it is evaluated. Batches are dicts; the model input is under `points` (B,N,3) or `image`
-(B,3,H,W), so the same tasks serve both modalities.
+(B,3,H,W), and `map3d.engine.inputs` holds each modality's batch-time views of it, so the same
+tasks serve both modalities.
 """
 
 from __future__ import annotations
@@ -22,19 +23,6 @@ from torch.utils.data import DataLoader, Dataset
 from map3d.engine.config import ExperimentConfig
 from map3d.engine.distributed import DistInfo
 from map3d.errors import ConfigError
-
-INPUT_KEYS = ("points", "image")
-
-
-def batch_input(batch: dict[str, Any], device: torch.device) -> tuple[str, Tensor]:
-    """The model input of a batch, on `device`, and its key: `points` or `image`.
-
-    Evaluation loops iterate their loader directly, so the input is moved here (a no-op for
-    training batches, which the trainer has already moved)."""
-    for key in INPUT_KEYS:
-        if key in batch:
-            return key, batch[key].to(device, non_blocking=True)
-    raise ValueError(f"batch: expected one of the keys {INPUT_KEYS}, got {sorted(batch)}")
 
 
 def cross_entropy(logits: Tensor, target: Tensor, cfg: ExperimentConfig) -> Tensor:

@@ -15,17 +15,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from map3d.engine.batching import apply_augments, default_point_all, fps_points, shared_subset
 from map3d.engine.config import ExperimentConfig
+from map3d.engine.inputs import batch_input
 from map3d.engine.metrics import ConfusionMeter, vote_logits
 from map3d.engine.tasks import register_task
-from map3d.engine.tasks.base import (
-    Task,
-    TaskContext,
-    batch_input,
-    cross_entropy,
-    sizes_from_dataset,
-)
+from map3d.engine.tasks.base import Task, TaskContext, cross_entropy, sizes_from_dataset
 
 
 def _num_classes(model: nn.Module, loader: DataLoader) -> int:
@@ -55,19 +49,10 @@ class ClassifyTask(Task):
     def dataset_sizes(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
         return sizes_from_dataset(cfg, train_set, ("num_classes",), required=True)
 
-    @staticmethod
-    def point_all(cfg: ExperimentConfig, available: int) -> int:
-        if cfg.data.point_all is None:
-            return default_point_all(cfg.data.npoints, available)
-        return min(cfg.data.point_all, available)
-
     def training_step(self, model: nn.Module, batch, ctx: TaskContext):
-        key, x = batch_input(batch, ctx.device)
+        inputs, x = batch_input(batch, ctx.device)
         labels = _labels(batch, ctx.device)
-        if key == "points":
-            x = fps_points(x, self.point_all(ctx.cfg, x.shape[1]))
-            x = shared_subset(x, ctx.cfg.data.npoints, ctx.generator)
-            x = apply_augments(x, ctx.cfg.data.augment, ctx.generator)
+        x = inputs.train(x, ctx.cfg, ctx.generator)
         with ctx.autocast():
             logits = model(x)
         loss = cross_entropy(logits, labels, ctx.cfg)
@@ -83,11 +68,9 @@ class ClassifyTask(Task):
         """Single pass: OA and mean class accuracy (percent) over the test split."""
         meter = ConfusionMeter(_num_classes(model, loader), ctx.device)
         for batch in loader:
-            key, x = batch_input(batch, ctx.device)
+            inputs, x = batch_input(batch, ctx.device)
             labels = _labels(batch, ctx.device)
-            if key == "points":
-                x = fps_points(x, min(ctx.cfg.data.npoints, x.shape[1]))
-            meter.update(self._logits(model, x, ctx).argmax(-1), labels)
+            meter.update(self._logits(model, inputs.evaluate(x, ctx.cfg), ctx).argmax(-1), labels)
         meter.all_reduce()
         return meter.compute()
 
@@ -101,23 +84,15 @@ class ClassifyTask(Task):
         single, voted = ConfusionMeter(size, ctx.device), ConfusionMeter(size, ctx.device)
         pool_size = None
         for batch in loader:
-            key, x = batch_input(batch, ctx.device)
+            inputs, x = batch_input(batch, ctx.device)
             labels = _labels(batch, ctx.device)
-            if key == "points":
-                logits = self._logits(model, fps_points(x, min(cfg.data.npoints, x.shape[1])), ctx)
-                pool_size = self.point_all(cfg, x.shape[1])
-                pool = fps_points(x, pool_size)
-                passes = []
-                for _ in range(votes):
-                    sub = shared_subset(
-                        pool, min(cfg.data.npoints, pool_size), generator,
-                        permute=bool(cfg.eval.vote_permute),
-                    )
-                    sub = apply_augments(sub, cfg.data.vote_augment, generator)
-                    passes.append(self._logits(model, sub, ctx))
-            else:
-                logits = self._logits(model, x, ctx)
+            logits = self._logits(model, inputs.evaluate(x, cfg), ctx)
+            views = inputs.votes(x, cfg, generator)
+            if views is None:  # the single pass is the vote
                 passes = [logits]
+            else:
+                views, pool_size = views
+                passes = [self._logits(model, view, ctx) for view in views]
             single.update(logits.argmax(-1), labels)
             if passes:
                 voted.update(vote_logits(passes).argmax(-1), labels)

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from map3d.engine.batching import apply_augments, fps_points
+from map3d.engine.inputs import batch_input
 from map3d.engine.metrics import RunningMean
 from map3d.engine.tasks import register_task
-from map3d.engine.tasks.base import Task, TaskContext, batch_input
+from map3d.engine.tasks.base import Task, TaskContext
 
 
 @register_task("pretrain")
@@ -27,14 +27,8 @@ class PretrainTask(Task):
     best_mode = "min"
 
     def prepare(self, batch: dict[str, Any], ctx: TaskContext, *, train: bool) -> Tensor:
-        key, x = batch_input(batch, ctx.device)
-        if key != "points":
-            return x
-        if x.shape[1] > ctx.cfg.data.npoints:
-            x = fps_points(x, ctx.cfg.data.npoints)
-        if train:
-            x = apply_augments(x, ctx.cfg.data.augment, ctx.generator)
-        return x
+        inputs, x = batch_input(batch, ctx.device)
+        return inputs.pretrain(x, ctx.cfg, ctx.generator, train=train)
 
     def static_step_problem(self, model: nn.Module) -> str | None:
         ratio = getattr(model, "mask_ratio", None)

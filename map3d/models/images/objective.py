@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from map3d.models.pretrainer import place, take
+from map3d import ops
+from map3d.models.pretrainer import place
 from map3d.tokenize import PatchTokens
 from map3d.tokenize.image import normalized_pixel_target, unpatchify
 
@@ -63,7 +64,7 @@ class PixelObjective(nn.Module):
         patches = tokens.patches
         pred = pred.to(patches.dtype)
         if self.norm_pix:
-            gt = take(patches, masked_idx)
+            gt = ops.gather(patches, masked_idx)
             pred = pred * (gt.var(dim=-1, keepdim=True) + 1e-6).sqrt() + gt.mean(-1, keepdim=True)
         p, grid = self.patch_size, tokens.grid
         return ImageReconstruction(

@@ -7,15 +7,15 @@ from map3d.models.images.classifier import ImageClassifier, ImageClassifierConfi
 from map3d.models.images.encoder import ImageEncoderConfig, release_backbone
 from map3d.models.images.pretrain import ImagePretrainConfig, build_image_pretrainer
 from map3d.models.pretrainer import MAPPretrainer
-from map3d.models.registry import register_model, register_task
+from map3d.models.registry import register_head, register_model
 
 
-@register_task("pretrain", modality="images", config=ImagePretrainConfig)
+@register_head("pretrain", modality="images", config=ImagePretrainConfig)
 def _build_pretrainer(config: ImagePretrainConfig) -> MAPPretrainer:
     return build_image_pretrainer(config)
 
 
-@register_task("classify", modality="images", config=ImageClassifierConfig)
+@register_head("classify", modality="images", config=ImageClassifierConfig)
 def _build_classifier(config: ImageClassifierConfig) -> ImageClassifier:
     return ImageClassifier(config)
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from map3d.models.pretrainer import place, take
+from map3d import ops
+from map3d.models.pretrainer import place
 from map3d.tokenize import PatchTokens
 
 
@@ -47,8 +48,6 @@ class ChamferObjective(nn.Module):
         return tokens.patches
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        from map3d import ops
-
         b, m = target.shape[:2]
         dtype = torch.promote_types(pred.dtype, torch.float32)  # half precision -> float32
         dist = ops.chamfer_distance(
@@ -69,7 +68,7 @@ class ChamferObjective(nn.Module):
         centers = tokens.centers
         gt = tokens.patches + centers.unsqueeze(2)
         b, m = masked_idx.shape
-        pred_world = pred.reshape(b, m, self.group_size, 3).to(gt.dtype) + take(
+        pred_world = pred.reshape(b, m, self.group_size, 3).to(gt.dtype) + ops.gather(
             centers, masked_idx
         ).unsqueeze(2)
         return Reconstruction(

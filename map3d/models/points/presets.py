@@ -14,20 +14,20 @@ from map3d.models.points.classifier import PointClassifier, PointClassifierConfi
 from map3d.models.points.encoder import PointEncoderConfig
 from map3d.models.points.partseg import PointPartSegConfig, PointPartSegmenter
 from map3d.models.points.pretrain import PointPretrainConfig, build_point_pretrainer
-from map3d.models.registry import register_model, register_task
+from map3d.models.registry import register_head, register_model
 
 
-@register_task("pretrain", modality="points", config=PointPretrainConfig)
+@register_head("pretrain", modality="points", config=PointPretrainConfig)
 def _build_pretrainer(config: PointPretrainConfig):
     return build_point_pretrainer(config)
 
 
-@register_task("classify", modality="points", config=PointClassifierConfig)
+@register_head("classify", modality="points", config=PointClassifierConfig)
 def _build_classifier(config: PointClassifierConfig):
     return PointClassifier(config)
 
 
-@register_task("partseg", modality="points", config=PointPartSegConfig)
+@register_head("partseg", modality="points", config=PointPartSegConfig)
 def _build_partseg(config: PointPartSegConfig) -> PointPartSegmenter:
     return PointPartSegmenter(config)
 

@@ -6,9 +6,17 @@ Importing this package registers each op as backend "reference" (priority 0) in
 
 from map3d.ops import dispatch
 from map3d.ops.reference.geometry import chamfer_distance, fps, gather, knn
-from map3d.ops.reference.scan import causal_conv1d, selective_scan
+from map3d.ops.reference.scan import bidirectional_selective_scan, causal_conv1d, selective_scan
 
-__all__ = ["causal_conv1d", "chamfer_distance", "fps", "gather", "knn", "selective_scan"]
+__all__ = [
+    "bidirectional_selective_scan",
+    "causal_conv1d",
+    "chamfer_distance",
+    "fps",
+    "gather",
+    "knn",
+    "selective_scan",
+]
 
 
 def _always_available() -> None:

@@ -20,6 +20,7 @@ O(inputs) + one block.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -202,6 +203,30 @@ def selective_scan(
         y = y * F.silu(z.to(dtype))
     out = y.to(u.dtype)
     return (out, last) if return_last_state else out
+
+
+def bidirectional_from(scan: Callable) -> Callable:
+    """The bidirectional scan made of two calls of `scan` (a `selective_scan` backend function,
+    positional arguments of `map3d.ops.selective_scan`) with flips: how every backend without a
+    fused one runs `map3d.ops.bidirectional_selective_scan` (`map3d.ops.dispatch.FOLLOWS`)."""
+
+    def bidirectional_selective_scan(
+        u, delta, A, B, C, D, delta_bias, u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b,
+        z=None, delta_softplus=True,
+    ):  # fmt: skip
+        out = scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, False)
+        z_b = None if z is None else z.flip(-1)
+        out_b = scan(u_b, delta_b, A_b, B_b, C_b, D_b, z_b, delta_bias_b, delta_softplus, False)
+        return out + out_b.flip(-1)
+
+    bidirectional_selective_scan.__qualname__ = f"bidirectional_from({scan.__qualname__})"
+    return bidirectional_selective_scan
+
+
+# The reference twin of `map3d.ops.bidirectional_selective_scan`:
+#     out = selective_scan(u, delta, A, B, C, D, z, delta_bias)
+#           + flip(selective_scan(u_b, delta_b, A_b, B_b, C_b, D_b, flip(z), delta_bias_b))
+bidirectional_selective_scan = bidirectional_from(selective_scan)
 
 
 def causal_conv1d(

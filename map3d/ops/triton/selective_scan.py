@@ -5,9 +5,10 @@ u, delta, z (B,E,L); A (E,N) real; B, C (B,N,L) or grouped (B,G,N,L); D, delta_b
 Inputs may be fp32, bf16 or fp16 and strided in any way; the state and all accumulations are
 fp32. Outputs: out (B,E,L) in u's dtype; gradients in each input's dtype.
 
-`bidirectional_selective_scan` runs the two directions of a Vision-Mamba style mixer in two
-launches of one kernel with no flipped copies: the second direction reads z and writes (adds
-into) the output at mirrored time positions.
+`bidirectional_selective_scan_triton` (the Triton backend of
+`map3d.ops.bidirectional_selective_scan`) runs the two directions of a Vision-Mamba style mixer
+in two launches of one kernel with no flipped copies: the second direction reads z and writes
+(adds into) the output at mirrored time positions.
 
 Triton is imported inside the functions: this module imports on a machine without Triton.
 """
