@@ -22,7 +22,9 @@
 #   removes all but sm_${ARCH} from the extracted copy's setup.py (the only change to
 #   third-party sources, printed in the log).
 # - pytorch3d: `python3 setup.py build_ext --inplace` with FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=ARCH,
-#   MAX_JOBS=nproc (its setup.py passes -std=c++17 itself); the source folder goes on PYTHONPATH.
+#   MAX_JOBS=nproc (its setup.py passes -std=c++17 itself), and with CUDA >= 13
+#   NVCC_FLAGS=-static-global-template-stub=false (else its pulsar renderer fails to link); the
+#   source folder goes on PYTHONPATH.
 # - KNN_CUDA: the package is copied to BUILD/site; its first import compiles the extension with
 #   torch.utils.cpp_extension.load (JIT, into the package folder); the script imports it once
 #   and times that.
@@ -81,8 +83,15 @@ _bb_pytorch3d() {
     src=$(_bb_extract 'pytorch3d-*.tar.gz') || return 1
     echo "$src" >"$BUILD/state/pytorch3d.path"
     cd "$src" || return 1
-    FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH MAX_JOBS=$BB_NPROC python3 setup.py build_ext --inplace || return 1
-    python3 -c "import pytorch3d; from pytorch3d import _C; from pytorch3d.ops import knn_points; print('pytorch3d', pytorch3d.__version__, 'imports')"
+    # CUDA 13's nvcc makes __global__ template stubs static by default, which breaks the link of
+    # pytorch3d's pulsar renderer (undefined fill_bg<true>); the flag restores the old behaviour
+    local flags=""
+    [ "$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')" -ge 13 ] 2>/dev/null \
+        && flags="-static-global-template-stub=false"
+    echo "NVCC_FLAGS=$flags"
+    NVCC_FLAGS=$flags FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$ARCH MAX_JOBS=$BB_NPROC \
+        python3 setup.py build_ext --inplace || return 1
+    python3 -c "import torch, pytorch3d; from pytorch3d import _C; from pytorch3d.ops import knn_points; print('pytorch3d', pytorch3d.__version__, 'imports')"
 }
 
 _bb_knn_cuda() {
