@@ -22,20 +22,29 @@ from pathlib import Path
 JOBS = {
     "pretrain": (
         "configs/pretrain/shapenet55_map.yaml",
-        ["data.name=synthetic", "data.root=null",
-         "data.options={task: pretrain, num_samples: 8192, num_points: 1024}"],
+        [
+            "data.name=synthetic",
+            "data.root=null",
+            "data.options={task: pretrain, num_samples: 8192, num_points: 1024}",
+        ],
     ),
     "modelnet40": (
         "configs/finetune/modelnet40.yaml",
-        ["data.name=synthetic", "data.root=null",
-         "data.options={task: classify, num_samples: 4096, num_points: 1200}",
-         "data.test_options={num_samples: 512}"],
+        [
+            "data.name=synthetic",
+            "data.root=null",
+            "data.options={task: classify, num_samples: 4096, num_points: 1200}",
+            "data.test_options={num_samples: 512}",
+        ],
     ),
     "scanobjectnn": (
         "configs/finetune/scanobjectnn_pb_t50_rs.yaml",
-        ["data.name=synthetic", "data.root=null",
-         "data.options={task: classify, num_samples: 4096, num_points: 2048}",
-         "data.test_options={num_samples: 512}"],
+        [
+            "data.name=synthetic",
+            "data.root=null",
+            "data.options={task: classify, num_samples: 4096, num_points: 2048}",
+            "data.test_options={num_samples: 512}",
+        ],
     ),
 }
 
@@ -50,20 +59,32 @@ def user_throughput(metrics: Path, batch: int, skip_steps: int) -> dict[str, flo
     first, last = train[0], train[-1]
     seconds = last["time"] - first["time"]
     steps = last["step"] - first["step"]
-    inner = [(b["step"] - a["step"], b["time"] - a["time"]) for a, b in itertools.pairwise(train)
-             if (a["step"] - 1) // skip_steps == (b["step"] - 1) // skip_steps]
+    inner = [
+        (b["step"] - a["step"], b["time"] - a["time"])
+        for a, b in itertools.pairwise(train)
+        if (a["step"] - 1) // skip_steps == (b["step"] - 1) // skip_steps
+    ]
     inner_steps, inner_seconds = sum(n for n, _ in inner), sum(t for _, t in inner)
-    return {"steps": steps, "seconds": round(seconds, 2),
-            "samples_per_s": round(steps * batch / seconds, 1),
-            "within_epoch": round(inner_steps * batch / inner_seconds, 1) if inner_seconds else None,
-            "last_loss": last.get("loss")}
+    return {
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(steps * batch / seconds, 1),
+        "within_epoch": round(inner_steps * batch / inner_seconds, 1) if inner_seconds else None,
+        "last_loss": last.get("loss"),
+    }
 
 
 def run(job: str, mode: str, epochs: int, batch: int | None, extra: list[str], out: Path) -> dict:
     config, overrides = JOBS[job]
     command = "pretrain" if job == "pretrain" else "finetune"
-    sets = [*overrides, f"train.step_mode={mode}", f"schedule.epochs={epochs}",
-            "train.log_every_steps=8", "output.progress=false", *extra]
+    sets = [
+        *overrides,
+        f"train.step_mode={mode}",
+        f"schedule.epochs={epochs}",
+        "train.log_every_steps=8",
+        "output.progress=false",
+        *extra,
+    ]
     if batch is not None:
         sets.append(f"data.batch_size={batch}")
     args = [sys.executable, "-m", "map3d", command, "--config", config, "--out", str(out)]
@@ -75,15 +96,27 @@ def run(job: str, mode: str, epochs: int, batch: int | None, extra: list[str], o
         print(log[-3000:], file=sys.stderr)
         raise SystemExit(f"{job} {mode}: exit {proc.returncode}")
     cfg = (out / "config.yaml").read_text()
-    batch_size = int(next(line.split(":")[1] for line in cfg.splitlines()
-                          if line.strip().startswith("batch_size:")))
+    batch_size = int(
+        next(
+            line.split(":")[1]
+            for line in cfg.splitlines()
+            if line.strip().startswith("batch_size:")
+        )
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_per_epoch = min(r["step"] for r in records if r["kind"] == "epoch")
-    note = next((line.split("| ")[-2].strip() for line in log.splitlines()
-                 if "step mode" in line), "")
+    note = next(
+        (line.split("| ")[-2].strip() for line in log.splitlines() if "step mode" in line), ""
+    )
     losses = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
-    return {"job": job, "mode": mode, "batch": batch_size, "note": note, "losses": losses,
-            **user_throughput(out / "metrics.jsonl", batch_size, steps_per_epoch)}
+    return {
+        "job": job,
+        "mode": mode,
+        "batch": batch_size,
+        "note": note,
+        "losses": losses,
+        **user_throughput(out / "metrics.jsonl", batch_size, steps_per_epoch),
+    }
 
 
 def loss_gap(a: dict[int, float], b: dict[int, float]) -> tuple[int, float]:
@@ -98,32 +131,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", action="append", choices=["auto", "eager", "cuda_graph"])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch", type=int, help="data.batch_size (default: the recipe's)")
-    parser.add_argument("--set", action="append", default=[], dest="extra",
-                        help="more config overrides (KEY=VALUE)")
+    parser.add_argument(
+        "--set", action="append", default=[], dest="extra", help="more config overrides (KEY=VALUE)"
+    )
     parser.add_argument("--json", help="append the rows to this JSON-lines file")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for job in args.job or ["pretrain"]:
             for mode in args.mode or ["auto"]:
-                row = run(job, mode, args.epochs, args.batch, args.extra,
-                          Path(tmp) / f"{job}-{mode}")
+                row = run(
+                    job, mode, args.epochs, args.batch, args.extra, Path(tmp) / f"{job}-{mode}"
+                )
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
-                        f.write(json.dumps({**row, "losses": list(row["losses"].items())})
-                                + "\n")
-    print(f"{'job':<13} {'mode':<11} {'batch':>5} {'steps':>6} {'samples/s':>10} "
-          f"{'within epoch':>13}  note")
+                        f.write(json.dumps({**row, "losses": list(row["losses"].items())}) + "\n")
+    print(
+        f"{'job':<13} {'mode':<11} {'batch':>5} {'steps':>6} {'samples/s':>10} "
+        f"{'within epoch':>13}  note"
+    )
     for r in rows:
-        print(f"{r['job']:<13} {r['mode']:<11} {r['batch']:>5} {r['steps']:>6} "
-              f"{r['samples_per_s']:>10.1f} {r['within_epoch'] or 0:>13.1f}  {r['note']}")
+        print(
+            f"{r['job']:<13} {r['mode']:<11} {r['batch']:>5} {r['steps']:>6} "
+            f"{r['samples_per_s']:>10.1f} {r['within_epoch'] or 0:>13.1f}  {r['note']}"
+        )
     for a, b in itertools.pairwise(rows):
         if a["job"] == b["job"]:
             steps, gap = loss_gap(a["losses"], b["losses"])
-            print(f"{a['job']}: {a['mode']} vs {b['mode']}: largest relative loss difference "
-                  f"{gap:.2e} over {steps} logged steps")
+            print(
+                f"{a['job']}: {a['mode']} vs {b['mode']}: largest relative loss difference "
+                f"{gap:.2e} over {steps} logged steps"
+            )
     return 0
 
 

@@ -70,8 +70,12 @@ def write_modelnet40(base: Path, rng, per_class: int) -> Path:
             for _ in range(count):
                 shape_id = f"{names[label]}_{number:04d}"
                 number += 1
-                np.savetxt(top / names[label] / f"{shape_id}.txt", _cloud(rng, 10000, 6),
-                           fmt="%.6f", delimiter=",")
+                np.savetxt(
+                    top / names[label] / f"{shape_id}.txt",
+                    _cloud(rng, 10000, 6),
+                    fmt="%.6f",
+                    delimiter=",",
+                )
                 ids.append(shape_id)
                 clouds.append(_cloud(rng, 8192, 6))
                 labels.append(np.array([label], dtype=np.int32))
@@ -88,8 +92,11 @@ def write_modelnet_fewshot(base: Path, rng, way: int, shot: int) -> Path:
     (top / f"{way}way{shot}shot").mkdir(parents=True)
     chosen = rng.choice(40, way, replace=False)
     data = {
-        split: [(_cloud(rng, 8192, 6), new, np.int32(chosen[new]))
-                for new in range(way) for _ in range(per_class)]
+        split: [
+            (_cloud(rng, 8192, 6), new, np.int32(chosen[new]))
+            for new in range(way)
+            for _ in range(per_class)
+        ]
         for split, per_class in (("train", shot), ("test", 2))
     }
     with open(top / f"{way}way{shot}shot" / "0.pkl", "wb") as f:
@@ -103,8 +110,9 @@ def write_scanobjectnn(base: Path, rng, num_train: int) -> Path:
     top = base / "ScanObjectNN"
     (top / "main_split").mkdir(parents=True)
     for split, count in (("training", num_train), ("test", 4)):
-        with h5py.File(top / "main_split" / f"{split}_objectdataset_augmentedrot_scale75.h5",
-                       "w") as f:
+        with h5py.File(
+            top / "main_split" / f"{split}_objectdataset_augmentedrot_scale75.h5", "w"
+        ) as f:
             f["data"] = np.stack([_cloud(rng, 2048) for _ in range(count)])
             f["label"] = (np.arange(count) % 15).astype(np.int32)
             f["mask"] = rng.integers(-1, 15, size=(count, 2048)).astype(np.int32)
@@ -128,8 +136,11 @@ def write_shapenetpart(base: Path, rng, per_category: int) -> Path:
         for i in range(per_category):
             n = int(rng.integers(2000, 3401))
             parts = first_part[category] + rng.integers(0, PARTS_PER_CATEGORY[category], (n, 1))
-            np.savetxt(top / synset / f"{i:06d}.txt",
-                       np.concatenate([_cloud(rng, n, 6), parts], axis=1), fmt="%.6f")
+            np.savetxt(
+                top / synset / f"{i:06d}.txt",
+                np.concatenate([_cloud(rng, n, 6), parts], axis=1),
+                fmt="%.6f",
+            )
             train.append(f"shape_data/{synset}/{i:06d}")
     for split, entries in (("train", train), ("val", []), ("test", [])):
         (top / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(

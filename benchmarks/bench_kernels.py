@@ -60,13 +60,34 @@ def ensure_mamba_backend(selective_scan_fn) -> bool:
     if dispatch.unavailable_reason("selective_scan", "mamba_ssm") is None:
         return True
 
-    def fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-           return_last_state=False):
-        return selective_scan_fn(u, delta, A, B.contiguous(), C.contiguous(), D, z, delta_bias,
-                                 delta_softplus, return_last_state)
+    def fn(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D=None,
+        z=None,
+        delta_bias=None,
+        delta_softplus=False,
+        return_last_state=False,
+    ):
+        return selective_scan_fn(
+            u,
+            delta,
+            A,
+            B.contiguous(),
+            C.contiguous(),
+            D,
+            z,
+            delta_bias,
+            delta_softplus,
+            return_last_state,
+        )
 
-    dispatch.register("selective_scan", "mamba_ssm", fn, lambda: None,
-                      lambda *t, **o: t[0].is_cuda, 20)
+    dispatch.register(
+        "selective_scan", "mamba_ssm", fn, lambda: None, lambda *t, **o: t[0].is_cuda, 20
+    )
     return True
 
 
@@ -145,8 +166,7 @@ def bench_bidirectional(quick: bool) -> None:
 
         def separate(*t):
             out = triton_scan(*t[:6], z=t[14], delta_bias=t[6], delta_softplus=True)
-            out_b = triton_scan(*t[7:13], z=t[14].flip(-1), delta_bias=t[13],
-                                delta_softplus=True)
+            out_b = triton_scan(*t[7:13], z=t[14].flip(-1), delta_bias=t[13], delta_softplus=True)
             return out + out_b.flip(-1)
 
         for name, fn in (("triton fused pair", fused), ("triton 2 scans+flips", separate)):
@@ -220,18 +240,34 @@ def bench_geometry(quick: bool) -> None:
     centers = points[:, :64]
     tokens = torch.randn(128, 26, 3, device="cuda")
     for name, mod in (("reference", ref), ("triton", tri)):
-        record("knn", "k=32, 64 centers of 1024 x 128", name,
-               timed(lambda mod=mod: mod.knn(centers, points, 32)))
-        record("knn", "k=4, 26 of 26 centers x 128 (LNP)", name,
-               timed(lambda mod=mod: mod.knn(tokens, tokens, 4)))
+        record(
+            "knn",
+            "k=32, 64 centers of 1024 x 128",
+            name,
+            timed(lambda mod=mod: mod.knn(centers, points, 32)),
+        )
+        record(
+            "knn",
+            "k=4, 26 of 26 centers x 128 (LNP)",
+            name,
+            timed(lambda mod=mod: mod.knn(tokens, tokens, 4)),
+        )
     pred = torch.randn(128 * 38, 32, 3, device="cuda", requires_grad=True)
     target = torch.randn(128 * 38, 32, 3, device="cuda")
     for name, mod in (("reference", ref), ("triton", tri)):
         case = f"32 vs 32 x {128 * 38} (norm 2)"
-        record("chamfer", case, f"{name} fwd",
-               timed(lambda mod=mod: mod.chamfer_distance(pred, target, norm=2)))
-        record("chamfer", case, f"{name} fwd+bwd",
-               timed(lambda mod=mod: mod.chamfer_distance(pred, target, norm=2).sum().backward()))
+        record(
+            "chamfer",
+            case,
+            f"{name} fwd",
+            timed(lambda mod=mod: mod.chamfer_distance(pred, target, norm=2)),
+        )
+        record(
+            "chamfer",
+            case,
+            f"{name} fwd+bwd",
+            timed(lambda mod=mod: mod.chamfer_distance(pred, target, norm=2).sum().backward()),
+        )
     bench_conv()
 
 
@@ -247,6 +283,7 @@ def bench_conv() -> None:
         bias = torch.randn(E, device="cuda", requires_grad=True)
         case = f"B={batch} E={E} L={L} W=4 silu bf16"
         for name, fn in (("reference (autocast)", reference), ("triton", triton_conv)):
+
             def call(*t, fn=fn):
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     return fn(t[0], t[1], t[2], "silu")
@@ -270,8 +307,11 @@ def sweep_scan_configs() -> None:
         kernel = scan.LAST_KERNELS.get(kind)
         if kernel is None:
             return {}
-        return {"regs": getattr(kernel, "n_regs", None), "spills": getattr(kernel, "n_spills", None),
-                "smem": getattr(getattr(kernel, "metadata", None), "shared", None)}
+        return {
+            "regs": getattr(kernel, "n_regs", None),
+            "spills": getattr(kernel, "n_spills", None),
+            "smem": getattr(getattr(kernel, "metadata", None), "shared", None),
+        }
 
     try:
         for chunk in (32, 64):
@@ -281,13 +321,23 @@ def sweep_scan_configs() -> None:
                         table.update(chunk=chunk, fwd=cfg, bwd=original[0]["bwd"])
                     with torch.no_grad():
                         ms = timed(lambda s=s: call(*inputs[s]))
-                    record("sweep-fwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} fwd={cfg}", ms,
-                           **resources("fwd"))
+                    record(
+                        "sweep-fwd",
+                        f"B={s[0]} L={s[2]}",
+                        f"chunk={chunk} fwd={cfg}",
+                        ms,
+                        **resources("fwd"),
+                    )
                     for table in (scan.SHORT, scan.LONG):
                         table.update(fwd=original[0]["fwd"], bwd=cfg)
                     ms = timed(fwd_bwd(call, inputs[s]))
-                    record("sweep-bwd", f"B={s[0]} L={s[2]}", f"chunk={chunk} bwd={cfg}", ms,
-                           **resources("bwd"))
+                    record(
+                        "sweep-bwd",
+                        f"B={s[0]} L={s[2]}",
+                        f"chunk={chunk} bwd={cfg}",
+                        ms,
+                        **resources("bwd"),
+                    )
     finally:
         scan.SHORT.clear()
         scan.SHORT.update(original[0])
@@ -299,10 +349,12 @@ def print_table() -> None:
     print(f"\n== bench_kernels on {device_name()} (torch {torch.__version__}) ==")
     width = max((len(r["case"]) for r in ROWS), default=10)
     for r in ROWS:
-        extra = " ".join(f"{k}={v}" for k, v in r.items() if k not in ("group", "case",
-                                                                          "backend", "ms"))
-        print(f"{r['group']:<14} {r['case']:<{width}} {r['backend']:<36} {r['ms']:>10.3f} ms"
-              f"  {extra}")
+        extra = " ".join(
+            f"{k}={v}" for k, v in r.items() if k not in ("group", "case", "backend", "ms")
+        )
+        print(
+            f"{r['group']:<14} {r['case']:<{width}} {r['backend']:<36} {r['ms']:>10.3f} ms  {extra}"
+        )
     for s in SKIPPED:
         print(f"skipped: {s}")
 
@@ -311,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="paper sizes only")
     parser.add_argument("--sweep", action="store_true", help="also sweep scan kernel configs")
-    parser.add_argument("--only", default="scan,bidirectional,mixer,geometry",
-                        help="comma-separated groups")
+    parser.add_argument(
+        "--only", default="scan,bidirectional,mixer,geometry", help="comma-separated groups"
+    )
     parser.add_argument("--json", help="write all rows to this file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

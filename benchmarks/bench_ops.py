@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--backend", default=None,
+        "--backend",
+        default=None,
         help="force one backend (default: automatic), or compare several: a,b,c",
     )
     parser.add_argument("--repeats", type=int, default=10)
@@ -204,8 +205,7 @@ def compare(device: torch.device, args) -> int:
     names = [name.strip() for name in args.backend.split(",")]
     cells: dict[tuple[str, str, str], dict[str, str]] = {}
     for name in names:
-        for op, shape, kind, thunk in cases(device, None if name == "auto" else name,
-                                            args.lengths):
+        for op, shape, kind, thunk in cases(device, None if name == "auto" else name, args.lengths):
             if args.only and not any(op.startswith(o) for o in args.only):
                 continue
             try:

@@ -39,12 +39,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1])
     p.add_argument("--pretrain-epochs", type=int, default=None, help="default: the config's (40)")
-    p.add_argument("--finetune-epochs", type=int, default=None,
-                   help="default: the config's (100)")
-    p.add_argument("--dim", type=int, default=None,
-                   help="encoder width C (default: the configs' 64; the preset's is 32)")
-    p.add_argument("--heads", type=int, default=None,
-                   help="attention heads of the encoder (default: the configs' 4)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="default: the config's (100)")
+    p.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help="encoder width C (default: the configs' 64; the preset's is 32)",
+    )
+    p.add_argument(
+        "--heads",
+        type=int,
+        default=None,
+        help="attention heads of the encoder (default: the configs' 4)",
+    )
     p.add_argument(
         "--num-regions",
         type=int,
@@ -74,8 +81,11 @@ def main(argv=None) -> int:
     setup_logging(None, DistInfo(), verbose=False)
     logging.getLogger("map3d.bench").setLevel(logging.INFO)
     quiet = ["output.progress=false"]
-    width = [f"model.overrides.{key}={value}"
-             for key, value in (("dim", args.dim), ("num_heads", args.heads)) if value is not None]
+    width = [
+        f"model.overrides.{key}={value}"
+        for key, value in (("dim", args.dim), ("num_heads", args.heads))
+        if value is not None
+    ]
     pre_overrides = [*width, *_epochs(args.pretrain_epochs)]
     if args.num_regions is not None:
         pre_overrides.append(f"model.overrides.num_regions={args.num_regions}")

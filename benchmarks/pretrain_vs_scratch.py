@@ -92,81 +92,153 @@ class Arm:
 ARMS = {
     "scratch": Arm(None, "none"),
     "map_synthetic": Arm("synthetic", "MAP (default)"),
-    "map_release_order": Arm("synthetic", "MAP, release decoder order [visible ; masked]",
-                             {"decoder_order": "release"}),
+    "map_release_order": Arm(
+        "synthetic", "MAP, release decoder order [visible ; masked]", {"decoder_order": "release"}
+    ),
     "mae": Arm("synthetic", "MAE (R=1)", {"num_regions": 1}),
     "ar": Arm("synthetic", "token-level AR (R=G)", {"num_regions": G}),
-    "map_fps": Arm("synthetic", "MAP, FPS order (no Hilbert curve)",
-                   encoder={"serialization": "none"}),
+    "map_fps": Arm(
+        "synthetic", "MAP, FPS order (no Hilbert curve)", encoder={"serialization": "none"}
+    ),
     "scratch_fps": Arm(None, "none, FPS order", encoder={"serialization": "none"}),
     "map_corpus": Arm("corpus", "MAP (default)"),
     "map_both": Arm("both", "MAP (default)"),
 }
 
 # The CPU protocol of the earlier results (built-in shapes, hybridmt3d_tiny): the defaults.
-CPU = {"preset": "hybridmt3d_tiny", "npoints": 512, "groups": 32, "group_size": 16,
-       "pretrain_samples": 1024, "pretrain_steps": 192, "pretrain_batch": 32,
-       "stored_points": 2048, "shots": 4, "test_samples": 200, "finetune_epochs": 30,
-       "finetune_batch": 8, "seeds": [0, 1, 2]}
+CPU = {
+    "preset": "hybridmt3d_tiny",
+    "npoints": 512,
+    "groups": 32,
+    "group_size": 16,
+    "pretrain_samples": 1024,
+    "pretrain_steps": 192,
+    "pretrain_batch": 32,
+    "stored_points": 2048,
+    "shots": 4,
+    "test_samples": 200,
+    "finetune_epochs": 30,
+    "finetune_batch": 8,
+    "seeds": [0, 1, 2],
+}
 # Paper size on one GPU: HybridMT3D-S (C=384, "MMMT" x 4), G=64 groups of K=32 from 1,024
 # points, MAP decoder with R=8 regions; 10-way 10-shot finetuning, seeds 0-4.
-PAPER = {"preset": "hybridmt3d_s", "npoints": 1024, "groups": 64, "group_size": 32,
-         "pretrain_samples": 8192, "pretrain_steps": 1000, "pretrain_batch": 128,
-         "stored_points": 2048, "shots": 10, "test_samples": 500, "finetune_epochs": 100,
-         "finetune_batch": 32, "seeds": [0, 1, 2, 3, 4]}
+PAPER = {
+    "preset": "hybridmt3d_s",
+    "npoints": 1024,
+    "groups": 64,
+    "group_size": 32,
+    "pretrain_samples": 8192,
+    "pretrain_steps": 1000,
+    "pretrain_batch": 128,
+    "stored_points": 2048,
+    "shots": 10,
+    "test_samples": 500,
+    "finetune_epochs": 100,
+    "finetune_batch": 32,
+    "seeds": [0, 1, 2, 3, 4],
+}
 # Tiny CPU smoke: every stage runs, in a few minutes.
-SMOKE = {"preset": "hybridmt3d_tiny", "npoints": 256, "groups": 16, "group_size": 16,
-         "pretrain_samples": 64, "pretrain_steps": 4, "pretrain_batch": 16,
-         "stored_points": 512, "shots": 2, "test_samples": 20, "finetune_epochs": 2,
-         "finetune_batch": 8, "seeds": [0, 1]}
+SMOKE = {
+    "preset": "hybridmt3d_tiny",
+    "npoints": 256,
+    "groups": 16,
+    "group_size": 16,
+    "pretrain_samples": 64,
+    "pretrain_steps": 4,
+    "pretrain_batch": 16,
+    "stored_points": 512,
+    "shots": 2,
+    "test_samples": 20,
+    "finetune_epochs": 2,
+    "finetune_batch": 8,
+    "seeds": [0, 1],
+}
 SMOKE_CORPUS_FILES = 40  # mesh files per package for the smoke run's own small corpus
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/pretrain_vs_scratch", help="output folder")
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
-                   help="arms to run, in this order (the corpus arms need --corpus, or --smoke "
-                   "with a mesh package installed)")
-    p.add_argument("--corpus", help="real-shape corpus folder (ShapeNet-55 layout) built by "
-                   "python -m map3d.data.build_corpus")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=list(ARMS),
+        help="arms to run, in this order (the corpus arms need --corpus, or --smoke "
+        "with a mesh package installed)",
+    )
+    p.add_argument(
+        "--corpus",
+        help="real-shape corpus folder (ShapeNet-55 layout) built by "
+        "python -m map3d.data.build_corpus",
+    )
     p.add_argument("--paper", action="store_true", help=f"paper-size settings: {PAPER}")
-    p.add_argument("--smoke", action="store_true",
-                   help=f"tiny CPU settings, builds a small corpus if none is given: {SMOKE}")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"tiny CPU settings, builds a small corpus if none is given: {SMOKE}",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--workers", type=int, default=0,
-                   help="DataLoader worker processes for pretraining (finetuning sets are small "
-                   "and cached in the main process)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes for pretraining (finetuning sets are small "
+        "and cached in the main process)",
+    )
     # Options below default to --paper / --smoke / the CPU protocol, in that order.
     p.add_argument("--preset", help="model preset")
     p.add_argument("--npoints", type=int, help="points per shape")
     p.add_argument("--groups", type=int, help="G tokens")
     p.add_argument("--group-size", type=int, help="K points per group")
     p.add_argument("--pretrain-samples", type=int, help="synthetic pretraining shapes")
-    p.add_argument("--pretrain-steps", type=int,
-                   help="optimizer steps per MAP arm (fixed compute)")
+    p.add_argument("--pretrain-steps", type=int, help="optimizer steps per MAP arm (fixed compute)")
     p.add_argument("--pretrain-batch", type=int)
-    p.add_argument("--stored-points", type=int,
-                   help="points stored per pretraining shape (the corpus needs at least these)")
+    p.add_argument(
+        "--stored-points",
+        type=int,
+        help="points stored per pretraining shape (the corpus needs at least these)",
+    )
     p.add_argument("--shots", type=int, help="labelled shapes per class")
     p.add_argument("--test-samples", type=int, help="test shapes per seed")
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--finetune-batch", type=int)
     p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--corpus-split", default="all", choices=("train", "test", "all"),
-                   help="corpus split used for pretraining")
+    p.add_argument(
+        "--corpus-split",
+        default="all",
+        choices=("train", "test", "all"),
+        help="corpus split used for pretraining",
+    )
     p.add_argument("--lr", type=float, default=5e-4, help="finetuning learning rate")
-    p.add_argument("--layer-decay", type=float, default=1.0,
-                   help="optim.layer_decay for pretrained encoders (1.0 = off)")
+    p.add_argument(
+        "--layer-decay",
+        type=float,
+        default=1.0,
+        help="optim.layer_decay for pretrained encoders (1.0 = off)",
+    )
     p.add_argument("--label-smoothing", type=float, default=0.0, help="train.label_smoothing")
     p.add_argument("--drop-path", type=float, help="model drop_path_rate (default: preset's)")
-    p.add_argument("--no-probe", dest="probe", action="store_false",
-                   help="skip the linear probe (needs scikit-learn)")
-    p.add_argument("--table-only", action="store_true",
-                   help="only build the table from arm-*.json in --out and --merge")
-    p.add_argument("--merge", nargs="*", default=[], metavar="DIR",
-                   help="more folders whose arm-*.json join the table")
+    p.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="skip the linear probe (needs scikit-learn)",
+    )
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="only build the table from arm-*.json in --out and --merge",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="more folders whose arm-*.json join the table",
+    )
     args = p.parse_args(argv)
     if args.paper and args.smoke:
         p.error("--paper and --smoke exclude each other")
@@ -189,9 +261,15 @@ def write_synthetic(args, folder: Path) -> Path:
         return folder
     (folder / "shapenet_pc").mkdir(parents=True, exist_ok=True)
     (folder / "ShapeNet-55").mkdir(exist_ok=True)
-    shapes = build_dataset("synthetic", split="train", task="pretrain", cache=False,
-                           num_samples=args.pretrain_samples, num_points=args.stored_points,
-                           seed=PRETRAIN_DATA_SEED)
+    shapes = build_dataset(
+        "synthetic",
+        split="train",
+        task="pretrain",
+        cache=False,
+        num_samples=args.pretrain_samples,
+        num_points=args.stored_points,
+        seed=PRETRAIN_DATA_SEED,
+    )
     names = []
     for i in range(len(shapes)):
         names.append(f"synthetic-{i:05d}.npy")
@@ -230,12 +308,19 @@ def smoke_corpus(args, out: Path) -> Path | None:
 
     names = [n for n in KNOWN_PACKAGES if importlib.util.find_spec(n) is not None]
     if not names or importlib.util.find_spec("trimesh") is None:  # trimesh reads the meshes
-        print("smoke: no mesh package installed (pip install 'map3d[corpus]'); corpus arms "
-              "skipped", flush=True)
+        print(
+            "smoke: no mesh package installed (pip install 'map3d[corpus]'); corpus arms skipped",
+            flush=True,
+        )
         return None
     folder = out / "data" / "corpus"
-    build_corpus([installed_source(n) for n in names], folder, points=args.stored_points,
-                 limit=SMOKE_CORPUS_FILES, log=lambda line: print(f"corpus: {line}", flush=True))
+    build_corpus(
+        [installed_source(n) for n in names],
+        folder,
+        points=args.stored_points,
+        limit=SMOKE_CORPUS_FILES,
+        log=lambda line: print(f"corpus: {line}", flush=True),
+    )
     return folder
 
 
@@ -248,8 +333,9 @@ def pretraining_sets(args, out: Path) -> dict[str, tuple[Path, str]]:
         return sets
     synthetic = None
     if {"synthetic", "both"} & wanted:
-        synthetic = write_synthetic(args, out / "data" / f"synthetic-{args.pretrain_samples}"
-                                    f"x{args.stored_points}")
+        synthetic = write_synthetic(
+            args, out / "data" / f"synthetic-{args.pretrain_samples}x{args.stored_points}"
+        )
         sets["synthetic"] = (synthetic, "train")
     corpus = Path(args.corpus) if args.corpus else None
     if corpus is None and args.smoke and {"corpus", "both"} & wanted:
@@ -257,13 +343,16 @@ def pretraining_sets(args, out: Path) -> dict[str, tuple[Path, str]]:
     if corpus is not None:
         sets["corpus"] = (corpus, args.corpus_split)
         if synthetic is not None:
-            union = write_union([(synthetic, "train"), (corpus, args.corpus_split)],
-                                out / "data" / "both")
+            union = write_union(
+                [(synthetic, "train"), (corpus, args.corpus_split)], out / "data" / "both"
+            )
             sets["both"] = (union, "train")
     missing = [a for a in args.arms if ARMS[a].data is not None and ARMS[a].data not in sets]
     if missing and not args.smoke:
-        raise SystemExit(f"arms {missing} need --corpus DIR (python -m map3d.data.build_corpus "
-                         f"--out DIR --points {args.stored_points})")
+        raise SystemExit(
+            f"arms {missing} need --corpus DIR (python -m map3d.data.build_corpus "
+            f"--out DIR --points {args.stored_points})"
+        )
     return sets
 
 
@@ -281,8 +370,7 @@ def arm_spec(args, arm: str) -> dict:
     Recorded with its runs; runs are reused and joined only when it matches."""
     spec = ARMS[arm]
     resolve = {G: args.groups}
-    pretrain = {k: resolve.get(v, v) if isinstance(v, str) else v
-                for k, v in spec.pretrain.items()}
+    pretrain = {k: resolve.get(v, v) if isinstance(v, str) else v for k, v in spec.pretrain.items()}
     encoder = dict(spec.encoder)
     if spec.data is not None:
         pretrain = {"num_regions": default_regions(args.groups), **encoder, **pretrain}
@@ -294,9 +382,14 @@ def model_overrides(overrides: dict) -> list[str]:
 
 
 def geometry(args) -> list[str]:
-    out = [f"model.name={args.preset}", f"model.overrides.num_groups={args.groups}",
-           f"model.overrides.group_size={args.group_size}", f"data.npoints={args.npoints}",
-           f"train.device={args.device}", "output.progress=false"]
+    out = [
+        f"model.name={args.preset}",
+        f"model.overrides.num_groups={args.groups}",
+        f"model.overrides.group_size={args.group_size}",
+        f"data.npoints={args.npoints}",
+        f"train.device={args.device}",
+        "output.progress=false",
+    ]
     if args.drop_path is not None:
         out.append(f"model.overrides.drop_path_rate={args.drop_path}")
     return out
@@ -318,8 +411,18 @@ def finished(result, what: str):
 
 def pretrain_settings(args, arm: str) -> dict:
     """What a finished pretraining must match to be reused (finetuning settings aside)."""
-    keys = ("preset", "npoints", "groups", "group_size", "pretrain_samples", "pretrain_steps",
-            "pretrain_batch", "stored_points", "corpus_split", "drop_path")
+    keys = (
+        "preset",
+        "npoints",
+        "groups",
+        "group_size",
+        "pretrain_samples",
+        "pretrain_steps",
+        "pretrain_batch",
+        "stored_points",
+        "corpus_split",
+        "drop_path",
+    )
     return {**{k: getattr(args, k) for k in keys}, "spec": arm_spec(args, arm)}
 
 
@@ -330,15 +433,23 @@ def pretrain(args, out: Path, arm: str, folder: Path, split: str) -> dict:
     if steps_per_epoch == 0:
         raise SystemExit(f"{arm}: {size} shapes, fewer than one batch of {args.pretrain_batch}")
     epochs = max(1, round(args.pretrain_steps / steps_per_epoch))
-    cfg = apply_overrides(default_config("pretrain"), [
-        *geometry(args), *model_overrides(arm_spec(args, arm)["pretrain"]),
-        "data.name=shapenet55", f"data.root={folder}", f"data.train_split={split}",
-        f"data.options={{npoints: {args.npoints}, stored_points: {args.stored_points}}}",
-        f"data.batch_size={args.pretrain_batch}", f"data.num_workers={args.workers}",
-        f"schedule.epochs={epochs}",
-        f"schedule.warmup_epochs={epochs / 30}", f"train.log_every_steps={10**6}",
-        f"train.checkpoint_every_steps={10**6}",
-    ])
+    cfg = apply_overrides(
+        default_config("pretrain"),
+        [
+            *geometry(args),
+            *model_overrides(arm_spec(args, arm)["pretrain"]),
+            "data.name=shapenet55",
+            f"data.root={folder}",
+            f"data.train_split={split}",
+            f"data.options={{npoints: {args.npoints}, stored_points: {args.stored_points}}}",
+            f"data.batch_size={args.pretrain_batch}",
+            f"data.num_workers={args.workers}",
+            f"schedule.epochs={epochs}",
+            f"schedule.warmup_epochs={epochs / 30}",
+            f"train.log_every_steps={10**6}",
+            f"train.checkpoint_every_steps={10**6}",
+        ],
+    )
     run_dir = out / f"pretrain-{arm}"
     info_file = run_dir / "pretrain.json"
     if info_file.exists() and (run_dir / "last.pt").exists():
@@ -348,11 +459,18 @@ def pretrain(args, out: Path, arm: str, folder: Path, split: str) -> dict:
     info_file.unlink(missing_ok=True)  # a stopped rerun must not leave the old record
     start = time.time()
     result = finished(train(cfg, run_dir), f"{arm}: pretraining")
-    info = {"arm": arm, "shapes": size, "split": split, "epochs": epochs, "steps": result.step,
-            "batch": args.pretrain_batch, "minutes": (time.time() - start) / 60,
-            "checkpoint": str(result.last_checkpoint),
-            "final_loss": result.history[-1].get("train_loss") if result.history else None,
-            "settings": pretrain_settings(args, arm)}
+    info = {
+        "arm": arm,
+        "shapes": size,
+        "split": split,
+        "epochs": epochs,
+        "steps": result.step,
+        "batch": args.pretrain_batch,
+        "minutes": (time.time() - start) / 60,
+        "checkpoint": str(result.last_checkpoint),
+        "final_loss": result.history[-1].get("train_loss") if result.history else None,
+        "settings": pretrain_settings(args, arm),
+    }
     write_json(info_file, info)
     return info
 
@@ -362,17 +480,27 @@ def finetune_config(args, seed: int, pretrained: bool, encoder: dict):
     arm's `encoder` overrides."""
     pool = int(args.npoints * 1.2)
     layer_decay = args.layer_decay if pretrained else 1.0
-    return apply_overrides(default_config("classify"), [
-        *geometry(args), *model_overrides(encoder),
-        f"data.options.num_samples={args.shots * NUM_CLASSES}",
-        f"data.options.num_points={pool}", f"data.point_all={pool}",
-        f"data.options.seed={seed}", f"data.test_options.num_samples={args.test_samples}",
-        f"data.batch_size={args.finetune_batch}", f"optim.lr={args.lr}",
-        f"optim.layer_decay={layer_decay}", f"train.label_smoothing={args.label_smoothing}",
-        f"schedule.epochs={args.finetune_epochs}",
-        f"train.eval_every_epochs={args.finetune_epochs}", f"train.seed={seed}",
-        f"train.log_every_steps={10**6}", f"train.checkpoint_every_steps={10**6}",
-    ])
+    return apply_overrides(
+        default_config("classify"),
+        [
+            *geometry(args),
+            *model_overrides(encoder),
+            f"data.options.num_samples={args.shots * NUM_CLASSES}",
+            f"data.options.num_points={pool}",
+            f"data.point_all={pool}",
+            f"data.options.seed={seed}",
+            f"data.test_options.num_samples={args.test_samples}",
+            f"data.batch_size={args.finetune_batch}",
+            f"optim.lr={args.lr}",
+            f"optim.layer_decay={layer_decay}",
+            f"train.label_smoothing={args.label_smoothing}",
+            f"schedule.epochs={args.finetune_epochs}",
+            f"train.eval_every_epochs={args.finetune_epochs}",
+            f"train.seed={seed}",
+            f"train.log_every_steps={10**6}",
+            f"train.checkpoint_every_steps={10**6}",
+        ],
+    )
 
 
 def run_arm(args, out: Path, arm: str, data: tuple[Path, str] | None) -> dict:
@@ -382,16 +510,17 @@ def run_arm(args, out: Path, arm: str, data: tuple[Path, str] | None) -> dict:
     spec = arm_spec(args, arm)
     record = json.loads(arm_file.read_text()) if arm_file.exists() else {}
     if record.get("settings") != settings(args) or record.get("spec") != spec:
-        record = {"arm": arm, "settings": settings(args), "spec": spec, "finetune": {},
-                  "probe": {}}
+        record = {"arm": arm, "settings": settings(args), "spec": spec, "finetune": {}, "probe": {}}
     record["text"] = ARMS[arm].text
     encoder = None
     if data is not None:
         record["pretrain"] = pretrain(args, out, arm, *data)
         encoder = Path(record["pretrain"]["checkpoint"])
-        print(f"{arm}: pretrained on {record['pretrain']['shapes']} shapes, "
-              f"{record['pretrain']['steps']} steps, {record['pretrain']['minutes']:.1f} min",
-              flush=True)
+        print(
+            f"{arm}: pretrained on {record['pretrain']['shapes']} shapes, "
+            f"{record['pretrain']['steps']} steps, {record['pretrain']['minutes']:.1f} min",
+            flush=True,
+        )
     for seed in args.seeds:
         key = str(seed)
         if key not in record["finetune"]:
@@ -400,21 +529,29 @@ def run_arm(args, out: Path, arm: str, data: tuple[Path, str] | None) -> dict:
             start = time.time()
             # no run folder: nothing but the table is kept
             final = finished(train(cfg, None), f"{arm} seed {seed}: finetuning").history[-1]
-            record["finetune"][key] = {"test_oa": final["test_oa"],
-                                       "train_loss": final["train_loss"],
-                                       "minutes": (time.time() - start) / 60}
+            record["finetune"][key] = {
+                "test_oa": final["test_oa"],
+                "train_loss": final["train_loss"],
+                "minutes": (time.time() - start) / 60,
+            }
             write_json(arm_file, record)
-        print(f"{arm} seed {seed}: finetuned test OA {record['finetune'][key]['test_oa']:.1f} %",
-              flush=True)
+        print(
+            f"{arm} seed {seed}: finetuned test OA {record['finetune'][key]['test_oa']:.1f} %",
+            flush=True,
+        )
         if args.probe and key not in record["probe"]:
             cfg = finetune_config(args, seed, False, spec["encoder"])
             start = time.time()
-            record["probe"][key] = {"svm_oa": svm_probe(encoder, cfg)["svm_oa"],
-                                    "minutes": (time.time() - start) / 60}
+            record["probe"][key] = {
+                "svm_oa": svm_probe(encoder, cfg)["svm_oa"],
+                "minutes": (time.time() - start) / 60,
+            }
             write_json(arm_file, record)
         if args.probe:
-            print(f"{arm} seed {seed}: linear probe {record['probe'][key]['svm_oa']:.1f} %",
-                  flush=True)
+            print(
+                f"{arm} seed {seed}: linear probe {record['probe'][key]['svm_oa']:.1f} %",
+                flush=True,
+            )
     write_json(arm_file, record)
     return record
 
@@ -422,8 +559,20 @@ def run_arm(args, out: Path, arm: str, data: tuple[Path, str] | None) -> dict:
 def settings(args) -> dict:
     """What every arm of one table must share (all but the arm list and definitions, seeds,
     output, and how to run). An arm's own overrides are its `arm_spec`, recorded apart."""
-    skip = {"out", "arms", "seeds", "corpus", "threads", "workers", "table_only", "merge",
-            "probe", "paper", "smoke", "device"}
+    skip = {
+        "out",
+        "arms",
+        "seeds",
+        "corpus",
+        "threads",
+        "workers",
+        "table_only",
+        "merge",
+        "probe",
+        "paper",
+        "smoke",
+        "device",
+    }
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -451,8 +600,14 @@ def describe(arm: str, record: dict) -> str:
 def table(records: dict[str, dict], header: str) -> tuple[str, dict]:
     """Markdown table and its numbers: per arm and measure, mean ± std over seeds and the
     paired difference to scratch (seeds present in both) with its t-test."""
-    columns = ("arm", "pretraining", "few-shot finetune OA %", "Δ vs scratch (p)",
-               "linear probe OA %", "Δ vs scratch (p)")
+    columns = (
+        "arm",
+        "pretraining",
+        "few-shot finetune OA %",
+        "Δ vs scratch (p)",
+        "linear probe OA %",
+        "Δ vs scratch (p)",
+    )
     lines = [header, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     numbers: dict[str, dict] = {}
     base = records.get("scratch")
@@ -471,8 +626,9 @@ def table(records: dict[str, dict], header: str) -> tuple[str, dict]:
             if arm == "scratch" or len(paired) < 2:
                 cells.append("-")
                 continue
-            test = paired_t_test([runs[s][field_] for s in paired],
-                                 [base[measure][s][field_] for s in paired])
+            test = paired_t_test(
+                [runs[s][field_] for s in paired], [base[measure][s][field_] for s in paired]
+            )
             numbers[arm][f"{measure}_vs_scratch"] = {**test, "seeds": paired}
             cells.append(f"{test['mean']:+.1f} ± {test['std']:.1f} ({fmt_p(test['p'])})")
         lines.append("| " + " | ".join(cells) + " |")
@@ -491,8 +647,11 @@ def join(first: dict, other: dict, path: Path) -> dict:
         joined[measure] = {**other.get(measure, {}), **first.get(measure, {})}
     runs = [r for r in (first.get("pretrain"), other.get("pretrain")) if r]
     if len(runs) == 2 and runs[0].get("checkpoint") != runs[1].get("checkpoint"):
-        print(f"note: {first['arm']}: seeds from separate pretraining runs of the same "
-              "settings are joined", flush=True)
+        print(
+            f"note: {first['arm']}: seeds from separate pretraining runs of the same "
+            "settings are joined",
+            flush=True,
+        )
     return joined
 
 
@@ -528,17 +687,26 @@ def main(argv=None) -> None:
     if not records:
         raise SystemExit(f"no arm-*.json under {out} {args.merge}")
     some = next(iter(records.values()))["settings"]
-    header = (f"{'SMOKE RUN (tiny model, a few steps; not a result). ' if args.smoke else ''}"
-              f"{NUM_CLASSES}-way {some['shots']}-shot built-in shapes; {some['preset']}, "
-              f"{some['npoints']} points, G={some['groups']}; MAP arms: "
-              f"~{some['pretrain_steps']} steps of {some['pretrain_batch']}; finetuning "
-              f"{some['finetune_epochs']} epochs, lr {some['lr']}, layer decay "
-              f"{some['layer_decay']} (pretrained arms), label smoothing "
-              f"{some['label_smoothing']}; test OA after the last epoch; mean ± sample std over "
-              "seeds; Δ = paired difference to scratch, two-sided paired t-test p")
+    header = (
+        f"{'SMOKE RUN (tiny model, a few steps; not a result). ' if args.smoke else ''}"
+        f"{NUM_CLASSES}-way {some['shots']}-shot built-in shapes; {some['preset']}, "
+        f"{some['npoints']} points, G={some['groups']}; MAP arms: "
+        f"~{some['pretrain_steps']} steps of {some['pretrain_batch']}; finetuning "
+        f"{some['finetune_epochs']} epochs, lr {some['lr']}, layer decay "
+        f"{some['layer_decay']} (pretrained arms), label smoothing "
+        f"{some['label_smoothing']}; test OA after the last epoch; mean ± sample std over "
+        "seeds; Δ = paired difference to scratch, two-sided paired t-test p"
+    )
     text, numbers = table(records, header)
-    write_json(out / "summary.json", {"header": header, "numbers": numbers, "settings": some,
-                                      "minutes_this_call": (time.time() - start) / 60})
+    write_json(
+        out / "summary.json",
+        {
+            "header": header,
+            "numbers": numbers,
+            "settings": some,
+            "minutes_this_call": (time.time() - start) / 60,
+        },
+    )
     (out / "table.md").write_text(text)
     print(text)
     print(f"{(time.time() - start) / 60:.1f} min; {out / 'table.md'}, {out / 'summary.json'}")

@@ -71,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize()
     events = prof.key_averages()
     gpu_total = gpu_ms_per_step(events, PROFILED_STEPS)
-    print(f"wall {wall:.2f} ms/step; GPU kernel time {gpu_total:.2f} ms/step "
-          f"({100 * gpu_total / wall:.0f}% busy)")
-    print(events.table(sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=70))
+    print(
+        f"wall {wall:.2f} ms/step; GPU kernel time {gpu_total:.2f} ms/step "
+        f"({100 * gpu_total / wall:.0f}% busy)"
+    )
+    print(
+        events.table(sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=70)
+    )
     if args.trace:
         prof.export_chrome_trace(args.trace)
     return 0

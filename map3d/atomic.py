@@ -127,6 +127,10 @@ def remove_stale_temps(directory: str | os.PathLike, target: str | None = None) 
             entry.unlink()
             removed.append(entry)
     if removed:
-        log.warning("removed %d temporary file(s) of an interrupted write in %s: %s",
-                    len(removed), directory, ", ".join(p.name for p in removed))
+        log.warning(
+            "removed %d temporary file(s) of an interrupted write in %s: %s",
+            len(removed),
+            directory,
+            ", ".join(p.name for p in removed),
+        )
     return removed

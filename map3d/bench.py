@@ -162,8 +162,9 @@ def bench_step(
     try:
         with backend_env(backend):
             if cuda_graph:  # default generator: graph-safe
-                body = _step_fn(task, model, optimizer, marks, points, labels, None,
-                                zero_grad=False)
+                body = _step_fn(
+                    task, model, optimizer, marks, points, labels, None, zero_grad=False
+                )
                 step = graphed_step(body, optimizer, warmup)
             else:
                 step = _step_fn(task, model, optimizer, marks, points, labels, generator)
@@ -200,8 +201,11 @@ def bench_step(
         peak_mem_gib=round(peak, 2),
         stages_ms=stages,
         grouping_share=round(stages.get("grouping", 0.0) / total, 4),
-        note="CUDA graph (NaN checks off)" if cuda_graph
-        else "" if nan_checks else "ops NaN checks off",
+        note="CUDA graph (NaN checks off)"
+        if cuda_graph
+        else ""
+        if nan_checks
+        else "ops NaN checks off",
     )
 
 
@@ -220,8 +224,10 @@ def available_backends() -> list[str | None]:
 def format_results(results: list[StepResult]) -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     lines = [f"map3d bench on {device} (torch {torch.__version__})"]
-    header = f"{'task':<9} {'backend':<26} {'batch':>5} {'ms/step':>9} {'samples/s':>10} " \
-             f"{'peak GiB':>8}  stages (ms)"
+    header = (
+        f"{'task':<9} {'backend':<26} {'batch':>5} {'ms/step':>9} {'samples/s':>10} "
+        f"{'peak GiB':>8}  stages (ms)"
+    )
     lines.append(header)
     for r in results:
         stages = " ".join(f"{k}={v:.2f}" for k, v in r.stages_ms.items())
@@ -248,8 +254,14 @@ def run(args: argparse.Namespace) -> int:
         for setting in settings:
             setting = None if setting in (None, "auto") else setting
             steps = args.reference_steps if setting == "reference" else args.steps
-            result = bench_step(task, setting, preset=args.preset, batch=args.batch,
-                                num_points=args.points, steps=steps)
+            result = bench_step(
+                task,
+                setting,
+                preset=args.preset,
+                batch=args.batch,
+                num_points=args.points,
+                steps=steps,
+            )
             results.append(result)
             print(json.dumps(asdict(result)), flush=True)
             variants = []
@@ -258,15 +270,24 @@ def run(args: argparse.Namespace) -> int:
             if setting is None and args.cuda_graph:
                 variants.append({"cuda_graph": True})
             for variant in variants:
-                result = bench_step(task, None, preset=args.preset, batch=args.batch,
-                                    num_points=args.points, steps=steps, **variant)
+                result = bench_step(
+                    task,
+                    None,
+                    preset=args.preset,
+                    batch=args.batch,
+                    num_points=args.points,
+                    steps=steps,
+                    **variant,
+                )
                 results.append(result)
                 print(json.dumps(asdict(result)), flush=True)
     if args.json:
         with atomic_write(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(),
-                       "results": [asdict(r) for r in results]}, f, indent=1)
+            json.dump(
+                {"device": torch.cuda.get_device_name(), "results": [asdict(r) for r in results]},
+                f,
+                indent=1,
+            )
     print(format_results(results))
     print(f"total {time.time() - started:.0f} s")
     return 0
-

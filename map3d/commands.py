@@ -27,7 +27,8 @@ _OPS = (
 def _add_backends_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--op", choices=_OPS, help="show only this op")
     parser.add_argument(
-        "--check", action="store_true",
+        "--check",
+        action="store_true",
         help="also compare every available backend with the reference on random inputs, "
         "forward and backward (seconds; exit status 1 on a mismatch)",
     )
@@ -67,15 +68,23 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument(
-        "--backend", action="append",
+        "--backend",
+        action="append",
         help="MAP3D_BACKEND value to time (repeatable); default: auto, reference, mamba_ssm",
     )
-    parser.add_argument("--reference-steps", type=int, default=3,
-                        help="timed steps for the slow reference backend")
-    parser.add_argument("--no-nan-checks", action="store_true",
-                        help="also time `auto` with map3d.ops NaN checks (host syncs) off")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="also time `auto` with the whole step replayed from a CUDA graph")
+    parser.add_argument(
+        "--reference-steps", type=int, default=3, help="timed steps for the slow reference backend"
+    )
+    parser.add_argument(
+        "--no-nan-checks",
+        action="store_true",
+        help="also time `auto` with map3d.ops NaN checks (host syncs) off",
+    )
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="also time `auto` with the whole step replayed from a CUDA graph",
+    )
     parser.add_argument("--json", help="write the results to this file")
 
 

@@ -17,8 +17,16 @@ import errno
 
 # OSErrors caused by the paths a user gave or the storage behind them, not by map3d
 USER_ERRNOS = frozenset(
-    {errno.ENOENT, errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
-     errno.ENOTDIR, errno.EDQUOT}
+    {
+        errno.ENOENT,
+        errno.ENOSPC,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.EDQUOT,
+    }
 )
 
 

@@ -61,8 +61,9 @@ def test_torch_save_on_a_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
         def write(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(atomic, "open", lambda file, mode, newline=None: FullDisk(file, "wb"),
-                        raising=False)
+    monkeypatch.setattr(
+        atomic, "open", lambda file, mode, newline=None: FullDisk(file, "wb"), raising=False
+    )
     with pytest.raises(OSError) as info:
         atomic_torch_save({"w": torch.ones(1000)}, tmp_path / "last.pt")
     assert refusal(info.value) == f"{tmp_path / 'last.pt'}: No space left on device"

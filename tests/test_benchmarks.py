@@ -10,8 +10,18 @@ from benchmarks.profile_step import gpu_ms_per_step
 
 
 def _event(id, name, start, end, device_type=DeviceType.CPU, **kwargs):
-    return FunctionEvent(id, name, thread=0, start_us=start, end_us=end, use_device="cuda",
-                         device_type=device_type, stack=[], input_shapes=[], **kwargs)
+    return FunctionEvent(
+        id,
+        name,
+        thread=0,
+        start_us=start,
+        end_us=end,
+        use_device="cuda",
+        device_type=device_type,
+        stack=[],
+        input_shapes=[],
+        **kwargs,
+    )
 
 
 def fake_profile(steps: int) -> EventList:
@@ -43,10 +53,14 @@ def test_profile_step_counts_each_kernel_once():
 
 
 def _pvs_record(pvs, args, arm, seeds, oa=50.0):
-    return {"arm": arm, "settings": pvs.settings(args), "spec": pvs.arm_spec(args, arm),
-            "text": pvs.ARMS[arm].text,
-            "finetune": {str(s): {"test_oa": oa + s, "train_loss": 1.0} for s in seeds},
-            "probe": {str(s): {"svm_oa": oa - s} for s in seeds}}
+    return {
+        "arm": arm,
+        "settings": pvs.settings(args),
+        "spec": pvs.arm_spec(args, arm),
+        "text": pvs.ARMS[arm].text,
+        "finetune": {str(s): {"test_oa": oa + s, "train_loss": 1.0} for s in seeds},
+        "probe": {str(s): {"svm_oa": oa - s} for s in seeds},
+    }
 
 
 def test_pvs_every_arm_builds_its_pretraining_and_finetuning_models():
@@ -74,8 +88,10 @@ def test_pvs_settings_are_common_and_arms_join_seed_by_seed(tmp_path):
     a = pvs.parse_args(["--paper", "--arms", "scratch", "mae", "--seeds", "0", "1", "2"])
     b = pvs.parse_args(["--paper", "--arms", "ar", "scratch", "--seeds", "3", "4"])
     assert pvs.settings(a) == pvs.settings(b)  # per-arm overrides are not settings
-    for folder, args, arms, seeds in ((tmp_path / "p0", a, ["scratch", "mae"], [0, 1, 2]),
-                                      (tmp_path / "p1", b, ["scratch", "ar"], [3, 4])):
+    for folder, args, arms, seeds in (
+        (tmp_path / "p0", a, ["scratch", "mae"], [0, 1, 2]),
+        (tmp_path / "p1", b, ["scratch", "ar"], [3, 4]),
+    ):
         folder.mkdir()
         for arm in arms:
             pvs.write_json(folder / f"arm-{arm}.json", _pvs_record(pvs, args, arm, seeds))
@@ -115,8 +131,20 @@ def test_pvs_smoke_runs_reuses_and_merges(tmp_path, capsys):
 
     from benchmarks import pretrain_vs_scratch as pvs
 
-    tiny = ["--smoke", "--threads", str(torch.get_num_threads()), "--pretrain-samples", "32", "--pretrain-steps", "2", "--finetune-epochs",
-            "1", "--test-samples", "10", "--no-probe"]
+    tiny = [
+        "--smoke",
+        "--threads",
+        str(torch.get_num_threads()),
+        "--pretrain-samples",
+        "32",
+        "--pretrain-steps",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--test-samples",
+        "10",
+        "--no-probe",
+    ]
     pvs.main([*tiny, "--out", str(tmp_path / "a"), "--arms", "scratch", "ar", "--seeds", "0"])
     pvs.main([*tiny, "--out", str(tmp_path / "b"), "--arms", "scratch", "--seeds", "1"])
     first = (tmp_path / "a" / "arm-ar.json").read_text()
@@ -124,8 +152,7 @@ def test_pvs_smoke_runs_reuses_and_merges(tmp_path, capsys):
     again = json.loads((tmp_path / "a" / "arm-ar.json").read_text())
     assert again["finetune"]["0"] == json.loads(first)["finetune"]["0"]  # reused, not rerun
     assert again["pretrain"]["settings"]["spec"]["pretrain"]["num_regions"] == 16  # R = G
-    pvs.main([*tiny, "--table-only", "--out", str(tmp_path / "a"), "--merge",
-              str(tmp_path / "b")])
+    pvs.main([*tiny, "--table-only", "--out", str(tmp_path / "a"), "--merge", str(tmp_path / "b")])
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["numbers"]["scratch"]["finetune"]["seeds"] == ["0", "1"]
     assert summary["numbers"]["ar"]["finetune_vs_scratch"]["seeds"] == ["0", "1"]

@@ -16,11 +16,12 @@ def test_help_explains_every_option(command, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"])
     text = capsys.readouterr().out
-    options = {"pretrain": ["--config", "--data", "--out", "--set", "--resume", "--device",
-                            "--seed"],
-               "finetune": ["--pretrained", "--fold", "--resume", "--set"],
-               "eval": ["--checkpoint", "--votes", "--svm", "--out"],
-               "export": ["--prefix"]}[command]
+    options = {
+        "pretrain": ["--config", "--data", "--out", "--set", "--resume", "--device", "--seed"],
+        "finetune": ["--pretrained", "--fold", "--resume", "--set"],
+        "eval": ["--checkpoint", "--votes", "--svm", "--out"],
+        "export": ["--prefix"],
+    }[command]
     for option in options:
         assert option in text
 
@@ -38,14 +39,30 @@ def test_pretrain_finetune_eval_export(tmp_path, capsys, caplog):
     assert ckpt["model_config"]["num_groups"] == 8 and ckpt["step"] == 4
 
     caplog.set_level("INFO", logger="map3d")
-    assert main(["finetune", "--config", FINETUNE, "--out", str(ft),
-                 "--pretrained", str(pre / "last.pt"), "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                FINETUNE,
+                "--out",
+                str(ft),
+                "--pretrained",
+                str(pre / "last.pt"),
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "0 missing, 0 unexpected keys" in (ft / "train.log").read_text()
     assert "map3d eval --checkpoint" in capsys.readouterr().out
     assert load_checkpoint(ft / "best.pt")["config"]["train"]["seed"] == 1
 
-    assert main(["eval", "--checkpoint", str(ft / "best.pt"),
-                 "--out", str(tmp_path / "results.json")]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(ft / "best.pt"), "--out", str(tmp_path / "results.json")])
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("oa", "macc", "vote_oa", "vote_macc"):
         assert 0.0 <= results[key] <= 100.0
@@ -65,7 +82,9 @@ def test_eval_svm_probe(tmp_path):
     )
     pre = tmp_path / "pre"
     assert main(["pretrain", "--config", PRETRAIN, "--out", str(pre)]) == 0
-    assert main(["eval", "--checkpoint", str(pre), "--svm", "--out", str(tmp_path / "svm.json")]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(pre), "--svm", "--out", str(tmp_path / "svm.json")]) == 0
+    )
     svm = json.loads((tmp_path / "svm.json").read_text())["svm"]
     assert 0.0 <= svm["svm_oa"] <= 100.0 and svm["protocol"]["test_samples"] == 16
 
@@ -84,8 +103,22 @@ def test_fewshot_all_folds(tmp_path, capsys):
 
     root = make_modelnet_fewshot(tmp_path / "data", way=5, shot=10, folds=2, num_points=256)
     out = tmp_path / "fs"
-    assert main(["finetune", "--config", "configs/smoke/fewshot.yaml", "--data", str(root),
-                 "--out", str(out), "--fold", "all"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                "configs/smoke/fewshot.yaml",
+                "--data",
+                str(root),
+                "--out",
+                str(out),
+                "--fold",
+                "all",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "fewshot.json").read_text())
     assert set(summary["folds"]) == {"0", "1"} and summary["n"] == 2
     assert summary["way"] == 5 and summary["shot"] == 10
@@ -134,8 +167,22 @@ def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys
     what to run instead."""
     pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
     pre = tmp_path / "pre"
-    assert main(["pretrain", "--config", "configs/pretrain/image_tiny.yaml", "--out", str(pre),
-                 "--epochs", "1", "--set", "data.batch_size=256"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "configs/pretrain/image_tiny.yaml",
+                "--out",
+                str(pre),
+                "--epochs",
+                "1",
+                "--set",
+                "data.batch_size=256",
+            ]
+        )
+        == 0
+    )
     ckpt = load_checkpoint(pre / "last.pt")
     assert (ckpt["modality"], ckpt["task"]) == ("images", "pretrain")
     printed = capsys.readouterr().out.splitlines()
@@ -147,26 +194,80 @@ def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys
     points = tmp_path / "points"
     assert main(["pretrain", "--config", PRETRAIN, "--out", str(points)]) == 0
     capsys.readouterr()
-    assert main(["finetune", "--config", "configs/finetune/image_tiny_digits.yaml",
-                 "--pretrained", str(points / "last.pt"), "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                "configs/finetune/image_tiny_digits.yaml",
+                "--pretrained",
+                str(points / "last.pt"),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error: " in err and "holds points weights" in err
     assert f"map3d finetune --pretrained {points / 'last.pt'}" in err
     for weights in (pre / "last.pt", pre / "encoder.safetensors"):
-        assert main(["finetune", "--config", FINETUNE, "--pretrained", str(weights),
-                     "--out", str(tmp_path / "bad2")]) == 2
+        assert (
+            main(
+                [
+                    "finetune",
+                    "--config",
+                    FINETUNE,
+                    "--pretrained",
+                    str(weights),
+                    "--out",
+                    str(tmp_path / "bad2"),
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "holds images weights" in err and "image_tiny_digits.yaml" in err
+        assert (
+            len(err.splitlines()) == 1
+            and "holds images weights" in err
+            and "image_tiny_digits.yaml" in err
+        )
 
 
 def test_a_wider_encoder_says_which_overrides_to_repeat(tmp_path, capsys):
     pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
     pre = tmp_path / "pre"
-    assert main(["pretrain", "--config", "configs/pretrain/image_digits_c64.yaml", "--out",
-                 str(pre), "--epochs", "1", "--set", "data.batch_size=256"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "configs/pretrain/image_digits_c64.yaml",
+                "--out",
+                str(pre),
+                "--epochs",
+                "1",
+                "--set",
+                "data.batch_size=256",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["finetune", "--config", "configs/finetune/image_tiny_digits.yaml",
-                 "--pretrained", str(pre / "last.pt"), "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                "configs/finetune/image_tiny_digits.yaml",
+                "--pretrained",
+                str(pre / "last.pt"),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "do not fit this run's map_nano_patch4_16" in err
     assert "--set model.overrides.dim=64 --set model.overrides.num_heads=4" in err

@@ -56,27 +56,47 @@ def one_line_error(capsys, command: str) -> str:
 @pytest.mark.parametrize(
     "error, expected",
     [
-        (DatasetFormatError("/d/modelnet40_train.txt", "duplicate entry", "line 3"),
-         "/d/modelnet40_train.txt (line 3): duplicate entry"),
-        (CheckpointError("/c/last.pt: not a readable checkpoint (bad zip\nfile)"),
-         "/c/last.pt: not a readable checkpoint (bad zip file)"),
+        (
+            DatasetFormatError("/d/modelnet40_train.txt", "duplicate entry", "line 3"),
+            "/d/modelnet40_train.txt (line 3): duplicate entry",
+        ),
+        (
+            CheckpointError("/c/last.pt: not a readable checkpoint (bad zip\nfile)"),
+            "/c/last.pt: not a readable checkpoint (bad zip file)",
+        ),
         (ConfigError("train.lr: unknown key"), "train.lr: unknown key"),
         (FileNotFoundError("checkpoint not found: /c/x.pt"), "checkpoint not found: /c/x.pt"),
-        (OSError(errno.ENOSPC, "No space left on device", "/runs/a/last.pt"),
-         "/runs/a/last.pt: No space left on device"),
-        (OSError(errno.EROFS, "Read-only file system", "/ro/results.json"),
-         "/ro/results.json: Read-only file system"),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/runs/a/last.pt"),
+            "/runs/a/last.pt: No space left on device",
+        ),
+        (
+            OSError(errno.EROFS, "Read-only file system", "/ro/results.json"),
+            "/ro/results.json: Read-only file system",
+        ),
         (PermissionError(errno.EACCES, "Permission denied", "runs/x"), "runs/x: Permission denied"),
-        (OptionError("modelnet40: split must be one of ('train', 'test'), got 'val'"),
-         "modelnet40: split must be one of ('train', 'test'), got 'val'"),
-        (MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn"),
-         "the SVM probe needs scikit-learn: pip install scikit-learn"),
-        (RunDirError("--out /runs/a already holds a run (last.pt): continue it with --resume"),
-         "--out /runs/a already holds a run (last.pt): continue it with --resume"),
-        (CheckpointWriteError("writing checkpoint /runs/a/last.pt failed: No space left on device"),
-         "writing checkpoint /runs/a/last.pt failed: No space left on device"),
-        (DistributedTimeoutError("process 1: another process stopped answering"),
-         "process 1: another process stopped answering"),
+        (
+            OptionError("modelnet40: split must be one of ('train', 'test'), got 'val'"),
+            "modelnet40: split must be one of ('train', 'test'), got 'val'",
+        ),
+        (
+            MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn"),
+            "the SVM probe needs scikit-learn: pip install scikit-learn",
+        ),
+        (
+            RunDirError("--out /runs/a already holds a run (last.pt): continue it with --resume"),
+            "--out /runs/a already holds a run (last.pt): continue it with --resume",
+        ),
+        (
+            CheckpointWriteError(
+                "writing checkpoint /runs/a/last.pt failed: No space left on device"
+            ),
+            "writing checkpoint /runs/a/last.pt failed: No space left on device",
+        ),
+        (
+            DistributedTimeoutError("process 1: another process stopped answering"),
+            "process 1: another process stopped answering",
+        ),
     ],
 )
 def test_refusals_are_one_line_exit_2(boom, capsys, error, expected):
@@ -87,13 +107,17 @@ def test_refusals_are_one_line_exit_2(boom, capsys, error, expected):
 
 def test_dataloader_worker_error_keeps_the_original_message(boom, capsys):
     # how torch re-raises a worker's exception: the type called with the traceback text
-    boom.append(DatasetFormatError(
-        "Caught DatasetFormatError in DataLoader worker process 0.\nOriginal Traceback (most "
-        "recent call last):\n  File \"x.py\", line 1, in load\nmap3d.data.errors."
-        "DatasetFormatError: /d/a.txt (line 2): expected 7 numbers per line"
-    ))
+    boom.append(
+        DatasetFormatError(
+            "Caught DatasetFormatError in DataLoader worker process 0.\nOriginal Traceback (most "
+            'recent call last):\n  File "x.py", line 1, in load\nmap3d.data.errors.'
+            "DatasetFormatError: /d/a.txt (line 2): expected 7 numbers per line"
+        )
+    )
     assert main(["boom"]) == 2
-    assert one_line_error(capsys, "boom").endswith(": /d/a.txt (line 2): expected 7 numbers per line")
+    assert one_line_error(capsys, "boom").endswith(
+        ": /d/a.txt (line 2): expected 7 numbers per line"
+    )
 
 
 @pytest.mark.parametrize("error", [RuntimeError("a bug"), KeyError("k"), OSError(errno.EIO, "x")])
@@ -123,25 +147,59 @@ def test_ctrl_c_exits_130(boom, capsys):
 def test_real_commands_refuse_in_one_line(tmp_path, capsys):
     garbage = tmp_path / "last.pt"
     garbage.write_bytes(b"not a checkpoint")
-    for argv in (["eval", "--checkpoint", str(garbage)], ["export", str(garbage)],
-                 ["finetune", "--config", "configs/smoke/finetune.yaml", "--pretrained",
-                  str(tmp_path / "missing.pt"), "--out", str(tmp_path / "ft")],
-                 ["eval", "--checkpoint", str(tmp_path / "nowhere.pt")]):
+    for argv in (
+        ["eval", "--checkpoint", str(garbage)],
+        ["export", str(garbage)],
+        [
+            "finetune",
+            "--config",
+            "configs/smoke/finetune.yaml",
+            "--pretrained",
+            str(tmp_path / "missing.pt"),
+            "--out",
+            str(tmp_path / "ft"),
+        ],
+        ["eval", "--checkpoint", str(tmp_path / "nowhere.pt")],
+    ):
         assert main(argv) == 2, argv
         line = one_line_error(capsys, argv[0])
         assert str(tmp_path) in line and len(line) < 200 + len(str(tmp_path)), line
 
 
 def test_unknown_dataset_option_is_one_line(tmp_path, capsys):
-    assert main(["finetune", "--config", "configs/smoke/finetune.yaml", "--out",
-                 str(tmp_path / "ft"), "--set", "data.options.bogus=1"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                "configs/smoke/finetune.yaml",
+                "--out",
+                str(tmp_path / "ft"),
+                "--set",
+                "data.options.bogus=1",
+            ]
+        )
+        == 2
+    )
     line = one_line_error(capsys, "finetune")
     assert "dataset 'synthetic'" in line and "'bogus'" in line
 
 
 def test_clouds_smaller_than_the_model_needs_is_one_line(tmp_path, capsys):
-    assert main(["finetune", "--config", "configs/smoke/finetune.yaml", "--out",
-                 str(tmp_path / "ft"), "--set", "model.overrides.num_groups=256"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                "configs/smoke/finetune.yaml",
+                "--out",
+                str(tmp_path / "ft"),
+                "--set",
+                "model.overrides.num_groups=256",
+            ]
+        )
+        == 2
+    )
     assert "fewer than the 256 needed" in one_line_error(capsys, "finetune")
 
 
@@ -150,8 +208,22 @@ def test_dataset_refusal_from_training_is_one_line(tmp_path, capsys):
 
     root = make_modelnet_fewshot(tmp_path / "data", way=5, shot=10, folds=1, num_points=256)
     (root / "5way10shot" / "0.pkl").write_bytes(b"\x80\x04truncated")
-    assert main(["finetune", "--config", "configs/smoke/fewshot.yaml", "--data", str(root),
-                 "--out", str(tmp_path / "fs"), "--fold", "0"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                "configs/smoke/fewshot.yaml",
+                "--data",
+                str(root),
+                "--out",
+                str(tmp_path / "fs"),
+                "--fold",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "5way10shot/0.pkl" in one_line_error(capsys, "finetune")
 
 
@@ -195,16 +267,38 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_naming_it(tmp_path, capsys, mon
     monkeypatch.setattr(atomic, "open", full_disk_at_last_pt, raising=False)
     out = tmp_path / "run"
     capsys.readouterr()
-    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(out),
-                 "--set", "train.max_steps=1"]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "configs/smoke/pretrain.yaml",
+                "--out",
+                str(out),
+                "--set",
+                "train.max_steps=1",
+            ]
+        )
+        == 2
+    )
     line = one_line_error(capsys, "pretrain")
     assert line.endswith(f"{out / 'last.pt'} failed: No space left on device"), line
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.jsonl", "train.log"]
 
 
 def finetune_from(weights, out, *extra):
-    return main(["finetune", "--config", "configs/smoke/finetune.yaml", "--pretrained",
-                 str(weights), "--out", str(out), *extra])
+    return main(
+        [
+            "finetune",
+            "--config",
+            "configs/smoke/finetune.yaml",
+            "--pretrained",
+            str(weights),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def write_encoder(run_dir, path, edit):
@@ -218,7 +312,9 @@ def write_encoder(run_dir, path, edit):
 
 def test_pretrained_keys_matching_nothing_are_refused(pretrained, tmp_path, capsys):
     path, count = write_encoder(
-        pretrained, tmp_path / "renamed.safetensors", lambda w: {f"trunk.{k}": v for k, v in w.items()}
+        pretrained,
+        tmp_path / "renamed.safetensors",
+        lambda w: {f"trunk.{k}": v for k, v in w.items()},
     )
     capsys.readouterr()
     assert finetune_from(path, tmp_path / "ft") == 2
@@ -267,8 +363,20 @@ def test_truncated_pretrained_files_are_named(pretrained, tmp_path, capsys):
 
 def test_eval_under_a_config_that_does_not_fit_the_weights(pretrained, tmp_path, capsys):
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(pretrained / "last.pt"), "--set",
-                 "model.overrides.dim=96", "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(pretrained / "last.pt"),
+                "--set",
+                "model.overrides.dim=96",
+                "--out",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 2
+    )
     line = one_line_error(capsys, "eval")
     assert str(pretrained / "last.pt") in line and "do not fit the model" in line
     assert "size mismatch for encoder." in line

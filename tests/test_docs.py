@@ -24,7 +24,9 @@ def _tracked_files() -> list[Path]:
     try:
         out = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *SCOPE],
-            cwd=ROOT, capture_output=True, check=True,
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
         ).stdout
         return [ROOT / name for name in out.decode().split("\0") if name]
     except (OSError, subprocess.CalledProcessError):
@@ -93,8 +95,12 @@ def test_no_citation_of_documents_outside_the_repository_nor_machine_paths(texts
 
 def test_the_pattern_catches_what_it_should():
     # Spelt in pieces so that a `git grep` for them finds only real citations.
-    for line in ("see DATA" + "SETS.md A6", "(DES" + "IGN.md §2)", "/wo" + "rk/shared/x",
-                 '"/ro' + 'ot/x"'):
+    for line in (
+        "see DATA" + "SETS.md A6",
+        "(DES" + "IGN.md §2)",
+        "/wo" + "rk/shared/x",
+        '"/ro' + 'ot/x"',
+    ):
         assert FORBIDDEN.search(line), line
     for line in ("runs/wo" + "rk/x", "docs/protocols.md#voting", "~/wo" + "rk/data", "/data/x"):
         assert not FORBIDDEN.search(line), line
@@ -102,11 +108,7 @@ def test_the_pattern_catches_what_it_should():
 
 def test_protocol_citations_name_existing_sections(texts):
     anchors = _anchors()
-    cited = {
-        (name, anchor)
-        for name, text in texts.items()
-        for anchor in CITATION.findall(text)
-    }
+    cited = {(name, anchor) for name, text in texts.items() for anchor in CITATION.findall(text)}
     assert cited, "nothing cites docs/protocols.md"
     missing = sorted(f"{name}: #{anchor}" for name, anchor in cited if anchor not in anchors)
     assert not missing, f"no such section in docs/protocols.md: {missing}"

@@ -91,12 +91,18 @@ def test_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
 
     shrink = {
         "pretrain": ["schedule.epochs=1", "data.options.num_samples=64", "data.batch_size=32"],
-        "classify": ["schedule.epochs=1", "data.options.num_samples=32", "data.batch_size=16",
-                     "data.test_options.num_samples=16", "eval.votes=1"],
+        "classify": [
+            "schedule.epochs=1",
+            "data.options.num_samples=32",
+            "data.batch_size=16",
+            "data.test_options.num_samples=16",
+            "eval.votes=1",
+        ],
     }
     full = commands.default_config
-    monkeypatch.setattr(commands, "default_config",
-                        lambda task: apply_overrides(full(task), shrink[task]))
+    monkeypatch.setattr(
+        commands, "default_config", lambda task: apply_overrides(full(task), shrink[task])
+    )
     monkeypatch.chdir(tmp_path)
 
     def next_command(heading: str) -> list[str]:

@@ -33,7 +33,10 @@ def test_mamba_ssm_shim_leaves_the_package_as_released(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
-        env={"PYTHONPATH": shim}, capture_output=True, text=True, check=False,
+        env={"PYTHONPATH": shim},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     version, result, where = out.stdout.split()

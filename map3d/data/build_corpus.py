@@ -53,8 +53,19 @@ MESH_SUFFIXES = (".obj", ".stl")
 LICENCE_FILE = re.compile(r"^(licen[cs]e|copying)(\.\w+)?$", re.IGNORECASE)
 COLLISION = re.compile(r"collision|vhacd", re.IGNORECASE)
 FLAT_RATIO = 1e-3
-MANIFEST_FIELDS = ("file", "split", "package", "distribution", "version", "licence",
-                   "licence_file", "path", "faces", "points", "status")
+MANIFEST_FIELDS = (
+    "file",
+    "split",
+    "package",
+    "distribution",
+    "version",
+    "licence",
+    "licence_file",
+    "path",
+    "faces",
+    "points",
+    "status",
+)
 
 
 @dataclass(frozen=True)
@@ -140,8 +151,11 @@ def _licence(meta) -> str:
     text = meta.get("License-Expression") or meta.get("License") or ""
     if text and len(text) < 80 and "\n" not in text:
         return text
-    classifiers = [c.rsplit(" :: ", 1)[-1] for c in meta.get_all("Classifier") or []
-                   if c.startswith("License ::")]
+    classifiers = [
+        c.rsplit(" :: ", 1)[-1]
+        for c in meta.get_all("Classifier") or []
+        if c.startswith("License ::")
+    ]
     return "; ".join(classifiers) or "unknown"
 
 
@@ -205,20 +219,39 @@ def build_corpus(
         log(f"{source.name} {source.version} ({source.licence}): {len(files)} mesh files")
         for path in files:
             relative = path.relative_to(source.root).as_posix()
-            row = {"file": "", "split": "", "package": source.name,
-                   "distribution": source.distribution, "version": source.version,
-                   "licence": source.licence, "licence_file": licence_file(path, source.root),
-                   "path": relative, "faces": 0, "points": 0}
-            row["status"] = _one_shape(path, relative, source, row, seen, taken, pc_dir,
-                                       points=points, seed=seed, test_fraction=test_fraction)
+            row = {
+                "file": "",
+                "split": "",
+                "package": source.name,
+                "distribution": source.distribution,
+                "version": source.version,
+                "licence": source.licence,
+                "licence_file": licence_file(path, source.root),
+                "path": relative,
+                "faces": 0,
+                "points": 0,
+            }
+            row["status"] = _one_shape(
+                path,
+                relative,
+                source,
+                row,
+                seen,
+                taken,
+                pc_dir,
+                points=points,
+                seed=seed,
+                test_fraction=test_fraction,
+            )
             rows.append(row)
     _write_outputs(rows, out)
     _report(rows, log)
     return rows
 
 
-def _one_shape(path, relative, source, row, seen, taken, pc_dir, *, points, seed,
-               test_fraction) -> str:
+def _one_shape(
+    path, relative, source, row, seen, taken, pc_dir, *, points, seed, test_fraction
+) -> str:
     if COLLISION.search(relative):
         return "skipped: collision copy"
     try:
@@ -240,8 +273,9 @@ def _one_shape(path, relative, source, row, seen, taken, pc_dir, *, points, seed
     seen[key] = f"{source.name}/{relative}"
     name = shape_name(source.name, relative, taken)
     np.save(pc_dir / name, cloud)
-    row.update(file=name, points=len(cloud),
-               split="test" if is_test(name, test_fraction) else "train")
+    row.update(
+        file=name, points=len(cloud), split="test" if is_test(name, test_fraction) else "train"
+    )
     return "ok"
 
 
@@ -256,29 +290,46 @@ def _write_outputs(rows: list[dict], out: Path) -> None:
 
 
 def _report(rows: list[dict], log) -> None:
-    kinds = Counter(r["status"].split(":", 1)[0] if not r["status"].startswith("skipped: dup")
-                    else "duplicate" for r in rows)
-    reasons = Counter(r["status"] for r in rows if r["status"].startswith("skipped: c")
-                      or r["status"] == "skipped: flat")
+    kinds = Counter(
+        r["status"].split(":", 1)[0] if not r["status"].startswith("skipped: dup") else "duplicate"
+        for r in rows
+    )
+    reasons = Counter(
+        r["status"]
+        for r in rows
+        if r["status"].startswith("skipped: c") or r["status"] == "skipped: flat"
+    )
     splits = Counter(r["split"] for r in rows if r["status"] == "ok")
-    log(f"{kinds['ok']} shapes ({splits['train']} train, {splits['test']} test); "
+    log(
+        f"{kinds['ok']} shapes ({splits['train']} train, {splits['test']} test); "
         f"skipped: {kinds['duplicate']} duplicates, "
         + ", ".join(f"{n} {s.split(': ', 1)[1]}" for s, n in sorted(reasons.items()))
-        + f"; bad: {kinds['bad']}")
+        + f"; bad: {kinds['bad']}"
+    )
     for r in rows:
         if r["status"].startswith("bad"):
             log(f"  bad mesh {r['package']}/{r['path']}: {r['status'][5:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m map3d.data.build_corpus",
-                                description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m map3d.data.build_corpus", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--out", required=True, help="output folder (ShapeNet-55 layout)")
-    p.add_argument("--packages", nargs="*", metavar="NAME",
-                   help=f"installed mesh packages to read (default: those of {list(KNOWN_PACKAGES)}"
-                   " that are installed; the option alone: none)")
-    p.add_argument("--source", action="append", default=[], metavar="NAME=DIR",
-                   help="also read every .obj/.stl under DIR (y-up meshes), named NAME")
+    p.add_argument(
+        "--packages",
+        nargs="*",
+        metavar="NAME",
+        help=f"installed mesh packages to read (default: those of {list(KNOWN_PACKAGES)}"
+        " that are installed; the option alone: none)",
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also read every .obj/.stl under DIR (y-up meshes), named NAME",
+    )
     p.add_argument("--points", type=int, default=8192, help="points per shape")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.1)
@@ -301,8 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no mesh package installed: pip install 'map3d[corpus]' (or pass --source)")
     if importlib.util.find_spec("trimesh") is None:
         p.error("reading the meshes needs trimesh: pip install 'map3d[corpus]'")
-    rows = build_corpus(sources, args.out, points=args.points, seed=args.seed,
-                        test_fraction=args.test_fraction, limit=args.limit)
+    rows = build_corpus(
+        sources,
+        args.out,
+        points=args.points,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        limit=args.limit,
+    )
     return 0 if any(r["status"] == "ok" for r in rows) else 1
 
 

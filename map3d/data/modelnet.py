@@ -162,8 +162,7 @@ class ModelNet40(PointDataset):
         clouds, labels, errors = [], [], []
         from map3d.engine.monitor import Progress
 
-        shapes = Progress(self.shapes, desc=f"modelnet40 cache {self.cache_path.name}",
-                          unit="file")
+        shapes = Progress(self.shapes, desc=f"modelnet40 cache {self.cache_path.name}", unit="file")
         for path, label in shapes:
             try:
                 cloud = check_point_array(
@@ -240,7 +239,9 @@ class ModelNet40(PointDataset):
             points, label = self.points[index], self.labels[index]
         else:
             path, label = self.shapes[index]
-            points = check_point_array(self._read_txt(path), path, columns=(6,), min_points=self.npoints)
+            points = check_point_array(
+                self._read_txt(path), path, columns=(6,), min_points=self.npoints
+            )
             points = _normalized(points[: self.npoints], self.use_normals, path)
         return _item(points, label, shuffle=self.split == "train", generator=generator)
 

@@ -75,16 +75,25 @@ def find_shapes(folder: Path) -> list[Path]:
             else:
                 other[path.suffix.lower() or name] += 1
     if other:
-        log.info("%s: ignored %d file(s) of other types (%s)", folder, sum(other.values()),
-                 ", ".join(f"{k}: {v}" for k, v in sorted(other.items())))
+        log.info(
+            "%s: ignored %d file(s) of other types (%s)",
+            folder,
+            sum(other.values()),
+            ", ".join(f"{k}: {v}" for k, v in sorted(other.items())),
+        )
     return sorted(found)
 
 
 def cache_key(path: Path, **params) -> str:
     """Hex digest of (absolute path, size, mtime_ns, `params`, cache version)."""
     stat = path.stat()
-    fields = [str(path.resolve()), stat.st_size, stat.st_mtime_ns, sorted(params.items()),
-              CACHE_VERSION]
+    fields = [
+        str(path.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        sorted(params.items()),
+        CACHE_VERSION,
+    ]
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:32]
 
 
@@ -115,7 +124,9 @@ class ShapeFolder(PointDataset):
         if split not in SPLITS:
             raise OptionError(f"shape_folder: split must be one of {SPLITS}, got {split!r}")
         if sampling not in SAMPLINGS:
-            raise OptionError(f"shape_folder: sampling must be one of {SAMPLINGS}, got {sampling!r}")
+            raise OptionError(
+                f"shape_folder: sampling must be one of {SAMPLINGS}, got {sampling!r}"
+            )
         if npoints is not None and not 0 < npoints <= points_per_shape:
             raise OptionError(
                 f"shape_folder: need 0 < npoints <= points_per_shape, got {npoints}, "
@@ -220,8 +231,9 @@ class ShapeFolder(PointDataset):
                 self.read(path)
             except DatasetFormatError as error:
                 errors.append(error)
-                log.warning("shape_folder: %s %s", "skipped" if self.skip_bad else "bad file:",
-                            error)
+                log.warning(
+                    "shape_folder: %s %s", "skipped" if self.skip_bad else "bad file:", error
+                )
                 continue
             good.append((path, label))
             if len(entries) >= 100 and i % step == 0:
@@ -231,8 +243,12 @@ class ShapeFolder(PointDataset):
             more = f" (and {len(errors) - 1} more bad file(s), logged)" if len(errors) > 1 else ""
             raise DatasetFormatError(first.path, first.problem + more, first.where)
         if errors:
-            log.warning("shape_folder %s: skip_bad: left out %d bad file(s) of %d", self.split,
-                        len(errors), len(entries))
+            log.warning(
+                "shape_folder %s: skip_bad: left out %d bad file(s) of %d",
+                self.split,
+                len(errors),
+                len(entries),
+            )
         if not good:
             raise DatasetFormatError(self.root, f"every shape file of split {self.split!r} is bad")
         return good

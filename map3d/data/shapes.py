@@ -36,8 +36,18 @@ from map3d.data.errors import DatasetFormatError
 MESH_EXTENSIONS = (".obj", ".off", ".stl")
 CLOUD_EXTENSIONS = (".pcd", ".xyz", ".txt", ".npy", ".npz")
 SHAPE_EXTENSIONS = (".ply",) + MESH_EXTENSIONS + CLOUD_EXTENSIONS
-_PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("I", 1): "i1", ("I", 2): "i2", ("I", 4): "i4",
-              ("I", 8): "i8", ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4", ("U", 8): "u8"}
+_PCD_TYPES = {
+    ("F", 4): "f4",
+    ("F", 8): "f8",
+    ("I", 1): "i1",
+    ("I", 2): "i2",
+    ("I", 4): "i4",
+    ("I", 8): "i8",
+    ("U", 1): "u1",
+    ("U", 2): "u2",
+    ("U", 4): "u4",
+    ("U", 8): "u8",
+}
 
 
 class Mesh(NamedTuple):
@@ -130,9 +140,7 @@ def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
     vertices = np.asarray(getattr(mesh, "vertices", np.empty((0, 3))), dtype=np.float64)
     faces = np.asarray(getattr(mesh, "faces", np.empty((0, 3))), dtype=np.int64).reshape(-1, 3)
     if len(vertices) == 0 or len(faces) == 0:
-        raise DatasetFormatError(
-            path, f"empty mesh: {len(vertices)} vertices, {len(faces)} faces"
-        )
+        raise DatasetFormatError(path, f"empty mesh: {len(vertices)} vertices, {len(faces)} faces")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise DatasetFormatError(
             path, f"face index out of range [0, {len(vertices)}): {faces.min()}..{faces.max()}"
@@ -284,8 +292,11 @@ def _packed_rgb(values) -> np.ndarray | None:
     if values is None:
         return None
     values = np.asarray(values)
-    packed = values.astype(np.float32).view(np.uint32) if values.dtype.kind == "f" else (
-        values.astype(np.uint32))
+    packed = (
+        values.astype(np.float32).view(np.uint32)
+        if values.dtype.kind == "f"
+        else (values.astype(np.uint32))
+    )
     return np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], 1).astype(np.uint8)
 
 

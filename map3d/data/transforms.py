@@ -106,7 +106,9 @@ def build_transforms(
     for entry in names:
         if isinstance(entry, Mapping):
             if len(entry) != 1:
-                raise OptionError(f"build_transforms: expected a one-key mapping, got {dict(entry)}")
+                raise OptionError(
+                    f"build_transforms: expected a one-key mapping, got {dict(entry)}"
+                )
             ((name, kwargs),) = entry.items()
         else:
             name, kwargs = entry, options.get(entry, {})

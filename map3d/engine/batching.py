@@ -86,8 +86,11 @@ def rotate_y(points: Tensor, g: torch.Generator) -> Tensor:
     c, s = torch.cos(angle), torch.sin(angle)
     zero, one = torch.zeros_like(c), torch.ones_like(c)
     rot = torch.stack(
-        [torch.stack([c, zero, s], -1), torch.stack([zero, one, zero], -1),
-         torch.stack([-s, zero, c], -1)],
+        [
+            torch.stack([c, zero, s], -1),
+            torch.stack([zero, one, zero], -1),
+            torch.stack([-s, zero, c], -1),
+        ],
         dim=1,
     )  # (B,3,3)
     return points @ rot

@@ -124,7 +124,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({torch_load_reason(err)})") from err
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({torch_load_reason(err)})"
+        ) from err
     if isinstance(ckpt, dict) and ckpt.get("format") != FORMAT_NAME:
         release = release_checkpoint(ckpt, path)
         if release is not None:
@@ -152,7 +154,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_modality(ckpt: dict) -> str:
-    """"points" or "images": the checkpoint's `modality`, or for checkpoints written before it
+    """ "points" or "images": the checkpoint's `modality`, or for checkpoints written before it
     was stored, the modality of its model preset (`model_name`, else `config.model.name`)."""
     if ckpt.get("modality"):
         return ckpt["modality"]
@@ -273,8 +275,14 @@ def release_checkpoint(raw: dict, path: str | Path = "") -> dict | None:
     pattern = release_pattern(raw)
     state, _ = convert_release_state_dict(raw, pattern)
     task = "classify" if "head.8.weight" in state else "pretrain"
-    log.info("%s: found a %s release checkpoint (%s weights, blocks %s); building it with "
-             "compat=%s", path, release.title, task, pattern, name)
+    log.info(
+        "%s: found a %s release checkpoint (%s weights, blocks %s); building it with compat=%s",
+        path,
+        release.title,
+        task,
+        pattern,
+        name,
+    )
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "map3d_version": __version__,
         "release": name, "task": task, "model_task": task, "model_name": release.preset,
@@ -308,8 +316,12 @@ def adopt_release(cfg, ckpt: dict, *, model_task: str, whole_model: bool = False
     overrides = cfg.model.overrides
     wanted = overrides.get("compat", cfg.compat)
     if wanted not in (None, name):
-        log.warning("the config asks for compat=%s, the checkpoint is a %s release: keeping "
-                    "compat=%s", wanted, name, wanted)
+        log.warning(
+            "the config asks for compat=%s, the checkpoint is a %s release: keeping compat=%s",
+            wanted,
+            name,
+            wanted,
+        )
     else:
         overrides["compat"] = name
     sizes = ckpt["model_config"]
@@ -317,9 +329,16 @@ def adopt_release(cfg, ckpt: dict, *, model_task: str, whole_model: bool = False
     backbone = ours.encoder.backbone
     if any(getattr(backbone, k) != sizes[k] for k in _ARCHITECTURE if k in sizes):
         preset = RELEASES[name].preset
-        log.warning("model %s (blocks %s, width %d) does not match the %s checkpoint (blocks %s): "
-                    "using preset %s", cfg.model.name, backbone.pattern, backbone.dim, name,
-                    sizes["pattern"], preset)
+        log.warning(
+            "model %s (blocks %s, width %d) does not match the %s checkpoint (blocks %s): "
+            "using preset %s",
+            cfg.model.name,
+            backbone.pattern,
+            backbone.dim,
+            name,
+            sizes["pattern"],
+            preset,
+        )
         cfg.model.name = preset
         overrides.update({k: sizes[k] for k in _ARCHITECTURE if k in sizes})
     if whole_model:
@@ -375,8 +394,13 @@ def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     nps = state["numpy"]
     np.random.set_state(
-        ("MT19937", nps["keys"].numpy().astype(np.uint32), nps["pos"], nps["has_gauss"],
-         nps["cached_gaussian"])
+        (
+            "MT19937",
+            nps["keys"].numpy().astype(np.uint32),
+            nps["pos"],
+            nps["has_gauss"],
+            nps["cached_gaussian"],
+        )
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -404,7 +428,7 @@ def export_encoder(
     from safetensors.torch import save
 
     tensors = {
-        k[len(prefix):]: v.detach().cpu().contiguous()
+        k[len(prefix) :]: v.detach().cpu().contiguous()
         for k, v in state_dict.items()
         if k.startswith(prefix)
     }

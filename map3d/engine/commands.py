@@ -24,33 +24,42 @@ SYNTHETIC = "synthetic"
 
 def _add_common(p: argparse.ArgumentParser, *, task: str) -> None:
     p.add_argument(
-        "--config", metavar="YAML",
+        "--config",
+        metavar="YAML",
         help="experiment config (configs/...); default: the built-in synthetic-shapes "
         f"{task} experiment (configs/{'pretrain' if task == 'pretrain' else 'finetune'}"
         "/synthetic.yaml)",
     )
     p.add_argument(
-        "--data", metavar="DIR",
+        "--data",
+        metavar="DIR",
         help="dataset root folder (sets data.root; see data/README.md for layouts); omit to "
         "use the built-in synthetic shapes",
     )
     p.add_argument(
-        "--out", metavar="DIR",
+        "--out",
+        metavar="DIR",
         help="run directory for config.yaml, metrics.jsonl, train.log, last.pt, best.pt "
         "(default: output.dir, runs/<task>-<time>)",
     )
     p.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
         help="override a config value, repeatable, e.g. --set optim.lr=1e-4 "
         "--set data.augment=[rotate_y] --set model.overrides.num_groups=64 (values are YAML)",
     )
     p.add_argument(
-        "--resume", metavar="CKPT",
+        "--resume",
+        metavar="CKPT",
         help="continue a stopped run exactly where it stopped: its last.pt or its run "
         "directory (uses the checkpoint's config; --set still applies)",
     )
     p.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace the run already in --out (without it, a new run refuses an --out that "
         "holds one)",
     )
@@ -62,7 +71,9 @@ def _add_common(p: argparse.ArgumentParser, *, task: str) -> None:
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--threads", type=int, metavar="N",
+        "--threads",
+        type=int,
+        metavar="N",
         help="torch CPU threads per process (default: OMP_NUM_THREADS if set, else the cores "
         "this process may use, divided among torchrun's local processes); logged at start",
     )
@@ -148,16 +159,26 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
     cfg = _build_config(args, "pretrain")
     dist, run_dir = _start(cfg, args)
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
-                   overwrite=args.overwrite)
+    result = train(
+        cfg,
+        run_dir,
+        resume=_resume_path(args.resume) if args.resume else None,
+        overwrite=args.overwrite,
+    )
     if result.stopped:
-        _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
-                 f"  map3d pretrain --resume {result.last_checkpoint}"], dist)
+        _report(
+            [
+                f"stopped ({result.stopped}) at step {result.step}; continue with:",
+                f"  map3d pretrain --resume {result.last_checkpoint}",
+            ],
+            dist,
+        )
         return stop_status(result.stopped)
     lines = [
         f"pretraining done: {result.epoch} epochs, {result.step} steps, "
         f"final {result.best_metric_name} {result.history[-1].get('train_loss', float('nan')):.4f}"
-        if result.history else f"pretraining done: {result.step} steps",
+        if result.history
+        else f"pretraining done: {result.step} steps",
         f"checkpoint: {result.last_checkpoint}",
         f"encoder (safetensors): {run_dir / ENCODER_FILE}",
         "finetune from it:",
@@ -174,20 +195,23 @@ def _add_pretrain(p: argparse.ArgumentParser) -> None:
 def _add_finetune(p: argparse.ArgumentParser) -> None:
     _add_common(p, task="classify")
     p.add_argument(
-        "--pretrained", metavar="CKPT",
+        "--pretrained",
+        metavar="CKPT",
         help="initialise the encoder from a pretraining checkpoint (.pt), an exported "
         "encoder (.safetensors) or a PointMAP / Mamba3D / Point-MAE release checkpoint "
         "(detected, converted, model built with its compat), keys under "
         "train.pretrained_prefix (encoder.); omit to train from scratch",
     )
     p.add_argument(
-        "--allow-partial", action="store_true",
+        "--allow-partial",
+        action="store_true",
         help="accept --pretrained weights that cover only part of the encoder (the rest starts "
         "from scratch; train.allow_partial_pretrained); by default every encoder tensor must "
         "be in the file",
     )
     p.add_argument(
-        "--fold", metavar="K|all",
+        "--fold",
+        metavar="K|all",
         help="few-shot configs: train fold K (sets data.options.fold), or 'all' to run every "
         "fold of eval.fewshot_folds and report mean ± std (written to fewshot.json)",
     )
@@ -203,46 +227,76 @@ def _run_finetune(args: argparse.Namespace) -> int:
         cfg = apply_overrides(cfg, [f"data.options.fold={int(args.fold)}"])
     dist, run_dir = _start(cfg, args)
     if args.fold == "all":
-        summary = train_fewshot(cfg, run_dir, folds=list(cfg.eval.fewshot_folds),
-                                overwrite=args.overwrite)
+        summary = train_fewshot(
+            cfg, run_dir, folds=list(cfg.eval.fewshot_folds), overwrite=args.overwrite
+        )
         headline = (
             f"few-shot {summary['way']}-way {summary['shot']}-shot: "
             f"{summary['mean']:.2f} ± {summary['std']:.2f} % over {summary['n']} folds"
         )
         _report([headline, f"details: {run_dir / 'fewshot.json'}"], dist)
         return 0
-    result = train(cfg, run_dir, resume=_resume_path(args.resume) if args.resume else None,
-                   overwrite=args.overwrite)
+    result = train(
+        cfg,
+        run_dir,
+        resume=_resume_path(args.resume) if args.resume else None,
+        overwrite=args.overwrite,
+    )
     if result.stopped:
-        _report([f"stopped ({result.stopped}) at step {result.step}; continue with:",
-                 f"  map3d finetune --resume {result.last_checkpoint}"], dist)
+        _report(
+            [
+                f"stopped ({result.stopped}) at step {result.step}; continue with:",
+                f"  map3d finetune --resume {result.last_checkpoint}",
+            ],
+            dist,
+        )
         return stop_status(result.stopped)
     best = result.best_checkpoint or result.last_checkpoint
     score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
-    _report([
-        f"finetuning done: best {result.best_metric_kind} {result.best_metric_name} {score}",
-        f"checkpoints: {result.last_checkpoint}, {best}",
-        "evaluate with voting:",
-        f"  map3d eval --checkpoint {best}",
-    ], dist)
+    _report(
+        [
+            f"finetuning done: best {result.best_metric_kind} {result.best_metric_name} {score}",
+            f"checkpoints: {result.last_checkpoint}, {best}",
+            "evaluate with voting:",
+            f"  map3d eval --checkpoint {best}",
+        ],
+        dist,
+    )
     return 0
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="checkpoint to evaluate (best.pt / last.pt, a run directory, or a "
-                   "release checkpoint with --config)")
-    p.add_argument("--config", metavar="YAML",
-                   help="evaluate under this config instead of the one stored in the checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="checkpoint to evaluate (best.pt / last.pt, a run directory, or a "
+        "release checkpoint with --config)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="YAML",
+        help="evaluate under this config instead of the one stored in the checkpoint",
+    )
     p.add_argument("--data", metavar="DIR", help="dataset root (data.root)")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override a config value (repeatable), e.g. --set data.test_split=test")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override a config value (repeatable), e.g. --set data.test_split=test",
+    )
     p.add_argument("--votes", type=int, help="number of votes (eval.votes, default 10; 0 = off)")
-    p.add_argument("--svm", action="store_true",
-                   help="also run the linear-SVM probe on frozen encoder features "
-                   "(scikit-learn); works on pretraining checkpoints too")
-    p.add_argument("--out", metavar="JSON",
-                   help="results file (default: results.json next to the checkpoint)")
+    p.add_argument(
+        "--svm",
+        action="store_true",
+        help="also run the linear-SVM probe on frozen encoder features "
+        "(scikit-learn); works on pretraining checkpoints too",
+    )
+    p.add_argument(
+        "--out", metavar="JSON", help="results file (default: results.json next to the checkpoint)"
+    )
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 (train.device)")
     p.add_argument("--seed", type=int, help="seed of the vote subsets and augmentations")
     _add_threads(p)
@@ -275,8 +329,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     lines = []
     if ckpt["task"] != "pretrain" or not args.svm:
         results = evaluate_checkpoint(ckpt_path, cfg, out=None)
-        lines += [f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}"
-                  for k, v in results.items() if k not in ("protocol", "checkpoint")]
+        lines += [
+            f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}"
+            for k, v in results.items()
+            if k not in ("protocol", "checkpoint")
+        ]
     else:
         results = {"checkpoint": {"path": str(ckpt_path)}}
     if args.svm:
@@ -300,12 +357,21 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="map3d checkpoint (.pt), run directory or release "
-                   "checkpoint (PointMAP / Mamba3D / Point-MAE)")
-    p.add_argument("output", nargs="?",
-                   help="safetensors file (default: encoder.safetensors next to the checkpoint)")
-    p.add_argument("--prefix", default="encoder.",
-                   help="export the weights under this prefix (stripped in the file)")
+    p.add_argument(
+        "checkpoint",
+        help="map3d checkpoint (.pt), run directory or release "
+        "checkpoint (PointMAP / Mamba3D / Point-MAE)",
+    )
+    p.add_argument(
+        "output",
+        nargs="?",
+        help="safetensors file (default: encoder.safetensors next to the checkpoint)",
+    )
+    p.add_argument(
+        "--prefix",
+        default="encoder.",
+        help="export the weights under this prefix (stripped in the file)",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -319,11 +385,18 @@ def _run_export(args: argparse.Namespace) -> int:
     path = _resume_path(args.checkpoint)
     ckpt = load_checkpoint(path)
     out = Path(args.output) if args.output else path.parent / "encoder.safetensors"
-    count = export_encoder(ckpt["model"], out, prefix=args.prefix,
-                           metadata={"model_name": ckpt["model_name"], "step": ckpt["step"],
-                                     "modality": checkpoint_modality(ckpt),
-                                     "model_overrides": checkpoint_model_overrides(ckpt),
-                                     "model_config": ckpt["model_config"]})
+    count = export_encoder(
+        ckpt["model"],
+        out,
+        prefix=args.prefix,
+        metadata={
+            "model_name": ckpt["model_name"],
+            "step": ckpt["step"],
+            "modality": checkpoint_modality(ckpt),
+            "model_overrides": checkpoint_model_overrides(ckpt),
+            "model_config": ckpt["model_config"],
+        },
+    )
     print(f"wrote {count} tensors to {out}")
     return 0
 

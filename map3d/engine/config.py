@@ -203,9 +203,7 @@ class ExperimentConfig:
             from map3d.models.compat import COMPATS, get_release
 
             if self.compat not in COMPATS:
-                raise ConfigError(
-                    f"compat: expected one of {COMPATS} or null, got {self.compat!r}"
-                )
+                raise ConfigError(f"compat: expected one of {COMPATS} or null, got {self.compat!r}")
             for path, value in get_release(self.compat).engine.items():
                 section, name = path.split(".")
                 if getattr(getattr(self, section), name) is None:
@@ -398,10 +396,22 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 # Settings a resumed run may change: how long and how it runs, where it reads and writes, what
 # it logs. Everything else defines the model, the data or the objective.
 RESUME_CHANGEABLE = (
-    "schedule.epochs", "train.device", "train.log_every_steps", "train.checkpoint_every_steps",
-    "train.max_steps", "train.eval_every_epochs", "train.dist_timeout_s", "train.step_mode",
-    "train.pretrained", "train.pretrained_prefix", "train.allow_partial_pretrained",
-    "data.root", "data.num_workers", "data.eval_batch_size", "eval.*", "output.*",
+    "schedule.epochs",
+    "train.device",
+    "train.log_every_steps",
+    "train.checkpoint_every_steps",
+    "train.max_steps",
+    "train.eval_every_epochs",
+    "train.dist_timeout_s",
+    "train.step_mode",
+    "train.pretrained",
+    "train.pretrained_prefix",
+    "train.allow_partial_pretrained",
+    "data.root",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "eval.*",
+    "output.*",
 )
 
 
@@ -416,8 +426,7 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _changeable(key: str) -> bool:
-    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1]))
-               for k in RESUME_CHANGEABLE)
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUME_CHANGEABLE)
 
 
 def check_resume_config(saved: dict, cfg: ExperimentConfig, source: str) -> None:
@@ -425,8 +434,11 @@ def check_resume_config(saved: dict, cfg: ExperimentConfig, source: str) -> None
     setting outside `RESUME_CHANGEABLE`; the error lists every such key, old → new."""
     old = _flatten(config_to_dict(config_from_dict(saved)))
     new = _flatten(config_to_dict(cfg))
-    changed = [k for k in sorted(old.keys() | new.keys())
-               if old.get(k) != new.get(k) and not _changeable(k)]
+    changed = [
+        k
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k) and not _changeable(k)
+    ]
     if changed:
         listed = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed)
         raise ConfigError(

@@ -116,8 +116,9 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Two-sided paired t-test of a - b (per-seed pairs): mean ± sample std of the differences,
     t, p (scipy.stats.ttest_rel when installed, else the same statistic with our t CDF), n."""
     if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"paired_t_test: need two equal-length lists of >= 2, got {len(a)}, "
-                         f"{len(b)}")
+        raise ValueError(
+            f"paired_t_test: need two equal-length lists of >= 2, got {len(a)}, {len(b)}"
+        )
     diffs = [x - y for x, y in zip(a, b)]
     stats = mean_std(diffs)
     n = len(diffs)
@@ -178,8 +179,10 @@ class RunningMean:
         if reduce:
             all_reduce_sum(packed)
         packed = packed.cpu()
-        return {"sums": dict(zip(names, packed[: len(names)])),
-                "counts": dict(zip(names, packed[len(names) :]))}
+        return {
+            "sums": dict(zip(names, packed[: len(names)])),
+            "counts": dict(zip(names, packed[len(names) :])),
+        }
 
     def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
         self.sums = {n: v.to(self.device, torch.float64) for n, v in state["sums"].items()}

@@ -101,8 +101,14 @@ class Progress(Iterable[T]):
             except ImportError:
                 pass
             else:
-                yield from tqdm(self.iterable, total=self.total, desc=self.desc, unit=self.unit,
-                                dynamic_ncols=True, leave=False)
+                yield from tqdm(
+                    self.iterable,
+                    total=self.total,
+                    desc=self.desc,
+                    unit=self.unit,
+                    dynamic_ncols=True,
+                    leave=False,
+                )
                 return
         start = last = time.monotonic()
         count = 0

@@ -84,8 +84,15 @@ def layer_decay_groups(
             by_layer.setdefault(layer_id(names[id(param)], num_blocks), []).append(param)
         for layer in sorted(by_layer, reverse=True):
             scale = decay ** (num_blocks + 1 - layer)
-            out.append({**group, "params": by_layer[layer], "lr": lr * scale,
-                        "lr_scale": scale, "layer_id": layer})
+            out.append(
+                {
+                    **group,
+                    "params": by_layer[layer],
+                    "lr": lr * scale,
+                    "lr_scale": scale,
+                    "layer_id": layer,
+                }
+            )
     return out
 
 

@@ -34,24 +34,46 @@ DEFAULT_POINTS = 8192
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
-                   help="shape files and/or folders (searched recursively)")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="classification or part-segmentation checkpoint, or its run directory")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="FILE_OR_FOLDER",
+        help="shape files and/or folders (searched recursively)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="classification or part-segmentation checkpoint, or its run directory",
+    )
     p.add_argument("--csv", metavar="PATH", help="also write the rows as CSV")
     p.add_argument("--json", metavar="PATH", help="also write the rows (and settings) as JSON")
-    p.add_argument("--out", metavar="DIR", default="predictions",
-                   help="part segmentation: folder for the coloured PLY files")
-    p.add_argument("--votes", type=int, default=0,
-                   help="classification: average the logits of this many augmented subsets")
-    p.add_argument("--category", metavar="NAME|INDEX",
-                   help="part segmentation: the shapes' category (default: each file's folder)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default="predictions",
+        help="part segmentation: folder for the coloured PLY files",
+    )
+    p.add_argument(
+        "--votes",
+        type=int,
+        default=0,
+        help="classification: average the logits of this many augmented subsets",
+    )
+    p.add_argument(
+        "--category",
+        metavar="NAME|INDEX",
+        help="part segmentation: the shapes' category (default: each file's folder)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="files per forward pass")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
     p.add_argument("--seed", type=int, default=0, help="seed of surface sampling and votes")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="report unreadable or damaged files and go on without them")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="report unreadable or damaged files and go on without them",
+    )
 
 
 def collect_files(inputs: list[str]) -> list[Path]:
@@ -143,8 +165,9 @@ def _category_of(path: Path, requested: str | None, names: list[str]) -> int:
     if key.lower() in lower:
         return lower.index(key.lower())
     where = "--category" if requested is not None else f"{path}: folder name {key!r}"
-    raise OptionError(f"{where} is not a part-segmentation category; pass --category, one of "
-                     f"{', '.join(names)}")
+    raise OptionError(
+        f"{where} is not a part-segmentation category; pass --category, one of {', '.join(names)}"
+    )
 
 
 def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
@@ -173,8 +196,10 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
         categories, category_parts = _category_table(ckpt)
         wanted = [_category_of(f, args.category, categories) for f in files]
     loader = torch.utils.data.DataLoader(
-        ShapeFiles(files, num_points, args.seed), batch_size=args.batch_size,
-        num_workers=args.num_workers, collate_fn=as_list,
+        ShapeFiles(files, num_points, args.seed),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        collate_fn=as_list,
     )
     generator = torch.Generator(device).manual_seed(args.seed)
     rows: list[dict] = []
@@ -196,21 +221,35 @@ def predict(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 logits = model(fps_points(x, npoints))
                 if args.votes:
                     pool = fps_points(x, PointInputs.point_all(cfg, num_points))
-                    logits = vote_logits([
-                        model(apply_augments(shared_subset(pool, npoints, generator),
-                                             cfg.data.vote_augment, generator))
-                        for _ in range(args.votes)
-                    ])
+                    logits = vote_logits(
+                        [
+                            model(
+                                apply_augments(
+                                    shared_subset(pool, npoints, generator),
+                                    cfg.data.vote_augment,
+                                    generator,
+                                )
+                            )
+                            for _ in range(args.votes)
+                        ]
+                    )
                 rows += _class_rows(paths, logits.float().softmax(-1), class_names)
             else:
                 points = fps_points(x, npoints)
                 category = torch.tensor([wanted[item["index"]] for item in good], device=device)
                 logits = model(points, category).float()
-                rows += _part_rows(paths, points, logits, category, categories, category_parts,
-                                   Path(args.out))
-    settings = {"checkpoint": str(args.checkpoint), "task": task, "points_per_file": num_points,
-                "npoints": npoints, "votes": args.votes if task == "classify" else 0,
-                "vote_augment": list(cfg.data.vote_augment), "seed": args.seed}
+                rows += _part_rows(
+                    paths, points, logits, category, categories, category_parts, Path(args.out)
+                )
+    settings = {
+        "checkpoint": str(args.checkpoint),
+        "task": task,
+        "points_per_file": num_points,
+        "npoints": npoints,
+        "votes": args.votes if task == "classify" else 0,
+        "vote_augment": list(cfg.data.vote_augment),
+        "seed": args.seed,
+    }
     return rows, settings
 
 
@@ -235,20 +274,34 @@ def _part_rows(paths, points, logits, category, names, category_parts, out: Path
         parts = torch.tensor(category_parts[int(category[b])], device=logits.device)
         pred = parts[logits[b][:, parts].argmax(-1)].cpu().numpy()
         ply = out / f"{path.stem}.parts.ply"
-        write_ply(ply, points[b].cpu().numpy(), colors=PART_PALETTE[pred % len(PART_PALETTE)],
-                  extra={"part": pred})
+        write_ply(
+            ply,
+            points[b].cpu().numpy(),
+            colors=PART_PALETTE[pred % len(PART_PALETTE)],
+            extra={"part": pred},
+        )
         counts = {int(k): int((pred == k).sum()) for k in sorted(set(pred.tolist()))}
-        rows.append({"file": str(path), "category": names[int(category[b])],
-                     "parts": " ".join(f"{k}:{v}" for k, v in counts.items()), "ply": str(ply)})
+        rows.append(
+            {
+                "file": str(path),
+                "category": names[int(category[b])],
+                "parts": " ".join(f"{k}:{v}" for k, v in counts.items()),
+                "ply": str(ply),
+            }
+        )
     return rows
 
 
 def print_table(rows: list[dict], task: str) -> None:
     """Aligned table of the rows on stdout."""
-    columns = ("file", "class", "probability") if task == "classify" else (
-        "file", "category", "parts", "ply")
-    shown = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns]
-             for r in rows]
+    columns = (
+        ("file", "class", "probability")
+        if task == "classify"
+        else ("file", "category", "parts", "ply")
+    )
+    shown = [
+        [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows
+    ]
     widths = [max([len(c)] + [len(s[i]) for s in shown]) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
     for s in shown:

@@ -26,8 +26,16 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 # What a run writes into its directory (and `--overwrite` removes).
-RUN_FILES = ("config.yaml", "metrics.jsonl", "train.log", "last.pt", "best.pt",
-             "encoder.safetensors", "fewshot.json", "tensorboard")
+RUN_FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "train.log",
+    "last.pt",
+    "best.pt",
+    "encoder.safetensors",
+    "fewshot.json",
+    "tensorboard",
+)
 
 
 class RunDirError(UserError, ValueError):
@@ -50,7 +58,9 @@ def _resumes_from(run_dir: Path, resume: str | os.PathLike | None) -> bool:
 
 
 def check_run_dir(
-    run_dir: str | os.PathLike, *, resume: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike,
+    *,
+    resume: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> None:
     """Refuse a run whose `run_dir` holds another run: allowed are an absent or empty folder,
@@ -68,7 +78,9 @@ def check_run_dir(
 
 
 def claim_run_dir(
-    run_dir: str | os.PathLike, *, resume: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike,
+    *,
+    resume: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> None:
     """`check_run_dir`, then (`overwrite`, not resuming from `run_dir`) remove the old run."""
@@ -85,8 +97,12 @@ def remove_run_temps(run_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     if stray:
-        log.warning("removed %d temporary file(s) of interrupted writes in %s: %s", len(stray),
-                    run_dir, ", ".join(p.name for p in stray))
+        log.warning(
+            "removed %d temporary file(s) of interrupted writes in %s: %s",
+            len(stray),
+            run_dir,
+            ", ".join(p.name for p in stray),
+        )
 
 
 def clear_run_files(run_dir: Path) -> None:
@@ -102,8 +118,9 @@ def clear_run_files(run_dir: Path) -> None:
             continue
         removed.append(name)
     if removed:
-        log.warning("--overwrite: removed the earlier run's %s from %s", ", ".join(removed),
-                    run_dir)
+        log.warning(
+            "--overwrite: removed the earlier run's %s from %s", ", ".join(removed), run_dir
+        )
 
 
 class RunLock:
@@ -148,8 +165,12 @@ class RunLock:
                 f"{self.path.parent} is in use by another run (pid {pid_text} on {host}): wait "
                 f"for it to finish or choose another --out (a stale {self.path} can be deleted)"
             )
-        log.warning("%s: taking over the lock of a run that died (pid %s on %s)",
-                    self.path.parent, pid_text, host)
+        log.warning(
+            "%s: taking over the lock of a run that died (pid %s on %s)",
+            self.path.parent,
+            pid_text,
+            host,
+        )
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

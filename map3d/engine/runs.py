@@ -118,14 +118,21 @@ def train(
         export_encoder(
             trainer.model.state_dict(),
             result.run_dir / ENCODER_FILE,
-            metadata={"model_name": cfg.model.name, "modality": model_modality(cfg.model.name),
-                      "model_overrides": cfg.model.overrides, "step": result.step},
+            metadata={
+                "model_name": cfg.model.name,
+                "modality": model_modality(cfg.model.name),
+                "model_overrides": cfg.model.overrides,
+                "step": result.step,
+            },
         )
     return result
 
 
 def train_fewshot(
-    cfg: ExperimentConfig, run_dir: str | os.PathLike, *, folds: list[int],
+    cfg: ExperimentConfig,
+    run_dir: str | os.PathLike,
+    *,
+    folds: list[int],
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """One finetuning run per fold (`data.options.fold`), in `<run_dir>/fold<k>`; writes and
@@ -179,8 +186,14 @@ def checkpoint_config(ckpt: dict, overrides: list[str] | None = None) -> Experim
 def _context(cfg: ExperimentConfig, env: RunEnv) -> TaskContext:
     """An evaluation context: one generator (seeded by `train.seed`) for augments and model."""
     g = torch.Generator(env.device).manual_seed(cfg.train.seed)
-    return TaskContext(cfg=cfg, device=env.device, generator=g, model_generator=g, dist=env.dist,
-                       autocast=env.autocast())
+    return TaskContext(
+        cfg=cfg,
+        device=env.device,
+        generator=g,
+        model_generator=g,
+        dist=env.dist,
+        autocast=env.autocast(),
+    )
 
 
 def evaluate_checkpoint(
@@ -199,14 +212,26 @@ def evaluate_checkpoint(
     dataset = task.build_dataset(cfg, cfg.data.test_split)
     model = _model_from_checkpoint(ckpt, cfg, dataset, checkpoint).to(ctx.device).eval()
     loader = eval_loader(dataset, cfg, dist, ctx.device)
-    log.info("evaluating %s on %s/%s | %s", checkpoint, cfg.data.name, cfg.data.test_split,
-             threads_note())
-    batches = Progress(loader, desc=f"eval {cfg.data.name}/{cfg.data.test_split}",
-                       unit="batch", enabled=dist.is_main)
+    log.info(
+        "evaluating %s on %s/%s | %s",
+        checkpoint,
+        cfg.data.name,
+        cfg.data.test_split,
+        threads_note(),
+    )
+    batches = Progress(
+        loader,
+        desc=f"eval {cfg.data.name}/{cfg.data.test_split}",
+        unit="batch",
+        enabled=dist.is_main,
+    )
     results = task.test(model, batches, ctx)
     results["checkpoint"] = {
-        "path": str(checkpoint), "epoch": ckpt["epoch"], "step": ckpt["step"],
-        "model_name": ckpt["model_name"], "map3d_version": ckpt["map3d_version"],
+        "path": str(checkpoint),
+        "epoch": ckpt["epoch"],
+        "step": ckpt["step"],
+        "model_name": ckpt["model_name"],
+        "map3d_version": ckpt["map3d_version"],
     }
     if out is not None and dist.is_main:
         with atomic_write(out, "w") as f:
@@ -253,7 +278,9 @@ def svm_probe(
     try:
         from sklearn.svm import LinearSVC
     except ImportError as err:
-        raise MissingDependencyError("the SVM probe needs scikit-learn: pip install scikit-learn") from err
+        raise MissingDependencyError(
+            "the SVM probe needs scikit-learn: pip install scikit-learn"
+        ) from err
     from map3d.models import load_pretrained
 
     dist = DistInfo()
@@ -269,8 +296,11 @@ def svm_probe(
     model = task.build_model(cfg, train_set)
     if checkpoint is not None:
         load_pretrained(
-            model, model_state_dict(checkpoint), prefix=cfg.train.pretrained_prefix,
-            allow_partial=cfg.train.allow_partial_pretrained, source=checkpoint,
+            model,
+            model_state_dict(checkpoint),
+            prefix=cfg.train.pretrained_prefix,
+            allow_partial=cfg.train.allow_partial_pretrained,
+            source=checkpoint,
         )
     model = model.to(ctx.device).eval()
     x_train, y_train = _features(model, train_set, cfg, ctx, dist)
@@ -283,8 +313,11 @@ def svm_probe(
             "probe": f"sklearn LinearSVC(C={c}, random_state=0) on frozen encoder features "
             "concat[max, mean] of the G tokens (head unused)",
             "encoder": str(checkpoint) if checkpoint is not None else "random init",
-            "dataset": cfg.data.name, "train_split": cfg.data.train_split,
-            "test_split": cfg.data.test_split, "npoints": cfg.data.npoints,
-            "train_samples": len(train_set), "test_samples": len(test_set),
+            "dataset": cfg.data.name,
+            "train_split": cfg.data.train_split,
+            "test_split": cfg.data.test_split,
+            "npoints": cfg.data.npoints,
+            "train_samples": len(train_set),
+            "test_samples": len(test_set),
         },
     }

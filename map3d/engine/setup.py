@@ -203,7 +203,12 @@ def eval_loader(
     batch = cfg.data.eval_batch_size or cfg.data.batch_size
     batch = max(dist.world_size, batch - batch % dist.world_size)
     sampler = EpochBatchSampler(
-        len(dataset), batch, rank=dist.rank, world_size=dist.world_size,
-        shuffle=False, drop_last=False, seed=cfg.train.seed,
+        len(dataset),
+        batch,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        shuffle=False,
+        drop_last=False,
+        seed=cfg.train.seed,
     )
     return make_loader(dataset, sampler, cfg, device)

@@ -113,8 +113,10 @@ class GraphedStep:
         self.static_batch: dict[str, Any] = {}
         self.static_values: dict[str, Tensor] = {}
         device = next(p.device for g in optimizer.param_groups for p in g["params"])
-        self.lrs = [torch.tensor(float(g["lr"]), dtype=torch.float32, device=device)
-                    for g in optimizer.param_groups]
+        self.lrs = [
+            torch.tensor(float(g["lr"]), dtype=torch.float32, device=device)
+            for g in optimizer.param_groups
+        ]
         for group, lr in zip(optimizer.param_groups, self.lrs):
             group["capturable"] = True
             group["lr"] = lr
@@ -153,8 +155,7 @@ class GraphedStep:
         return values
 
     def _capture(self, batch: dict[str, Any]) -> None:
-        self.static_batch = {k: v.clone() if isinstance(v, Tensor) else v
-                             for k, v in batch.items()}
+        self.static_batch = {k: v.clone() if isinstance(v, Tensor) else v for k, v in batch.items()}
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         for generator in self.generators:
@@ -170,8 +171,10 @@ class GraphedStep:
             value = batch.get(key)
             if not isinstance(static, Tensor):
                 continue
-            if not isinstance(value, Tensor) or value.shape != static.shape or (
-                value.dtype != static.dtype
+            if (
+                not isinstance(value, Tensor)
+                or value.shape != static.shape
+                or (value.dtype != static.dtype)
             ):
                 raise ValueError(
                     f"train.step_mode=cuda_graph: batch field {key!r} changed from "

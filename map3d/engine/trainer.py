@@ -240,8 +240,13 @@ class Trainer:
                 f"is not divisible into train.accum_steps={cfg.train.accum_steps} micro-batches"
             )
         self.train_sampler = EpochBatchSampler(
-            len(self.train_set), cfg.data.batch_size, rank=rank,
-            world_size=self.dist.world_size, shuffle=True, drop_last=True, seed=seed,
+            len(self.train_set),
+            cfg.data.batch_size,
+            rank=rank,
+            world_size=self.dist.world_size,
+            shuffle=True,
+            drop_last=True,
+            seed=seed,
         )
         self.steps_per_epoch = len(self.train_sampler)
         if self.steps_per_epoch == 0:
@@ -254,7 +259,9 @@ class Trainer:
 
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(
-            self.optimizer, cfg.schedule, base_lr=cfg.optim.lr,
+            self.optimizer,
+            cfg.schedule,
+            base_lr=cfg.optim.lr,
             steps_per_epoch=self.steps_per_epoch,
         )
         self.scaler = torch.amp.GradScaler(
@@ -272,15 +279,19 @@ class Trainer:
         self.step_mode, self.step_mode_note = resolve_step_mode(
             cfg.train.step_mode,
             graph_problem(
-                device=self.device, distributed=self.dist.enabled,
+                device=self.device,
+                distributed=self.dist.enabled,
                 grad_scaler=self.scaler.is_enabled(),
                 task_problem=self.task.static_step_problem(self.model),
             ),
         )
         graphed = self.step_mode == "cuda_graph"
         self.ctx = TaskContext(
-            cfg=cfg, device=self.device, generator=self.generators["augment"],
-            model_generator=self.generators["model"], dist=self.dist,
+            cfg=cfg,
+            device=self.device,
+            generator=self.generators["augment"],
+            model_generator=self.generators["model"],
+            dist=self.dist,
             autocast=self.env.autocast(cache=not graphed),
         )
         self.run_step = build_step(
@@ -326,8 +337,11 @@ class Trainer:
             )
         try:
             missing, unexpected = load_pretrained(
-                self.model, model_state_dict(path), prefix=prefix,
-                allow_partial=self.cfg.train.allow_partial_pretrained, source=path,
+                self.model,
+                model_state_dict(path),
+                prefix=prefix,
+                allow_partial=self.cfg.train.allow_partial_pretrained,
+                source=path,
             )
         except ValueError as err:  # shapes differ: another preset, or another width
             if name is None:
@@ -338,7 +352,10 @@ class Trainer:
             ) from err
         log.info(
             "loaded pretrained weights %s (prefix %r): %d missing, %d unexpected keys",
-            path, prefix, len(missing), len(unexpected),
+            path,
+            prefix,
+            len(missing),
+            len(unexpected),
         )
         if missing:
             log.info("missing (trained from scratch): %s", ", ".join(missing))
@@ -366,8 +383,11 @@ class Trainer:
             "model_task": self.task.model_task,
             "model_config": _plain(model_config),
             "config": config_to_dict(self.cfg),
-            "data_info": {k: _plain(getattr(self.train_set, k)) for k in DATA_INFO_KEYS
-                          if getattr(self.train_set, k, None) is not None},
+            "data_info": {
+                k: _plain(getattr(self.train_set, k))
+                for k in DATA_INFO_KEYS
+                if getattr(self.train_set, k, None) is not None
+            },
             "model": model.state_dict(),
             "optimizer": portable_optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
@@ -398,8 +418,9 @@ class Trainer:
 
     def _resume(self, ckpt: dict[str, Any], path: str | Path) -> None:
         if ckpt["task"] != self.task.name:
-            raise ValueError(f"{path}: a {ckpt['task']!r} checkpoint cannot resume a "
-                             f"{self.task.name!r} run")
+            raise ValueError(
+                f"{path}: a {ckpt['task']!r} checkpoint cannot resume a {self.task.name!r} run"
+            )
         if ckpt.get("steps_per_epoch") not in (None, self.steps_per_epoch):
             raise ValueError(
                 f"{path}: saved with {ckpt['steps_per_epoch']} steps per epoch, this run has "
@@ -411,24 +432,39 @@ class Trainer:
         if ckpt["scaler"] is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.batch_in_epoch, self.step = (
-            ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+            ckpt["epoch"],
+            ckpt["batch_in_epoch"],
+            ckpt["step"],
         )
         if ckpt.get("best_metric_kind") == self.best_kind:
             self.best_metric = ckpt["best_metric"]
         elif ckpt["best_metric"] is not None:
-            log.warning("%s: its best %s %s is not comparable with this run's best.pt metric "
-                        "(%s); best.pt restarts", path, ckpt.get("best_metric_name"),
-                        ckpt["best_metric"], self.best_metric_name)
+            log.warning(
+                "%s: its best %s %s is not comparable with this run's best.pt metric "
+                "(%s); best.pt restarts",
+                path,
+                ckpt.get("best_metric_name"),
+                ckpt["best_metric"],
+                self.best_metric_name,
+            )
         if self.dist.is_main:  # the saved means are sums over all processes
             self.window.load_state_dict(ckpt.get("meters", {}).get("window", _EMPTY_MEAN))
             self.epoch_mean.load_state_dict(ckpt.get("meters", {}).get("epoch", _EMPTY_MEAN))
         if ckpt.get("world_size", 1) == self.dist.world_size:
             restore_rng(ckpt["rng"], self.generators)
         else:
-            log.warning("resuming with %d processes (saved with %d): RNG streams start afresh",
-                        self.dist.world_size, ckpt.get("world_size", 1))
-        log.info("resumed from %s at epoch %d, batch %d, step %d",
-                 path, self.epoch, self.batch_in_epoch, self.step)
+            log.warning(
+                "resuming with %d processes (saved with %d): RNG streams start afresh",
+                self.dist.world_size,
+                ckpt.get("world_size", 1),
+            )
+        log.info(
+            "resumed from %s at epoch %d, batch %d, step %d",
+            path,
+            self.epoch,
+            self.batch_in_epoch,
+            self.step,
+        )
 
     # -- the loop ------------------------------------------------------------------------------
     def _step_body(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -484,8 +520,13 @@ class Trainer:
                     clear = timeout_error(err, self.dist.rank)
                     log.error("run ended at epoch %d, step %d: %s", self.epoch, self.step, clear)
                     raise clear from err
-                log.error("run ended at epoch %d, step %d by %s: %s", self.epoch, self.step,
-                          type(err).__name__, err)
+                log.error(
+                    "run ended at epoch %d, step %d by %s: %s",
+                    self.epoch,
+                    self.step,
+                    type(err).__name__,
+                    err,
+                )
                 raise
 
     def _start_run_dir(self, stack: contextlib.ExitStack) -> None:
@@ -508,9 +549,12 @@ class Trainer:
 
     def _fit(self) -> RunResult:
         self._log_start()
-        bar = progress_bar(self.cfg.schedule.epochs * self.steps_per_epoch, self.step,
-                           enabled=self.cfg.output.progress and self.dist.is_main,
-                           desc=self.task.name)
+        bar = progress_bar(
+            self.cfg.schedule.epochs * self.steps_per_epoch,
+            self.step,
+            enabled=self.cfg.output.progress and self.dist.is_main,
+            desc=self.task.name,
+        )
         history: list[dict[str, Any]] = []
         stopped, last_path, start = None, None, self.step
         self._tick, self._tick_step = time.perf_counter(), self.step
@@ -518,7 +562,9 @@ class Trainer:
             while self.epoch < self.cfg.schedule.epochs and stopped is None:
                 self._begin_epoch()
                 for batch in self.train_loader:
-                    self._optimizer_step(move_to(batch, self.device), [self.window, self.epoch_mean])
+                    self._optimizer_step(
+                        move_to(batch, self.device), [self.window, self.epoch_mean]
+                    )
                     self._advance(bar)
                     epoch_done = self.batch_in_epoch == self.steps_per_epoch
                     improved = epoch_done and self._close_epoch(history)
@@ -529,8 +575,13 @@ class Trainer:
         bar.close()
         barrier()
         if stopped:
-            log.warning("run stopped (%s) at epoch %d, step %d; resume with --resume %s",
-                        stopped, self.epoch, self.step, last_path)
+            log.warning(
+                "run stopped (%s) at epoch %d, step %d; resume with --resume %s",
+                stopped,
+                self.epoch,
+                self.step,
+                last_path,
+            )
         self.writer.close()
         return self._result(stopped, history)
 
@@ -539,10 +590,17 @@ class Trainer:
         log.info(
             "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
             " %d epochs | %s | %s | run dir %s",
-            self.task.name, cfg.model.name,
-            sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
-            self.dist.world_size, len(self.train_set), self.steps_per_epoch, cfg.schedule.epochs,
-            self.step_mode_note, threads_note(), self.run_dir,
+            self.task.name,
+            cfg.model.name,
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            self.device,
+            self.dist.world_size,
+            len(self.train_set),
+            self.steps_per_epoch,
+            cfg.schedule.epochs,
+            self.step_mode_note,
+            threads_note(),
+            self.run_dir,
         )
 
     def _begin_epoch(self) -> None:
@@ -603,8 +661,12 @@ class Trainer:
             run_dir=self.run_dir,
             last_checkpoint=self.run_dir / "last.pt" if self.run_dir is not None else None,
             best_checkpoint=best if best is not None and best.exists() else None,
-            epoch=self.epoch, step=self.step, best_metric_name=self.task.best_metric,
-            best_metric=self.best_metric, best_metric_kind=self.best_kind, stopped=stopped,
+            epoch=self.epoch,
+            step=self.step,
+            best_metric_name=self.task.best_metric,
+            best_metric=self.best_metric,
+            best_metric_kind=self.best_kind,
+            stopped=stopped,
             history=history,
         )
 
@@ -632,8 +694,10 @@ class Trainer:
         whether the model is the best so far (best.pt is then written with last.pt)."""
         cfg = self.cfg
         train_values = epoch_mean.compute()
-        summary: dict[str, Any] = {"epoch": self.epoch, **{f"train_{k}": v
-                                                          for k, v in train_values.items()}}
+        summary: dict[str, Any] = {
+            "epoch": self.epoch,
+            **{f"train_{k}": v for k, v in train_values.items()},
+        }
         due = self.epoch % max(1, cfg.train.eval_every_epochs) == 0
         if self.test_loader is not None and (due or self.epoch == cfg.schedule.epochs):
             self.ddp_model.eval()
@@ -648,8 +712,9 @@ class Trainer:
             summary["best_" + self.task.best_metric] = self.best_metric
             summary["best_metric_name"] = self.best_metric_name
         self.writer.write("epoch", self.step, summary)
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items()
-                          if isinstance(v, float) and k != "epoch")
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float) and k != "epoch"
+        )
         log.info("epoch %d/%d: %s", self.epoch, cfg.schedule.epochs, shown)
         if improved:
             log.info("best %s so far: %.4g (best.pt)", self.best_metric_name, value)

@@ -115,9 +115,7 @@ def detect_release(state: Mapping) -> str | None:
     was saved by: "pointmap", "mamba3d", "pointmae", or None (not a release layout)."""
     from map3d.models.release import unwrap_release
 
-    keys = [
-        k.removeprefix("module.").removeprefix("MAE_encoder.") for k in unwrap_release(state)
-    ]
+    keys = [k.removeprefix("module.").removeprefix("MAE_encoder.") for k in unwrap_release(state)]
     if not any(k.startswith("encoder.first_conv.") for k in keys):
         return None
     blocks = [k for k in keys if k.startswith("blocks.blocks")]

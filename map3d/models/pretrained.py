@@ -56,7 +56,10 @@ def _converted_release(model: nn.Module, state: Mapping) -> Mapping[str, Tensor]
     if getattr(getattr(model, "config", None), "compat", None) != name:
         log.warning(
             "the model was not built with compat=%r: the %s weights load into a different "
-            "model (create_model(..., compat=%r) builds the release's)", name, name, name
+            "model (create_model(..., compat=%r) builds the release's)",
+            name,
+            name,
+            name,
         )
     return convert_release_state_dict(state, release_pattern(state))[0]
 

@@ -217,9 +217,7 @@ def _apply(preset: Preset, spec: Head, items: list[tuple[str, Any]], where: str)
     return apply_overrides(config, rest, where=where)
 
 
-def resolve_config(
-    name: str, task: str, overrides: dict[str, Any], *, where: str = ""
-) -> Any:
+def resolve_config(name: str, task: str, overrides: dict[str, Any], *, where: str = "") -> Any:
     """The typed task config of preset `name` for `task` with `overrides` (keyword arguments
     of `create_model`, or `model.overrides` of an experiment) applied.
 

@@ -99,8 +99,12 @@ def _outputs(op: str, backend: str, args: tuple, kwargs: dict, grads: tuple[int,
     """The op's compared outputs through `backend`, then the gradients of the inputs `grads`."""
     from map3d import ops
 
-    args = tuple(a.detach().clone().requires_grad_(i in grads) if isinstance(a, Tensor) and
-                 a.is_floating_point() else a for i, a in enumerate(args))
+    args = tuple(
+        a.detach().clone().requires_grad_(i in grads)
+        if isinstance(a, Tensor) and a.is_floating_point()
+        else a
+        for i, a in enumerate(args)
+    )
     out = getattr(ops, op)(*args, **kwargs, backend=backend)
     if op == "knn":
         out = out[0]  # squared distances; indices may differ on ties
@@ -137,8 +141,16 @@ def check_backends(device: str | torch.device | None = None, seed: int = 0) -> l
             try:
                 got = _outputs(op, row.backend, args, kwargs, grads)
             except dispatch.BackendUnavailableError as err:
-                results.append(CheckResult(label, row.backend, str(device), None, True,
-                                           f"skipped: {str(err).splitlines()[0]}"))
+                results.append(
+                    CheckResult(
+                        label,
+                        row.backend,
+                        str(device),
+                        None,
+                        True,
+                        f"skipped: {str(err).splitlines()[0]}",
+                    )
+                )
                 continue
             want = _outputs(op, "reference", args, kwargs, grads)
             error = _relative_error(got, want)
@@ -150,8 +162,10 @@ def check_backends(device: str | torch.device | None = None, seed: int = 0) -> l
 def format_check(results: list[CheckResult]) -> str:
     """A table of `check_backends` results, with a closing summary line."""
     if not results:
-        return ("only the reference backend is available here: nothing to compare "
-                "(`map3d backends` says why the others are unavailable)")
+        return (
+            "only the reference backend is available here: nothing to compare "
+            "(`map3d backends` says why the others are unavailable)"
+        )
     lines = [f"{'op':<30} {'backend':<14} {'device':<7} {'rel. error':>10}  result"]
     for r in results:
         error = "-" if r.error is None else f"{r.error:.2e}"

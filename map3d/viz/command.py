@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "SPACE switches input / reconstruction / ground truth)",
     )
     parser.add_argument(
-        "--num-points", type=int, default=FIGURE_POINTS, metavar="N",
+        "--num-points",
+        type=int,
+        default=FIGURE_POINTS,
+        metavar="N",
         help="points per drawn cloud: each shape is sampled with N points (at most what the "
         "dataset holds) and cut into proportionally more patches of the checkpoint's patch "
         "size, so reconstructions are drawn as densely as N; 0 = the cloud size the model was "
@@ -71,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random masking")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
-        "--threads", type=int, metavar="N",
+        "--threads",
+        type=int,
+        metavar="N",
         help="torch CPU threads (default: OMP_NUM_THREADS if set, else the cores this process "
         "may use)",
     )
@@ -108,8 +113,9 @@ def figure_groups(groups: int, regions: int | None, train_points: int, points: i
     return max(regions, min(scaled, points // regions * regions))
 
 
-def build_viz_dataset(ckpt: dict, dataset: str | None, root: str | None, split: str | None,
-                      num_points: int = 0):
+def build_viz_dataset(
+    ckpt: dict, dataset: str | None, root: str | None, split: str | None, num_points: int = 0
+):
     """The dataset to draw from: the checkpoint's (same options, test split) unless overridden.
 
     Returns (dataset, name, split, npoints): npoints is the cloud size the model was trained
@@ -202,9 +208,15 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     groups = figure_groups(trained_groups, model.config.num_regions, train_points, drawn)
     if groups != trained_groups:
         model, ckpt = load_pretrainer(args.checkpoint, device, num_groups=groups)
-    log.info("figures: %d points per shape in %d patches of %d (trained on %d points, %d "
-             "patches) | %s", drawn, groups, model.config.group_size, train_points,
-             trained_groups, threads_note())
+    log.info(
+        "figures: %d points per shape in %d patches of %d (trained on %d points, %d patches) | %s",
+        drawn,
+        groups,
+        model.config.group_size,
+        train_points,
+        trained_groups,
+        threads_note(),
+    )
     norm = getattr(getattr(model, "config", None), "chamfer_norm", None)
     variant = {1: "cdl1, Euclidean", 2: "cdl2, squared L2"}.get(norm, "model loss")
     out = Path(args.out)

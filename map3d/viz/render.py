@@ -242,7 +242,9 @@ def _import_open3d():
             f"{_O3D_HINT}"
         ) from err
     except OSError as err:  # a missing shared library, e.g. libusb-1.0.so.0
-        raise MissingDependencyError(f"Open3D failed to load a system library ({err}){_O3D_HINT}") from err
+        raise MissingDependencyError(
+            f"Open3D failed to load a system library ({err}){_O3D_HINT}"
+        ) from err
     return open3d
 
 
@@ -366,14 +368,30 @@ def _compose(
         )
     if legend:
         handles = [
-            Line2D([], [], linestyle="none", marker="o", markersize=7, markeredgewidth=0,
-                   markerfacecolor=np.asarray(color) / 255.0, label=label)
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=7,
+                markeredgewidth=0,
+                markerfacecolor=np.asarray(color) / 255.0,
+                label=label,
+            )
             for label, color in legend
         ]
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
-                   fontsize=min(fontsize, 0.92 * fig_w / (0.6 * sum(len(t) + 4 for t, _ in legend))
-                                * 72 / _DPI),
-                   bbox_to_anchor=(0.5, 0.0), handletextpad=0.2, columnspacing=1.0)
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=len(handles),
+            frameon=False,
+            fontsize=min(
+                fontsize, 0.92 * fig_w / (0.6 * sum(len(t) + 4 for t, _ in legend)) * 72 / _DPI
+            ),
+            bbox_to_anchor=(0.5, 0.0),
+            handletextpad=0.2,
+            columnspacing=1.0,
+        )
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=_DPI, facecolor="white")
     return path

@@ -46,9 +46,11 @@ def write_cloud(path: Path, points: np.ndarray, normals: np.ndarray, fmt: str) -
             f"COUNT 1 1 1 1 1 1\nWIDTH {len(table)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\n"
             f"POINTS {len(table)}\nDATA {'binary' if binary else 'ascii'}\n"
         )
-        body = table.astype("<f4").tobytes() if binary else "".join(
-            " ".join(f"{v:.6f}" for v in row) + "\n" for row in table
-        ).encode()
+        body = (
+            table.astype("<f4").tobytes()
+            if binary
+            else "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in table).encode()
+        )
         path.write_bytes(header.encode() + body)
     elif fmt == ".xyz":
         np.savetxt(path, points, fmt="%.6f")
@@ -74,7 +76,12 @@ def write_shape(folder: Path, name: str, kind: str, fmt: str, rng: np.random.Gen
 
 
 def make_shape_folder(
-    root, *, classes=("box", "sphere"), per_class: int = 6, formats=None, seed: int = 0,
+    root,
+    *,
+    classes=("box", "sphere"),
+    per_class: int = 6,
+    formats=None,
+    seed: int = 0,
     labelled: bool = True,
 ) -> Path:
     """root/<class>/<shape> (or root/<shape> when not `labelled`), cycling through `formats`

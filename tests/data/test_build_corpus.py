@@ -35,16 +35,27 @@ def _binary_stl(triangles) -> bytes:
 
 
 def _ascii_stl(triangles) -> str:
-    body = "".join("facet normal 0 0 0\n outer loop\n"
-                   + "".join(f"  vertex {x} {y} {z}\n" for x, y, z in tri)
-                   + " endloop\nendfacet\n" for tri in triangles)
+    body = "".join(
+        "facet normal 0 0 0\n outer loop\n"
+        + "".join(f"  vertex {x} {y} {z}\n" for x, y, z in tri)
+        + " endloop\nendfacet\n"
+        for tri in triangles
+    )
     return f"solid t\n{body}endsolid t\n"
 
 
-TETRA = [((0, 0, 0), (1, 0, 0), (0, 1, 0)), ((0, 0, 0), (0, 1, 0), (0, 0, 1)),
-         ((0, 0, 0), (0, 0, 1), (1, 0, 0)), ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
-TALL = [((0, 0, 0), (1, 0, 0), (0, 0, 4)), ((0, 0, 0), (0, 1, 0), (0, 0, 4)),
-        ((0, 0, 0), (1, 0, 0), (0, 1, 0)), ((1, 0, 0), (0, 1, 0), (0, 0, 4))]
+TETRA = [
+    ((0, 0, 0), (1, 0, 0), (0, 1, 0)),
+    ((0, 0, 0), (0, 1, 0), (0, 0, 1)),
+    ((0, 0, 0), (0, 0, 1), (1, 0, 0)),
+    ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+]
+TALL = [
+    ((0, 0, 0), (1, 0, 0), (0, 0, 4)),
+    ((0, 0, 0), (0, 1, 0), (0, 0, 4)),
+    ((0, 0, 0), (1, 0, 0), (0, 1, 0)),
+    ((1, 0, 0), (0, 1, 0), (0, 0, 4)),
+]
 
 
 @pytest.fixture
@@ -55,12 +66,16 @@ def fake_package(tmp_path):
     (root / "toys" / "cube.obj").write_text(_obj(CUBE_V, CUBE_QUADS, slashes=True))
     (root / "toys" / "collision" / "cube.obj").write_text(_obj(CUBE_V, CUBE_QUADS))
     (root / "toys" / "cube_copy.stl").write_text(  # same geometry, other format: a duplicate
-        _ascii_stl([[CUBE_V[i - 1] for i in (q[0], q[1], q[2])] for q in CUBE_QUADS]
-                   + [[CUBE_V[i - 1] for i in (q[0], q[2], q[3])] for q in CUBE_QUADS]))
+        _ascii_stl(
+            [[CUBE_V[i - 1] for i in (q[0], q[1], q[2])] for q in CUBE_QUADS]
+            + [[CUBE_V[i - 1] for i in (q[0], q[2], q[3])] for q in CUBE_QUADS]
+        )
+    )
     (root / "tetra.STL").write_bytes(_binary_stl(TETRA))
     (root / "tall.stl").write_bytes(_binary_stl(TALL))
-    (root / "plane.obj").write_text(_obj([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0)],
-                                         [(1, 2, 3, 4)]))
+    (root / "plane.obj").write_text(
+        _obj([(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0)], [(1, 2, 3, 4)])
+    )
     (root / "broken.obj").write_text(_obj([(0, 0, 0), (1, 0, 0)], [(1, 2, 7)]))
     (root / "points_only.obj").write_text("v 0 0 0\nv 1 1 1\n")
     (root / "notes.txt").write_text("not a mesh")
@@ -75,8 +90,14 @@ def _manifest(out):
 def test_build_corpus_layout_manifest_and_statuses(fake_package, tmp_path):
     out = tmp_path / "corpus"
     logs = []
-    rows = build_corpus([Source("fake-pkg", fake_package, "fake-dist", "1.2", "zlib", up="y")],
-                        out, points=512, seed=3, test_fraction=0.5, log=logs.append)
+    rows = build_corpus(
+        [Source("fake-pkg", fake_package, "fake-dist", "1.2", "zlib", up="y")],
+        out,
+        points=512,
+        seed=3,
+        test_fraction=0.5,
+        log=logs.append,
+    )
     manifest = _manifest(out)
     assert len(rows) == len(manifest) == 8
     status = {path: row["status"] for path, row in manifest.items()}
@@ -85,14 +106,20 @@ def test_build_corpus_layout_manifest_and_statuses(fake_package, tmp_path):
     assert status["toys/cube_copy.stl"] == "skipped: duplicate of fake-pkg/toys/cube.obj"
     assert status["plane.obj"] == "skipped: flat"
     # the face index 7 of a 2-vertex file: trimesh fails on it (or map3d's range check would)
-    assert re.fullmatch(r"bad: (unreadable mesh: IndexError: .*out of bounds|face index out of "
-                        r"range) .*", status["broken.obj"])
+    assert re.fullmatch(
+        r"bad: (unreadable mesh: IndexError: .*out of bounds|face index out of "
+        r"range) .*",
+        status["broken.obj"],
+    )
     assert status["points_only.obj"] == "bad: empty mesh: 0 vertices, 0 faces"
     assert any("bad mesh fake-pkg/broken.obj" in line for line in logs)
     cube = manifest["toys/cube.obj"]
     assert cube["file"] == "fake_pkg-toys_cube_obj.npy" and cube["points"] == "512"
-    assert (cube["version"], cube["licence"], cube["licence_file"]) == ("1.2", "zlib",
-                                                                        "LICENSE.txt")
+    assert (cube["version"], cube["licence"], cube["licence_file"]) == (
+        "1.2",
+        "zlib",
+        "LICENSE.txt",
+    )
     assert cube["faces"] == "12"
 
     ok = sorted(row["file"] for row in manifest.values() if row["status"] == "ok")
@@ -108,8 +135,9 @@ def test_build_corpus_layout_manifest_and_statuses(fake_package, tmp_path):
     assert np.allclose(points.min(0), -side / 2, atol=0.02)
     assert np.allclose(np.abs(points).max(1), side / 2, atol=1e-5)  # every point on a face
 
-    dataset = build_dataset("shapenet55", root=str(out), split="all", npoints=256,
-                            stored_points=512)
+    dataset = build_dataset(
+        "shapenet55", root=str(out), split="all", npoints=256, stored_points=512
+    )
     assert len(dataset) == len(ok)
     assert dataset[0]["points"].shape == (256, 3)
 
@@ -127,8 +155,13 @@ def test_build_corpus_is_seeded(fake_package, tmp_path):
 
 
 def test_z_up_meshes_turn_y_up(fake_package, tmp_path):
-    build_corpus([Source("z", fake_package, up="z")], tmp_path / "z", points=256,
-                 test_fraction=0.0, log=lambda _: None)
+    build_corpus(
+        [Source("z", fake_package, up="z")],
+        tmp_path / "z",
+        points=256,
+        test_fraction=0.0,
+        log=lambda _: None,
+    )
     tall = np.load(tmp_path / "z" / "shapenet_pc" / "z-tall_stl.npy")
     extent = tall.max(0) - tall.min(0)
     assert extent.argmax() == 1  # tall along z in the file, along y in the corpus
@@ -153,8 +186,12 @@ def test_readers_and_area_weighted_sampling(fake_package):
 
 def test_cli_with_a_source_folder(fake_package, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["--out", str(out), "--packages", "--source", f"mine={fake_package}",
-                 "--points", "64"]) == 0
+    assert (
+        main(
+            ["--out", str(out), "--packages", "--source", f"mine={fake_package}", "--points", "64"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "3 shapes" in text and "bad mesh mine/broken.obj" in text
     with pytest.raises(SystemExit):
@@ -164,8 +201,10 @@ def test_cli_with_a_source_folder(fake_package, tmp_path, capsys):
     assert "unknown mesh package 'nope'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pybullet_data") is None,
-                    reason="pybullet not installed (pip install 'map3d[corpus]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("pybullet_data") is None,
+    reason="pybullet not installed (pip install 'map3d[corpus]')",
+)
 def test_real_package_pybullet_data(tmp_path):
     source = installed_source("pybullet_data")
     assert source.distribution == "pybullet" and source.version != "unknown"

@@ -25,9 +25,13 @@ def test_extreme_coordinates_normalize_to_the_unit_sphere(tmp_path, scale):
     root = make_shapenet55(tmp_path, num_train=2, num_test=1, num_points=64)
     name = (root / "ShapeNet-55" / "train.txt").read_text().split()[1]
     path = root / "shapenet_pc" / name
-    reference = build_dataset("shapenet55", split="train", root=root, npoints=32, stored_points=64)[1]["points"]
+    reference = build_dataset("shapenet55", split="train", root=root, npoints=32, stored_points=64)[
+        1
+    ]["points"]
     np.save(path, (np.load(path).astype(np.float64) * scale).astype(np.float32))
-    points = build_dataset("shapenet55", split="train", root=root, npoints=32, stored_points=64)[1]["points"]
+    points = build_dataset("shapenet55", split="train", root=root, npoints=32, stored_points=64)[1][
+        "points"
+    ]
     assert np.isfinite(points.numpy()).all()
     assert points.norm(dim=1).max().item() == pytest.approx(1.0, abs=1e-5)
     assert np.allclose(points.numpy(), reference.numpy(), atol=1e-3)
@@ -73,8 +77,14 @@ def test_compressed_h5_bomb_is_refused_before_reading(tmp_path):
     root = make_scanobjectnn(tmp_path, variants=("obj_bg",), num_points=32)
     path = root / "main_split" / "training_objectdataset.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("data", shape=(500, 2048, 3), dtype="f4", compression="gzip",
-                         chunks=(50, 2048, 3), fillvalue=0.0)
+        f.create_dataset(
+            "data",
+            shape=(500, 2048, 3),
+            dtype="f4",
+            compression="gzip",
+            chunks=(50, 2048, 3),
+            fillvalue=0.0,
+        )
         f["label"] = np.zeros(500, np.int32)
     assert path.stat().st_size < 200_000
     with pytest.raises(DatasetFormatError, match=r"key 'data'.*refused before reading"):
@@ -114,8 +124,11 @@ def test_empty_split_lists_are_named(tmp_path):
     # a split made of two lists needs entries in one of them
     assert len(build_dataset("shapenetpart", split="trainval", root=sp)) == 6
     (sp / "train_test_split" / "shuffled_train_file_list.json").write_text("[]")
-    with pytest.raises(DatasetFormatError, match=r"shuffled_train_file_list\.json and "
-                       r"shuffled_val_file_list\.json: no entries for 'trainval'"):
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"shuffled_train_file_list\.json and "
+        r"shuffled_val_file_list\.json: no entries for 'trainval'",
+    ):
         build_dataset("shapenetpart", split="trainval", root=sp)
 
 
@@ -125,7 +138,8 @@ def test_repeated_split_entries_are_refused(tmp_path):
     first = listing.read_text().splitlines()[0]
     listing.write_text(listing.read_text() + first + "\n" + first + "\n")
     with pytest.raises(
-        DatasetFormatError, match=rf"modelnet40_train\.txt \(line 7\): '{first}' is listed twice "
+        DatasetFormatError,
+        match=rf"modelnet40_train\.txt \(line 7\): '{first}' is listed twice "
         r"\(line 1 and line 7\)",
     ):
         build_dataset("modelnet40", split="train", root=mn, use_cache=False)

@@ -151,7 +151,8 @@ def test_modelnet_fewshot_accepts_the_underscored_folder_name(tmp_path, caplog):
     train = build_dataset("modelnet40_fewshot", split="train", root=root, way=5, shot=10)
     assert len(train) == 50 and str(root / "5way_10shot") in caplog.text
     assert [(r.split, r.count, r.ok) for r in check_dataset("modelnet40_fewshot", root)] == [
-        ("train", 50, True), ("test", 10, False)  # the fixture holds 2, not 20, tests per class
+        ("train", 50, True),
+        ("test", 10, False),  # the fixture holds 2, not 20, tests per class
     ]
     with pytest.raises(FileNotFoundError, match=r"10way20shot.*10way_20shot"):
         build_dataset("modelnet40_fewshot", split="train", root=root, way=10, shot=20)

@@ -111,9 +111,7 @@ def test_tiny_pickle_asking_for_128_gib_is_refused_before_allocation(tmp_path):
 def test_modelnet_cache_bomb_is_refused(tmp_path):
     root = make_modelnet40(tmp_path, classes=("airplane",), train_per_class=1, cache_points=None)
     cache = root / "modelnet40_train_8192pts_fps.dat"
-    cache.write_bytes(
-        pickle.dumps([[Uninitialized((180_000_000, 6))], [np.array([0], np.int32)]])
-    )
+    cache.write_bytes(pickle.dumps([[Uninitialized((180_000_000, 6))], [np.array([0], np.int32)]]))
     with pytest.raises(DatasetFormatError, match=r"8192pts_fps\.dat.*\(180000000, 6\) float32"):
         build_dataset("modelnet40", split="train", root=root)
 

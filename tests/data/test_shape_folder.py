@@ -55,8 +55,9 @@ def test_npoints_subsets_then_normalizes_and_normals_are_kept(tmp_path):
 
 def test_surface_sampling_is_area_weighted_and_seeded():
     # two triangles of areas 0.5 and 4.5, far apart
-    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [10, 0, 0], [13, 0, 0], [10, 3, 0]],
-                        dtype=float)
+    vertices = np.array(
+        [[0, 0, 0], [1, 0, 0], [0, 1, 0], [10, 0, 0], [13, 0, 0], [10, 3, 0]], dtype=float
+    )
     faces = np.array([[0, 1, 2], [3, 4, 5]])
     points = sample_surface(vertices, faces, 20000, np.random.default_rng(0))
     assert abs((points[:, 0] < 5).mean() - 0.1) < 0.01
@@ -66,8 +67,9 @@ def test_surface_sampling_is_area_weighted_and_seeded():
     assert np.array_equal(points, again)
     # a zero-area face among good ones is never drawn
     vertices = np.concatenate([vertices, [[50, 0, 0], [51, 0, 0], [52, 0, 0]]])
-    points = sample_surface(vertices, np.concatenate([faces, [[6, 7, 8]]]), 5000,
-                            np.random.default_rng(1))
+    points = sample_surface(
+        vertices, np.concatenate([faces, [[6, 7, 8]]]), 5000, np.random.default_rng(1)
+    )
     assert (points[:, 0] < 20).all()
 
 
@@ -115,8 +117,9 @@ def test_seeded_split_is_stratified_disjoint_and_deterministic(tmp_path):
 
 def test_train_test_folders_are_respected(tmp_path):
     make_shape_folder(tmp_path / "s" / "train", per_class=3, formats=(".npy",))
-    make_shape_folder(tmp_path / "s" / "test", classes=("sphere", "cone"), per_class=1,
-                      formats=(".xyz",))
+    make_shape_folder(
+        tmp_path / "s" / "test", classes=("sphere", "cone"), per_class=1, formats=(".xyz",)
+    )
     train = folder(tmp_path / "s", split="train")
     test = folder(tmp_path / "s", split="test")
     assert len(train) == 6 and len(test) == 2
@@ -125,8 +128,7 @@ def test_train_test_folders_are_respected(tmp_path):
 
 
 def test_unlabelled_folders(tmp_path):
-    root = make_shape_folder(tmp_path / "s", per_class=3, formats=(".npy", ".stl"),
-                             labelled=False)
+    root = make_shape_folder(tmp_path / "s", per_class=3, formats=(".npy", ".stl"), labelled=False)
     ds = folder(root)
     assert ds.num_classes is None and "label" not in ds[0]
     nested = make_shape_folder(tmp_path / "n", per_class=2, formats=(".npy",))
@@ -150,8 +152,10 @@ BAD_FILES = {
     "cut.pcd": (PCD_HEAD + b"FIELDS x y z\nPOINTS 10\nDATA binary\n\0", "truncated PCD"),
     "noxyz.pcd": (PCD_HEAD + b"FIELDS a b c\nPOINTS 1\nDATA ascii\n1 2 3\n", "no x y z field"),
     "rows.pcd": (PCD_HEAD + b"FIELDS x y z\nPOINTS 2\nDATA ascii\n1 2 3\n", "expected 2 rows"),
-    "bad.ply": (b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\n",
-                "unreadable PLY"),
+    "bad.ply": (
+        b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nend_header\n1\n",
+        "unreadable PLY",
+    ),
 }
 
 
@@ -174,8 +178,11 @@ def test_every_bad_file_is_logged_before_the_first_is_raised(tmp_path, caplog):
     root = make_shape_folder(tmp_path / "s", per_class=1, formats=(".npy",), labelled=False)
     for name in ("a.xyz", "b.xyz", "c.xyz"):
         (root / name).write_text("not a point\n")
-    with caplog.at_level(logging.WARNING, logger="map3d"), pytest.raises(
-        DatasetFormatError, match=r"a.xyz .*not numeric \(and 2 more bad file\(s\), logged\)"
+    with (
+        caplog.at_level(logging.WARNING, logger="map3d"),
+        pytest.raises(
+            DatasetFormatError, match=r"a.xyz .*not numeric \(and 2 more bad file\(s\), logged\)"
+        ),
     ):
         folder(root)
     assert [r.getMessage().split(": ", 1)[1].split(" (")[0] for r in caplog.records] == [
@@ -199,8 +206,9 @@ def test_cache_is_read_back_and_invalidated_when_a_file_changes(tmp_path, monkey
 
     calls = []
     real = shape_folder_module.read_points
-    monkeypatch.setattr(shape_folder_module, "read_points",
-                        lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(
+        shape_folder_module, "read_points", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
     second = folder(root, points_per_shape=256)
     assert torch.equal(second[0]["points"], before) and calls == []  # arrays only
 
@@ -243,8 +251,12 @@ def test_clouds_written_by_open3d(tmp_path):
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     cloud.normals = o3d.utility.Vector3dVector(normals)
     expected = np.concatenate([points, normals], axis=1).astype(np.float32)
-    for name, options in (("a.pcd", {}), ("b.pcd", {"compressed": True}), ("c.ply", {}),
-                          ("d.ply", {"write_ascii": True})):
+    for name, options in (
+        ("a.pcd", {}),
+        ("b.pcd", {"compressed": True}),
+        ("c.ply", {}),
+        ("d.ply", {"write_ascii": True}),
+    ):
         o3d.io.write_point_cloud(str(tmp_path / name), cloud, **options)
         got = read_points(tmp_path / name, 50, normals=True)
         order = np.lexsort(got.T[::-1])
@@ -265,8 +277,11 @@ def test_colours_as_extra_channels(tmp_path):
     points = rng.random((30, 3))
     colors = rng.integers(0, 256, (30, 3), dtype=np.uint8)
     write_ply(tmp_path / "c.ply", points, colors=colors)
-    packed = (colors[:, 0].astype(np.uint32) << 16) | (colors[:, 1].astype(np.uint32) << 8) | (
-        colors[:, 2])
+    packed = (
+        (colors[:, 0].astype(np.uint32) << 16)
+        | (colors[:, 1].astype(np.uint32) << 8)
+        | (colors[:, 2])
+    )
     table = np.concatenate([points.astype("<f4"), packed.view("<f4")[:, None]], axis=1)
     (tmp_path / "c.pcd").write_bytes(
         b"VERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\n"

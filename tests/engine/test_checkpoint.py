@@ -24,8 +24,12 @@ from map3d.engine.checkpoint import (
 
 
 def _ckpt(value: float) -> dict:
-    return {"format": FORMAT_NAME, "format_version": 1, "model": {"w": torch.full((4,), value)},
-            "config": {"a": [1, 2], "b": "x"}}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": 1,
+        "model": {"w": torch.full((4,), value)},
+        "config": {"a": [1, 2], "b": "x"},
+    }
 
 
 def test_round_trip_weights_only(tmp_path):
@@ -48,7 +52,7 @@ def test_kill_during_write_keeps_previous_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, torch
         from map3d.engine.checkpoint import atomic_torch_save, FORMAT_NAME
-        path = {str(tmp_path / 'last.pt')!r}
+        path = {str(tmp_path / "last.pt")!r}
         atomic_torch_save({{"format": FORMAT_NAME, "format_version": 1,
                             "model": {{"w": torch.ones(4)}}}}, path)
         real_save = torch.save
@@ -69,8 +73,10 @@ def test_kill_during_write_keeps_previous_checkpoint(tmp_path):
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     g = torch.Generator().manual_seed(5)
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
-    atomic_torch_save({"format": FORMAT_NAME, "format_version": 1,
-                       "rng": capture_rng({"aug": g})}, tmp_path / "r.pt")
+    atomic_torch_save(
+        {"format": FORMAT_NAME, "format_version": 1, "rng": capture_rng({"aug": g})},
+        tmp_path / "r.pt",
+    )
     expected = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=g))
     torch.manual_seed(9), np.random.seed(9), random.seed(9), g.manual_seed(9)
     restore_rng(load_checkpoint(tmp_path / "r.pt")["rng"], {"aug": g})
@@ -120,10 +126,14 @@ def test_finetune_command_per_preset():
     assert "configs/finetune/modelnet40.yaml --data" in finetune_command("p.pt", "hybridmt3d_s")
     assert "no finetuning config ships" in finetune_command("p.pt", "map_tiny_patch16_224")
     # a widened encoder: its shape overrides are repeated, the rest is the recipe's business
-    widened = finetune_command("p.pt", "map_nano_patch4_16",
-                               {"dim": 64, "num_heads": 4, "image_size": 16, "mask_ratio": 0.5})
-    assert widened.endswith("--set model.overrides.dim=64 --set model.overrides.num_heads=4 "
-                            "--pretrained p.pt")
+    widened = finetune_command(
+        "p.pt",
+        "map_nano_patch4_16",
+        {"dim": 64, "num_heads": 4, "image_size": 16, "mask_ratio": 0.5},
+    )
+    assert widened.endswith(
+        "--set model.overrides.dim=64 --set model.overrides.num_heads=4 --pretrained p.pt"
+    )
 
 
 def test_background_writer_copies_the_state_and_does_not_block(tmp_path, monkeypatch):

@@ -21,10 +21,16 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml
 def test_configs_exist():
     names = {str(p.relative_to(p.parents[1])) for p in CONFIGS}
     for required in (
-        "pretrain/shapenet55_map.yaml", "pretrain/synthetic.yaml", "finetune/modelnet40.yaml",
-        "finetune/modelnet40_fewshot.yaml", "finetune/scanobjectnn_obj_bg.yaml",
-        "finetune/scanobjectnn_obj_only.yaml", "finetune/scanobjectnn_pb_t50_rs.yaml",
-        "finetune/synthetic.yaml", "smoke/pretrain.yaml", "smoke/finetune.yaml",
+        "pretrain/shapenet55_map.yaml",
+        "pretrain/synthetic.yaml",
+        "finetune/modelnet40.yaml",
+        "finetune/modelnet40_fewshot.yaml",
+        "finetune/scanobjectnn_obj_bg.yaml",
+        "finetune/scanobjectnn_obj_only.yaml",
+        "finetune/scanobjectnn_pb_t50_rs.yaml",
+        "finetune/synthetic.yaml",
+        "smoke/pretrain.yaml",
+        "smoke/finetune.yaml",
     ):
         assert required in names
 
@@ -47,17 +53,30 @@ def test_every_config_loads_and_its_model_config_builds(path):
 def test_paper_hyperparameters():
     pre = load_config("configs/pretrain/shapenet55_map.yaml")
     assert (pre.optim.lr, pre.optim.weight_decay, pre.schedule.epochs) == (1e-3, 0.05, 300)
-    assert (pre.schedule.warmup_epochs, pre.data.batch_size, pre.data.augment) == (10, 128,
-                                                                                  ["rotate_y"])
+    assert (pre.schedule.warmup_epochs, pre.data.batch_size, pre.data.augment) == (
+        10,
+        128,
+        ["rotate_y"],
+    )
     ft = load_config("configs/finetune/modelnet40.yaml")
-    assert (ft.optim.lr, ft.optim.grad_clip, ft.data.batch_size, ft.eval.votes) == (5e-4, 10, 32, 10)
+    assert (ft.optim.lr, ft.optim.grad_clip, ft.data.batch_size, ft.eval.votes) == (
+        5e-4,
+        10,
+        32,
+        10,
+    )
     assert (ft.data.npoints, ft.data.point_all) == (1024, 1200)
     hardest = load_config("configs/finetune/scanobjectnn_pb_t50_rs.yaml")  # via `base:`
     assert hardest.data.options == {"variant": "pb_t50_rs"} and hardest.data.npoints == 2048
 
 
-@pytest.mark.parametrize("task,path", [("pretrain", "configs/pretrain/synthetic.yaml"),
-                                       ("classify", "configs/finetune/synthetic.yaml")])
+@pytest.mark.parametrize(
+    "task,path",
+    [
+        ("pretrain", "configs/pretrain/synthetic.yaml"),
+        ("classify", "configs/finetune/synthetic.yaml"),
+    ],
+)
 def test_builtin_defaults_match_their_yaml(task, path):
     assert load_config(path) == default_config(task)
 
@@ -79,27 +98,39 @@ def test_wrong_type_names_the_key(tmp_path):
         load_config(f)
 
 
-@pytest.mark.parametrize("text,keys,value", [
-    ("optim.lr=1e-4", ["optim", "lr"], 1e-4),
-    ("train.seed=3", ["train", "seed"], 3),
-    ("data.augment=[rotate_y, scale]", ["data", "augment"], ["rotate_y", "scale"]),
-    ("train.pretrained=null", ["train", "pretrained"], None),
-    ("output.tensorboard=true", ["output", "tensorboard"], True),
-    ("model.overrides.mask_ratio=[0.3, 0.7]", ["model", "overrides", "mask_ratio"], [0.3, 0.7]),
-])
+@pytest.mark.parametrize(
+    "text,keys,value",
+    [
+        ("optim.lr=1e-4", ["optim", "lr"], 1e-4),
+        ("train.seed=3", ["train", "seed"], 3),
+        ("data.augment=[rotate_y, scale]", ["data", "augment"], ["rotate_y", "scale"]),
+        ("train.pretrained=null", ["train", "pretrained"], None),
+        ("output.tensorboard=true", ["output", "tensorboard"], True),
+        ("model.overrides.mask_ratio=[0.3, 0.7]", ["model", "overrides", "mask_ratio"], [0.3, 0.7]),
+    ],
+)
 def test_parse_override(text, keys, value):
     assert parse_override(text) == (keys, value)
 
 
 def test_apply_overrides_types_and_errors():
-    cfg = apply_overrides(ExperimentConfig(), [
-        "optim.lr=2e-4", "optim.grad_clip=5", "model.overrides.num_groups=32", "data.root=/d",
-    ])
+    cfg = apply_overrides(
+        ExperimentConfig(),
+        [
+            "optim.lr=2e-4",
+            "optim.grad_clip=5",
+            "model.overrides.num_groups=32",
+            "data.root=/d",
+        ],
+    )
     assert cfg.optim.lr == 2e-4 and isinstance(cfg.optim.grad_clip, float)
     assert cfg.model.overrides == {"num_groups": 32} and cfg.data.root == "/d"
     for bad, match in [
-        ("optim.lrr=1", r"optim\.lrr"), ("nosuch.x=1", "nosuch"), ("optim.lr=fast", "optim.lr"),
-        ("train.seed=1.5", "train.seed"), ("optim.lr", "KEY=VALUE"),
+        ("optim.lrr=1", r"optim\.lrr"),
+        ("nosuch.x=1", "nosuch"),
+        ("optim.lr=fast", "optim.lr"),
+        ("train.seed=1.5", "train.seed"),
+        ("optim.lr", "KEY=VALUE"),
     ]:
         with pytest.raises(ConfigError, match=match):
             apply_overrides(ExperimentConfig(), [bad])
@@ -126,9 +157,11 @@ def test_yaml_alias_bomb_is_refused(tmp_path):
     assert path.stat().st_size < 600
     with pytest.raises(ConfigError, match=r"bomb\.yaml.*more than 10,000 values"):
         load_config(path)
-    flow = "{l0: &l0 [x, x, x, x, x, x, x, x, x], " + ", ".join(
-        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)
-    ) + "}"
+    flow = (
+        "{l0: &l0 [x, x, x, x, x, x, x, x, x], "
+        + ", ".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9))
+        + "}"
+    )
     with pytest.raises(ConfigError, match="--set model.overrides.x: more than 10,000"):
         apply_overrides(load_config(), [f"model.overrides.x={flow}"])
     # anchors and aliases of a small config still work

@@ -23,16 +23,24 @@ DETERMINISTIC = ["data.augment=[]", "data.point_all=128", "model.overrides.head_
 
 
 def _finetune(launcher: list[str], out, overrides: list[str]) -> None:
-    cmd = [*launcher, "-m", "map3d", "finetune", "--config", SMOKE, "--out", str(out),
-           *[arg for o in overrides for arg in ("--set", o)]]
+    cmd = [
+        *launcher,
+        "-m",
+        "map3d",
+        "finetune",
+        "--config",
+        SMOKE,
+        "--out",
+        str(out),
+        *[arg for o in overrides for arg in ("--set", o)],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node=2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     _finetune(torchrun, tmp_path / "ddp", DETERMINISTIC)
     _finetune([sys.executable], tmp_path / "single", [*DETERMINISTIC, "train.accum_steps=2"])
 
@@ -42,8 +50,10 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     single_loss = [r["loss"] for r in single if r["kind"] == "train"]
     assert len(ddp_loss) == len(single_loss) == 4
     assert ddp_loss == pytest.approx(single_loss, rel=1e-5)
-    last = [r for r in ddp if r["kind"] == "epoch"][-1], [r for r in single
-                                                         if r["kind"] == "epoch"][-1]
+    last = (
+        [r for r in ddp if r["kind"] == "epoch"][-1],
+        [r for r in single if r["kind"] == "epoch"][-1],
+    )
     assert last[0]["test_n"] == last[1]["test_n"] == 8  # every test sample counted once
     assert last[0]["test_oa"] == pytest.approx(last[1]["test_oa"], rel=1e-5)
 
@@ -67,8 +77,9 @@ os.environ.update(WORLD_SIZE="2", RANK="1", LOCAL_RANK="1")
 assert init_distributed("cpu").world_size == 2
 print("exiting", flush=True)
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert proc.stdout.split() == ["exiting", "destroyed"]
 
 
@@ -94,12 +105,30 @@ sys.exit(main(sys.argv[2:]))
 def _hooked_ddp(tmp_path, mode: str, overrides: list[str]) -> subprocess.CompletedProcess:
     script = tmp_path / "hooked.py"
     script.write_text(HOOKED)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), mode, "finetune", "--config", SMOKE, "--out", str(tmp_path / "run"),
-           *[arg for o in [*DETERMINISTIC, *overrides] for arg in ("--set", o)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        mode,
+        "finetune",
+        "--config",
+        SMOKE,
+        "--out",
+        str(tmp_path / "run"),
+        *[arg for o in [*DETERMINISTIC, *overrides] for arg in ("--set", o)],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:

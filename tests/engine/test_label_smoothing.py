@@ -20,8 +20,9 @@ class FixedLogits(nn.Module):
 
 
 def _step(task_name, logits, batch, smoothing, npoints=1024):
-    cfg = apply_overrides(ExperimentConfig(), [f"train.label_smoothing={smoothing}",
-                                               f"data.npoints={npoints}"])
+    cfg = apply_overrides(
+        ExperimentConfig(), [f"train.label_smoothing={smoothing}", f"data.npoints={npoints}"]
+    )
     g = torch.Generator().manual_seed(0)
     ctx = TaskContext(cfg=cfg, device=torch.device("cpu"), generator=g, model_generator=g)
     loss, _ = get_task(task_name).training_step(FixedLogits(logits), batch, ctx)
@@ -35,7 +36,8 @@ def test_classification_loss_follows_cross_entropy(smoothing):
     batch = {"image": torch.zeros(6, 3, 4, 4), "label": labels}
     loss = _step("classify", logits, batch, smoothing)
     assert loss.item() == pytest.approx(
-        F.cross_entropy(logits, labels, label_smoothing=smoothing).item(), rel=1e-6)
+        F.cross_entropy(logits, labels, label_smoothing=smoothing).item(), rel=1e-6
+    )
     if smoothing > 0:
         assert loss.item() != pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-4)
 
@@ -51,5 +53,9 @@ def test_partseg_loss_follows_cross_entropy():
 
 def test_label_smoothing_range_checked():
     with pytest.raises(ValueError, match="train.label_smoothing"):
-        _step("classify", torch.zeros(1, 2), {"image": torch.zeros(1, 3, 4, 4),
-                                              "label": torch.tensor([0])}, 1.0)
+        _step(
+            "classify",
+            torch.zeros(1, 2),
+            {"image": torch.zeros(1, 3, 4, 4), "label": torch.tensor([0])},
+            1.0,
+        )

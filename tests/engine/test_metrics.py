@@ -60,9 +60,16 @@ def test_running_mean_weights_by_count():
     assert mean.compute() == pytest.approx({"loss": 13 / 4, "grad_norm": 2.0})
 
 
-@pytest.mark.parametrize(("t", "df", "p"), [
-    (2.2, 4, 0.092653), (2.776445, 4, 0.05), (1.0, 1, 0.5), (-3.0, 10, 0.013344), (0.0, 3, 1.0),
-])
+@pytest.mark.parametrize(
+    ("t", "df", "p"),
+    [
+        (2.2, 4, 0.092653),
+        (2.776445, 4, 0.05),
+        (1.0, 1, 0.5),
+        (-3.0, 10, 0.013344),
+        (0.0, 3, 1.0),
+    ],
+)
 def test_student_t_two_sided_p(t, df, p):
     assert student_t_two_sided_p(t, df) == pytest.approx(p, abs=2e-5)
 

@@ -33,7 +33,9 @@ def test_model_resolves_into_the_typed_config_of_its_task():
     assert (config.num_groups, config.group_size, config.num_regions) == (32, 16, 4)
     assert config.encoder.backbone.pattern == "MMMT"  # the preset's
     # the one override syntax keeps working, and reaches the typed config
-    cfg = apply_overrides(cfg, ["model.overrides.num_regions=1", "model.overrides.mask_ratio=[0.3, 0.7]"])
+    cfg = apply_overrides(
+        cfg, ["model.overrides.num_regions=1", "model.overrides.mask_ratio=[0.3, 0.7]"]
+    )
     assert cfg.model.overrides["num_regions"] == 1
     config = cfg.model_config()
     assert config.num_regions == 1 and config.mask_ratio == (0.3, 0.7)
@@ -60,32 +62,53 @@ def test_bad_num_regions_is_refused_at_load_naming_the_key(tmp_path):
         "num_regions=7 (G % R == 0)"
     )
     with pytest.raises(ConfigError) as info:
-        apply_overrides(default_config("pretrain"),
-                        ["model.overrides.num_groups=64", "model.overrides.num_regions=7"])
+        apply_overrides(
+            default_config("pretrain"),
+            ["model.overrides.num_groups=64", "model.overrides.num_regions=7"],
+        )
     assert str(info.value) == (
         "--set: model.overrides.num_regions=7: num_groups=64 must be divisible by "
         "num_regions=7 (G % R == 0)"
     )
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.overrides.num_groups=abc",
-     "--set: model.overrides.num_groups: expected an integer, got 'abc'"),
-    ("model.overrides.drop_path_rate=[1]",
-     "--set: model.overrides.drop_path_rate: expected a number, got [1]"),
-    ("model.overrides.num_region=2",
-     ("--set: unknown override 'model.overrides.num_region' for PointPretrainConfig; did you "
-      "mean 'num_regions'?")),
-    ("model.overrides.encoder={backbone: {dimm: 3}}",
-     ("--set: unknown override 'model.overrides.encoder.backbone.dimm' for BackboneConfig; "
-      "did you mean 'dim'?")),
-    ("model.overrides.decoder_order=sideways",
-     "--set: model.overrides.decoder_order='sideways': decoder_order='sideways' must be one of"),
-    ("model.overrides.compat=pointnet",
-     "--set: model.overrides.compat='pointnet': compat='pointnet' must be one of"),
-    ("model.name=nosuch", "--set: unknown model 'nosuch'; registered: "),
-    ("train.task=segment", "--set: train.task: unknown task 'segment'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "model.overrides.num_groups=abc",
+            "--set: model.overrides.num_groups: expected an integer, got 'abc'",
+        ),
+        (
+            "model.overrides.drop_path_rate=[1]",
+            "--set: model.overrides.drop_path_rate: expected a number, got [1]",
+        ),
+        (
+            "model.overrides.num_region=2",
+            (
+                "--set: unknown override 'model.overrides.num_region' for PointPretrainConfig; did you "
+                "mean 'num_regions'?"
+            ),
+        ),
+        (
+            "model.overrides.encoder={backbone: {dimm: 3}}",
+            (
+                "--set: unknown override 'model.overrides.encoder.backbone.dimm' for BackboneConfig; "
+                "did you mean 'dim'?"
+            ),
+        ),
+        (
+            "model.overrides.decoder_order=sideways",
+            "--set: model.overrides.decoder_order='sideways': decoder_order='sideways' must be one of",
+        ),
+        (
+            "model.overrides.compat=pointnet",
+            "--set: model.overrides.compat='pointnet': compat='pointnet' must be one of",
+        ),
+        ("model.name=nosuch", "--set: unknown model 'nosuch'; registered: "),
+        ("train.task=segment", "--set: train.task: unknown task 'segment'"),
+    ],
+)
 def test_model_errors_are_one_config_error_line(override, message):
     with pytest.raises(ConfigError) as info:
         apply_overrides(default_config("pretrain"), [override])
@@ -96,12 +119,12 @@ def test_model_errors_are_one_config_error_line(override, message):
 
 def test_a_task_the_preset_has_not_is_refused_at_load():
     with pytest.raises(ConfigError, match="unknown task 'partseg' for images model"):
-        apply_overrides(ExperimentConfig(), ["model.name=map_tiny_patch16_224",
-                                             "train.task=partseg"])
+        apply_overrides(
+            ExperimentConfig(), ["model.name=map_tiny_patch16_224", "train.task=partseg"]
+        )
 
 
-def test_cli_refuses_a_bad_model_override_before_building_a_dataset(tmp_path, capsys,
-                                                                    monkeypatch):
+def test_cli_refuses_a_bad_model_override_before_building_a_dataset(tmp_path, capsys, monkeypatch):
     from map3d.cli import main
 
     def no_dataset(*args, **kwargs):
@@ -109,8 +132,10 @@ def test_cli_refuses_a_bad_model_override_before_building_a_dataset(tmp_path, ca
 
     monkeypatch.setattr("map3d.data.build_dataset", no_dataset)
     monkeypatch.delenv("MAP3D_DEBUG", raising=False)
-    assert main(["pretrain", "--out", str(tmp_path / "run"),
-                 "--set", "model.overrides.num_regions=7"]) == 2
+    assert (
+        main(["pretrain", "--out", str(tmp_path / "run"), "--set", "model.overrides.num_regions=7"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
         "map3d pretrain: error: --set: model.overrides.num_regions=7: num_groups=32 must be "
@@ -129,8 +154,11 @@ def test_default_config_reads_the_shipped_yaml(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(config, "CONFIG_DIR", tmp_path)
     assert default_config("pretrain").schedule.epochs == 2
-    with pytest.raises(ConfigError, match=r"built-in classify config .*finetune/synthetic\.yaml "
-                                          r"is missing"):
+    with pytest.raises(
+        ConfigError,
+        match=r"built-in classify config .*finetune/synthetic\.yaml "
+        r"is missing",
+    ):
         default_config("classify")
     with pytest.raises(ConfigError, match="no built-in default config for task 'partseg'"):
         default_config("partseg")
@@ -143,8 +171,12 @@ def _old_config() -> dict:
     """An experiment config as an earlier map3d wrote it into a checkpoint: fields added since
     are absent, floats written as ints, a tuple as a list."""
     config = config_to_dict(default_config("classify"))
-    for section, name in (("optim", "layer_decay"), ("train", "label_smoothing"),
-                          ("train", "step_mode"), ("eval", "vote_permute")):
+    for section, name in (
+        ("optim", "layer_decay"),
+        ("train", "label_smoothing"),
+        ("train", "step_mode"),
+        ("eval", "vote_permute"),
+    ):
         del config[section][name]
     del config["compat"]
     config["optim"]["weight_decay"] = 0
@@ -168,15 +200,31 @@ def test_old_checkpoint_configs_keep_loading(tmp_path):
     from map3d.engine.runs import checkpoint_config
 
     torch.manual_seed(0)
-    model = map3d.create_model("hybridmt3d_tiny", task="classify", num_classes=5, num_groups=32,
-                               group_size=16, drop_path_rate=0.0, head_dropout=0.0)
+    model = map3d.create_model(
+        "hybridmt3d_tiny",
+        task="classify",
+        num_classes=5,
+        num_groups=32,
+        group_size=16,
+        drop_path_rate=0.0,
+        head_dropout=0.0,
+    )
     path = tmp_path / "best.pt"
-    atomic_torch_save({
-        "format": FORMAT_NAME, "format_version": 1, "task": "classify",
-        "model_name": "hybridmt3d_tiny", "model_task": "classify",
-        "model_config": _old_model_config(model), "config": _old_config(),
-        "model": model.state_dict(), "epoch": 1, "step": 4,
-    }, path)
+    atomic_torch_save(
+        {
+            "format": FORMAT_NAME,
+            "format_version": 1,
+            "task": "classify",
+            "model_name": "hybridmt3d_tiny",
+            "model_task": "classify",
+            "model_config": _old_model_config(model),
+            "config": _old_config(),
+            "model": model.state_dict(),
+            "epoch": 1,
+            "step": 4,
+        },
+        path,
+    )
     ckpt = load_checkpoint(path)
 
     cfg = checkpoint_config(ckpt, ["eval.votes=1"])

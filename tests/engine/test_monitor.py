@@ -22,7 +22,8 @@ def test_torn_last_line_is_dropped_on_resume(tmp_path, caplog):
 
 
 def test_a_bad_line_inside_the_file_is_an_error(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{oops\n'
-                                            '{"kind": "train", "step": 2}\n')
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"kind": "train", "step": 1}\n{oops\n{"kind": "train", "step": 2}\n'
+    )
     with pytest.raises(ValueError, match="line 2"):
         read_metrics(tmp_path / "metrics.jsonl")

@@ -18,14 +18,17 @@ from map3d.engine.optim import (
 
 
 def test_cosine_warmup_shape():
-    f = [cosine_warmup_factor(s, total_steps=100, warmup_steps=10, min_factor=0.01)
-         for s in range(100)]
+    f = [
+        cosine_warmup_factor(s, total_steps=100, warmup_steps=10, min_factor=0.01)
+        for s in range(100)
+    ]
     assert all(a < b for a, b in pairwise(f[:11]))  # linear ramp up
     assert f[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in pairwise(f[10:]))  # then monotone decay
     assert f[55] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert cosine_warmup_factor(100, total_steps=100, warmup_steps=10,
-                                min_factor=0.01) == pytest.approx(0.01)
+    assert cosine_warmup_factor(
+        100, total_steps=100, warmup_steps=10, min_factor=0.01
+    ) == pytest.approx(0.01)
 
 
 def test_scheduler_steps_per_iteration_and_no_decay_groups():
@@ -34,8 +37,9 @@ def test_scheduler_steps_per_iteration_and_no_decay_groups():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.05 and len(decay["params"]) == 1  # the Linear weight
     assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 3
-    sched = build_scheduler(opt, ScheduleConfig(epochs=2, warmup_epochs=1, min_lr=1e-5),
-                            base_lr=1e-3, steps_per_epoch=5)
+    sched = build_scheduler(
+        opt, ScheduleConfig(epochs=2, warmup_epochs=1, min_lr=1e-5), base_lr=1e-3, steps_per_epoch=5
+    )
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])
@@ -49,8 +53,9 @@ def test_scheduler_steps_per_iteration_and_no_decay_groups():
 def _tiny_classifier():
     import map3d
 
-    return map3d.create_model("hybridmt3d_tiny", task="classify", num_classes=5,
-                              num_groups=8, group_size=8)
+    return map3d.create_model(
+        "hybridmt3d_tiny", task="classify", num_classes=5, num_groups=8, group_size=8
+    )
 
 
 def test_layer_decay_lr_per_parameter():
@@ -58,9 +63,14 @@ def test_layer_decay_lr_per_parameter():
     depth = len(model.encoder.backbone.blocks)
     opt = build_optimizer(model, OptimConfig(lr=1e-3, layer_decay=0.5))
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
-    expected_layer = {"cls_token": 0, "cls_pos": 0, "encoder.patch_embed.first_conv.0.weight": 0,
-                      "encoder.pos_embed.0.bias": 0, "encoder.backbone.norm.weight": depth + 1,
-                      "head.0.weight": depth + 1}
+    expected_layer = {
+        "cls_token": 0,
+        "cls_pos": 0,
+        "encoder.patch_embed.first_conv.0.weight": 0,
+        "encoder.pos_embed.0.bias": 0,
+        "encoder.backbone.norm.weight": depth + 1,
+        "head.0.weight": depth + 1,
+    }
     seen_layers = set()
     for name, param in model.named_parameters():
         if name.startswith("encoder.backbone.blocks."):
@@ -83,8 +93,9 @@ def test_layer_decay_lr_per_parameter():
 def test_layer_decay_ratios_kept_by_the_schedule():
     model = _tiny_classifier()
     opt = build_optimizer(model, OptimConfig(lr=1e-3, layer_decay=0.75))
-    sched = build_scheduler(opt, ScheduleConfig(epochs=3, warmup_epochs=1, min_lr=0.0),
-                            base_lr=1e-3, steps_per_epoch=4)
+    sched = build_scheduler(
+        opt, ScheduleConfig(epochs=3, warmup_epochs=1, min_lr=0.0), base_lr=1e-3, steps_per_epoch=4
+    )
     for _ in range(6):
         opt.step()
         sched.step()

@@ -69,6 +69,7 @@ def test_eval_reports_progress_without_a_terminal(tmp_path, capsys):
     pre = tmp_path / "pre"
     assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(pre)]) == 0
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(pre / "last.pt"),
-                 "--out", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(pre / "last.pt"), "--out", str(tmp_path / "r.json")]) == 0
+    )
     assert "eval synthetic/test: 2/2 batch (100%), done in" in capsys.readouterr().err

@@ -112,8 +112,16 @@ def test_release_checkpoint_finetunes_evaluates_exports_and_visualizes(width, tm
 
 
 def test_adopt_release_switches_preset_only_when_blocks_differ(width):
-    ckpt = {"release": "mamba3d", "model_config": {"compat": "mamba3d", "pattern": "MMM",
-                                                   "dim": C, "d_state": 4, "num_classes": 7}}
+    ckpt = {
+        "release": "mamba3d",
+        "model_config": {
+            "compat": "mamba3d",
+            "pattern": "MMM",
+            "dim": C,
+            "d_state": 4,
+            "num_classes": 7,
+        },
+    }
     cfg = load_config(FINETUNE)
     adopted = adopt_release(cfg, ckpt, model_task="classify")
     assert adopted.model.name == "mamba3d_s" and cfg.model.name == "hybridmt3d_tiny"
@@ -121,8 +129,10 @@ def test_adopt_release_switches_preset_only_when_blocks_differ(width):
     assert "num_classes" not in adopted.model.overrides
     whole = adopt_release(cfg, ckpt, model_task="classify", whole_model=True)
     assert whole.model.overrides["num_classes"] == 7
-    same = {"release": "pointmap", "model_config": {"compat": "pointmap", "pattern": "MMMT",
-                                                    "dim": 32, "d_state": 4}}
+    same = {
+        "release": "pointmap",
+        "model_config": {"compat": "pointmap", "pattern": "MMMT", "dim": 32, "d_state": 4},
+    }
     adopted = adopt_release(cfg, same, model_task="classify")
     assert adopted.model.name == "hybridmt3d_tiny"
     assert adopted.model.overrides["compat"] == "pointmap"

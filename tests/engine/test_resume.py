@@ -44,8 +44,11 @@ def test_resume_reproduces_uninterrupted_loss_curve(tmp_path, monkeypatch):
     assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]) == (1, 0, 2)
 
     # 2) resume, stop again after 1 more step (mid-epoch 2) via max_steps, 3) resume to the end.
-    stopped = train(apply_overrides(cfg, ["train.max_steps=1"]), tmp_path / "part",
-                    resume=tmp_path / "part" / "last.pt")
+    stopped = train(
+        apply_overrides(cfg, ["train.max_steps=1"]),
+        tmp_path / "part",
+        resume=tmp_path / "part" / "last.pt",
+    )
     assert stopped.stopped == "max_steps" and stopped.step == 3
     ckpt = load_checkpoint(tmp_path / "part" / "last.pt")
     assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]) == (1, 1, 3)
@@ -60,14 +63,17 @@ def test_resume_reproduces_uninterrupted_loss_curve(tmp_path, monkeypatch):
 
 def _records(run_dir):
     """metrics.jsonl without the wall-clock fields."""
-    return [{k: v for k, v in r.items() if k not in ("time", "samples_per_s")}
-            for r in read_metrics(run_dir / "metrics.jsonl")]
+    return [
+        {k: v for k, v in r.items() if k not in ("time", "samples_per_s")}
+        for r in read_metrics(run_dir / "metrics.jsonl")
+    ]
 
 
 def test_mid_epoch_stop_and_resume_writes_the_same_records(tmp_path):
     """The epoch record and a log window cut by the stop average all their steps."""
-    cfg = apply_overrides(load_config(SMOKE), ["train.log_every_steps=2",
-                                               "data.options.num_samples=24"])  # 3 steps/epoch
+    cfg = apply_overrides(
+        load_config(SMOKE), ["train.log_every_steps=2", "data.options.num_samples=24"]
+    )  # 3 steps/epoch
     train(cfg, tmp_path / "full")
     first = train(apply_overrides(cfg, ["train.max_steps=1"]), tmp_path / "part")
     assert first.stopped == "max_steps" and first.step == 1  # mid-epoch, mid-window
@@ -98,13 +104,27 @@ def test_resume_refuses_settings_that_change_the_model_data_or_objective(tmp_pat
     from map3d.cli import main
 
     out = tmp_path / "run"
-    assert main(["pretrain", "--config", SMOKE, "--out", str(out), "--set",
-                 "train.max_steps=1"]) == 0
+    assert (
+        main(["pretrain", "--config", SMOKE, "--out", str(out), "--set", "train.max_steps=1"]) == 0
+    )
     stored = (out / "config.yaml").read_text()
     capsys.readouterr()
-    assert main(["pretrain", "--resume", str(out), "--set", "model.overrides.num_groups=16",
-                 "--set", "train.seed=3",
-                 "--set", "train.log_every_steps=2"]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "--resume",
+                str(out),
+                "--set",
+                "model.overrides.num_groups=16",
+                "--set",
+                "train.seed=3",
+                "--set",
+                "train.log_every_steps=2",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "model.overrides.num_groups (8 -> 16)" in err and "train.seed (0 -> 3)" in err
@@ -112,8 +132,22 @@ def test_resume_refuses_settings_that_change_the_model_data_or_objective(tmp_pat
     assert (out / "config.yaml").read_text() == stored  # nothing rewritten
     assert load_checkpoint(out / "last.pt")["step"] == 1
     # settings about running, logging and length may change
-    assert main(["pretrain", "--resume", str(out), "--set", "train.log_every_steps=2",
-                 "--epochs", "3", "--set", "train.max_steps=null"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--resume",
+                str(out),
+                "--set",
+                "train.log_every_steps=2",
+                "--epochs",
+                "3",
+                "--set",
+                "train.max_steps=null",
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(out / "last.pt")["step"] == 6
 
 
@@ -125,9 +159,13 @@ def test_pretrained_weight_settings_may_change_on_resume():
     from map3d.engine.config import ConfigError, check_resume_config, config_to_dict, default_config
 
     saved = config_to_dict(default_config("classify"))
-    resumed = apply_overrides(default_config("classify"), [
-        "train.pretrained=runs/pre/encoder.safetensors", "train.allow_partial_pretrained=true",
-    ])
+    resumed = apply_overrides(
+        default_config("classify"),
+        [
+            "train.pretrained=runs/pre/encoder.safetensors",
+            "train.allow_partial_pretrained=true",
+        ],
+    )
     check_resume_config(saved, resumed, "runs/ft/last.pt")
     with pytest.raises(ConfigError, match="train.seed"):
         check_resume_config(saved, apply_overrides(resumed, ["train.seed=3"]), "runs/ft/last.pt")

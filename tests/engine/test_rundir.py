@@ -54,8 +54,10 @@ def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path
         sleeper.wait()
     # the writer died (its lock is stale) in the middle of checkpoint writes, one of them by an
     # older map3d (another temp name)
-    stray = [out / temp_name("last.pt").replace(f".p{os.getpid()}h", f".p{sleeper.pid}h"),
-             out / ".best.pt.k2x9q1zz.tmp"]
+    stray = [
+        out / temp_name("last.pt").replace(f".p{os.getpid()}h", f".p{sleeper.pid}h"),
+        out / ".best.pt.k2x9q1zz.tmp",
+    ]
     for path in stray:
         path.write_bytes(b"half a checkpoint")
     assert _pretrain(out) == 0

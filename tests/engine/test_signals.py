@@ -19,8 +19,10 @@ THREE_STEPS_AN_EPOCH = ["data.options.num_samples=24", "train.log_every_steps=2"
 
 
 def _records(run_dir):
-    return [{k: v for k, v in r.items() if k not in ("time", "samples_per_s")}
-            for r in read_metrics(run_dir / "metrics.jsonl")]
+    return [
+        {k: v for k, v in r.items() if k not in ("time", "samples_per_s")}
+        for r in read_metrics(run_dir / "metrics.jsonl")
+    ]
 
 
 @pytest.mark.slow
@@ -43,8 +45,15 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(tmp
                        *[a for s in sets for a in ("--set", s)]]))
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120, start_new_session=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+        check=False,
+    )
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     assert "continue with" in proc.stdout
     ckpt = load_checkpoint(out / "last.pt")
@@ -56,8 +65,7 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(tmp
     torch.set_num_threads(1)
     try:
         cfg = apply_overrides(load_config(SMOKE), THREE_STEPS_AN_EPOCH)
-        resumed = train(apply_overrides(cfg, ["data.num_workers=4"]), out,
-                        resume=out / "last.pt")
+        resumed = train(apply_overrides(cfg, ["data.num_workers=4"]), out, resume=out / "last.pt")
         assert resumed.stopped is None and resumed.step == 6
         train(cfg, tmp_path / "full")
     finally:

@@ -18,7 +18,8 @@ SMOKE_FINETUNE = "configs/smoke/finetune.yaml"
 
 def test_auto_picks_eager_with_the_reason_and_cuda_graph_is_refused_where_it_cannot_run():
     assert resolve_step_mode("auto", None) == (
-        "cuda_graph", "step mode cuda_graph (train.step_mode=auto)"
+        "cuda_graph",
+        "step mode cuda_graph (train.step_mode=auto)",
     )
     mode, note = resolve_step_mode("auto", "no GPU here")
     assert mode == "eager" and "no GPU here" in note
@@ -44,10 +45,17 @@ def test_pretraining_with_a_mask_ratio_range_has_no_static_step():
     from map3d.models import create_model
 
     task = PretrainTask()
-    fixed = create_model("hybridmt3d_tiny", task="pretrain", num_groups=8, group_size=8,
-                         num_regions=2)
-    ranged = create_model("hybridmt3d_tiny", task="pretrain", num_groups=8, group_size=8,
-                          num_regions=2, mask_ratio=(0.3, 0.7))
+    fixed = create_model(
+        "hybridmt3d_tiny", task="pretrain", num_groups=8, group_size=8, num_regions=2
+    )
+    ranged = create_model(
+        "hybridmt3d_tiny",
+        task="pretrain",
+        num_groups=8,
+        group_size=8,
+        num_regions=2,
+        mask_ratio=(0.3, 0.7),
+    )
     assert task.static_step_problem(fixed) is None
     assert "range" in task.static_step_problem(ranged)
 
@@ -80,8 +88,13 @@ def _curve(run_dir):
 def _gpu_cfg(config: str, mode: str, extra=()):
     return apply_overrides(
         load_config(config),
-        [f"train.step_mode={mode}", "train.device=cuda", "train.log_every_steps=1",
-         "schedule.epochs=3", *extra],
+        [
+            f"train.step_mode={mode}",
+            "train.device=cuda",
+            "train.log_every_steps=1",
+            "schedule.epochs=3",
+            *extra,
+        ],
     )
 
 
@@ -109,9 +122,16 @@ def test_cuda_graph_run_resumes_where_it_stopped(tmp_path):
     assert part.stopped == "max_steps"
     done = train(cfg, tmp_path / "part", resume=tmp_path / "part" / "last.pt")
     assert done.step == full.step
-    torch.testing.assert_close(torch.tensor(_curve(tmp_path / "part")),
-                               torch.tensor(_curve(tmp_path / "full")), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(_curve(tmp_path / "part")),
+        torch.tensor(_curve(tmp_path / "full")),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     # and an eager run resumes the graph run's checkpoint
-    eager = train(apply_overrides(cfg, ["train.step_mode=eager", "schedule.epochs=4"]),
-                  tmp_path / "part", resume=tmp_path / "part" / "last.pt")
+    eager = train(
+        apply_overrides(cfg, ["train.step_mode=eager", "schedule.epochs=4"]),
+        tmp_path / "part",
+        resume=tmp_path / "part" / "last.pt",
+    )
     assert eager.step > full.step

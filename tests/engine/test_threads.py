@@ -47,14 +47,56 @@ def test_available_cores_follow_affinity_and_cgroup_quota(monkeypatch, tmp_path)
 def test_train_eval_viz_logs_say_how_many_threads(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     out = tmp_path / "pre"
-    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(out),
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "configs/smoke/pretrain.yaml",
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "torch CPU threads: 1 (--threads" in (out / "train.log").read_text()
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--threads", "1",
-                 "--out", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(out / "last.pt"),
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     assert "torch CPU threads: 1 (--threads" in capsys.readouterr().err
-    assert main(["viz", "--checkpoint", str(out / "last.pt"), "--threads", "1", "--index", "0",
-                 "--out", str(tmp_path / "viz"), "--renderer", "matplotlib",
-                 "--size", "40", "40"]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                "--checkpoint",
+                str(out / "last.pt"),
+                "--threads",
+                "1",
+                "--index",
+                "0",
+                "--out",
+                str(tmp_path / "viz"),
+                "--renderer",
+                "matplotlib",
+                "--size",
+                "40",
+                "40",
+            ]
+        )
+        == 0
+    )
     assert "torch CPU threads: 1 (--threads" in capsys.readouterr().err

@@ -17,8 +17,7 @@ def _conv_patch_embed(embed: MiniPointNet, patches: torch.Tensor) -> torch.Tenso
 def test_mini_pointnet_matches_conv1d_formulation(generator, train):
     """The GEMM form equals the Conv1d form, forward and backward (float64, both BN modes)."""
     embed = MiniPointNet(24).double().train(train)
-    patches = torch.randn(3, 5, 8, 3, generator=generator, dtype=torch.float64,
-                          requires_grad=True)
+    patches = torch.randn(3, 5, 8, 3, generator=generator, dtype=torch.float64, requires_grad=True)
     inputs = [patches, *embed.parameters()]
     ours = embed(patches)
     grads = torch.autograd.grad(ours.square().sum(), inputs)

@@ -118,9 +118,11 @@ def brute_force_chamfer(x, y, norm):
 @pytest.mark.parametrize("norm", [1, 2])
 def test_chamfer_norms(points, norm):
     torch.manual_seed(0)
-    model = map3d.create_model(
-        "pointmae_tiny", task="pretrain", chamfer_norm=norm, **SMALL_PRETRAIN
-    ).double().eval()
+    model = (
+        map3d.create_model("pointmae_tiny", task="pretrain", chamfer_norm=norm, **SMALL_PRETRAIN)
+        .double()
+        .eval()
+    )
     assert model.objective.norm == norm
     points = points.double()
     rec = model.reconstruct(points, generator=torch.Generator().manual_seed(3))

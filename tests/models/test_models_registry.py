@@ -119,7 +119,9 @@ def test_overrides_reach_nested_fields():
 
 def test_unknown_and_invalid_overrides_are_errors():
     # ConfigError is a ValueError (what callers catch) and a one-line UserError naming the key
-    with pytest.raises(ConfigError, match="unknown override 'num_clases'.*did you mean 'num_classes'"):
+    with pytest.raises(
+        ConfigError, match="unknown override 'num_clases'.*did you mean 'num_classes'"
+    ):
         map3d.create_model("hybridmt3d_tiny", task="classify", num_clases=10)
     with pytest.raises(ValueError, match="unknown model 'hybrid'"):
         map3d.create_model("hybrid")
@@ -142,8 +144,11 @@ def test_unknown_and_invalid_overrides_are_errors():
 def test_override_errors_name_the_override_that_breaks_the_config():
     """The key named is the first override (in order) with which the config no longer builds;
     the reason is the config's own check on all of them."""
-    with pytest.raises(ConfigError, match=r"^num_groups=30: num_groups=30 must be divisible by "
-                                          r"num_regions=4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^num_groups=30: num_groups=30 must be divisible by "
+        r"num_regions=4",
+    ):
         build_config("hybridmt3d_tiny", "pretrain", num_groups=30, num_regions=4)
     with pytest.raises(ConfigError, match=r"^decoder_order='x': decoder_order='x' must be one"):
         build_config("hybridmt3d_tiny", "pretrain", num_groups=32, decoder_order="x")

@@ -11,8 +11,11 @@ def _register(op, name, fn, supports=lambda *t, **o: True):
 
 def test_the_check_passes_a_faithful_backend_and_catches_a_wrong_one(registry):
     _register("gather", "faithful", reference.gather)
-    _register("chamfer_distance", "off",
-              lambda x, y, norm=2: reference.chamfer_distance(x, y, norm=norm) * 1.01)
+    _register(
+        "chamfer_distance",
+        "off",
+        lambda x, y, norm=2: reference.chamfer_distance(x, y, norm=norm) * 1.01,
+    )
     _register("knn", "picky", reference.knn, supports=lambda *t, **o: False)
     results = {(r.op, r.backend): r for r in check.check_backends("cpu")}
 

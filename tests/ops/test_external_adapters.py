@@ -112,13 +112,23 @@ def fake_sample_farthest_points(points, lengths=None, K=50, random_start_point=F
 KNN = namedtuple("KNN", "dists idx knn")
 
 
-def fake_knn_points(p1, p2, lengths1=None, lengths2=None, norm=2, K=1, version=-1,
-                    return_nn=False, return_sorted=True):
+def fake_knn_points(
+    p1,
+    p2,
+    lengths1=None,
+    lengths2=None,
+    norm=2,
+    K=1,
+    version=-1,
+    return_nn=False,
+    return_sorted=True,
+):
     """pytorch3d.ops.knn_points: float and double only, both clouds of one dtype (its kernel
     dispatch and checks), squared distances ascending, int64 indices, differentiable."""
     if p1.dtype != p2.dtype or p1.dtype not in (torch.float32, torch.float64):
-        raise RuntimeError(f"knn_points: expected float or double of one type, got {p1.dtype}, "
-                           f"{p2.dtype}")
+        raise RuntimeError(
+            f"knn_points: expected float or double of one type, got {p1.dtype}, {p2.dtype}"
+        )
     with torch.no_grad():
         idx = torch.cdist(p1, p2).topk(K, dim=-1, largest=False, sorted=True).indices
     dists = (p1.unsqueeze(2) - reference.gather(p2, idx)).square().sum(-1)
@@ -128,8 +138,12 @@ def fake_knn_points(p1, p2, lengths1=None, lengths2=None, norm=2, K=1, version=-
 @pytest.fixture
 def fake_pytorch3d(monkeypatch):
     fake_module(monkeypatch, "pytorch3d")
-    fake_module(monkeypatch, "pytorch3d.ops", knn_points=fake_knn_points,
-                sample_farthest_points=fake_sample_farthest_points)
+    fake_module(
+        monkeypatch,
+        "pytorch3d.ops",
+        knn_points=fake_knn_points,
+        sample_farthest_points=fake_sample_farthest_points,
+    )
 
 
 @pytest.mark.parametrize("dtype", HALF_AND_FLOAT)
@@ -182,8 +196,16 @@ def test_pytorch3d_supports(cuda_tensors):
 # --- causal-conv1d 1.7.0 ------------------------------------------------------------------------
 
 
-def fake_causal_conv1d_fn(x, weight, bias=None, seq_idx=None, initial_states=None,
-                          return_final_states=False, final_states_out=None, activation=None):
+def fake_causal_conv1d_fn(
+    x,
+    weight,
+    bias=None,
+    seq_idx=None,
+    initial_states=None,
+    return_final_states=False,
+    final_states_out=None,
+    activation=None,
+):
     """causal_conv1d.causal_conv1d_fn: copies x only when neither E nor L has unit stride; its
     kernel checks dtypes, widths 2-4, a bias of the weight's dtype, and for channel-last x that
     E and the strides of B and L are multiples of 8; computes in float32, returns x's dtype."""
@@ -201,8 +223,9 @@ def fake_causal_conv1d_fn(x, weight, bias=None, seq_idx=None, initial_states=Non
             raise RuntimeError("causal_conv1d with channel last layout requires strides ...")
     if not 2 <= weight.shape[1] <= 4:
         raise RuntimeError("causal_conv1d only supports width between 2 and 4")
-    out = reference.causal_conv1d(x.float(), weight.float(),
-                                  None if bias is None else bias.float(), activation)
+    out = reference.causal_conv1d(
+        x.float(), weight.float(), None if bias is None else bias.float(), activation
+    )
     fake_causal_conv1d_fn.layouts.append(x.stride())
     return out.to(x.dtype)
 
@@ -226,8 +249,9 @@ def test_causal_conv1d_adapter_takes_channel_last_inputs(
     assert (fake_causal_conv1d[-1][1] != 1) == copied  # aligned channel-last is passed as is
 
 
-@pytest.mark.parametrize("x_dtype, w_dtype", [(torch.bfloat16, torch.float32),
-                                              (torch.float32, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "x_dtype, w_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)]
+)
 def test_causal_conv1d_adapter_mixed_dtypes_match_reference(
     fake_causal_conv1d, generator, x_dtype, w_dtype
 ):
@@ -282,7 +306,9 @@ def test_causal_conv1d_library_layouts_and_gradients(generator, dtype, channels)
         got, want = (
             _forward_backward(
                 lambda *a, name=name: ops.causal_conv1d(*a, "silu", backend=name),
-                x, weight[:, :width], bias,
+                x,
+                weight[:, :width],
+                bias,
             )
             for name in ("causal_conv1d", "reference")
         )
@@ -315,7 +341,9 @@ def test_pytorch3d_fps_small_clouds_and_duplicates(generator):
 
     _require_backend("fps", "pytorch3d")
     cloud = torch.rand(16, 8, 3, generator=generator).cuda()  # the smallest it takes
-    assert torch.equal(ops.fps(cloud, 8, backend="pytorch3d"), ops.fps(cloud, 8, backend="reference"))
+    assert torch.equal(
+        ops.fps(cloud, 8, backend="pytorch3d"), ops.fps(cloud, 8, backend="reference")
+    )
     assert dispatch.resolve("fps", None, cloud, num_samples=4, random_start=False) is not (
         ext.fps_pytorch3d
     )  # by name only: with fewer distinct points than samples it repeats an index

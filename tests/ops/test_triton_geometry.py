@@ -15,8 +15,9 @@ def _triton():
     return tri
 
 
-@pytest.mark.parametrize("B,M,N,k", [(16, 64, 1024, 32), (4, 37, 1000, 5), (8, 26, 26, 4),
-                                     (2, 128, 8192, 16)])
+@pytest.mark.parametrize(
+    "B,M,N,k", [(16, 64, 1024, 32), (4, 37, 1000, 5), (8, 26, 26, 4), (2, 128, 8192, 16)]
+)
 def test_knn_matches_reference(B, M, N, k):
     _triton()
     from map3d.ops.reference.geometry import knn as reference

@@ -31,8 +31,21 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def _inputs(batch, E, N, L, dtype, *, groups=0, has_d=True, has_z=True, has_bias=True,
-            strided=False, softplus=True, seed=0):
+def _inputs(
+    batch,
+    E,
+    N,
+    L,
+    dtype,
+    *,
+    groups=0,
+    has_d=True,
+    has_z=True,
+    has_bias=True,
+    strided=False,
+    softplus=True,
+    seed=0,
+):
     """Mamba-like random inputs; `strided` lays u, delta, z out as a mixer does (channels
     contiguous, time strided) and B, C as transposed views."""
     g = torch.Generator(device="cuda").manual_seed(seed)
@@ -115,14 +128,28 @@ def test_selective_scan_matches_reference(case, dtype):
     scan = _triton_scan()
     batch, E, N, L, groups, has_d, has_z, has_bias, softplus, strided = case
     seed = zlib.crc32(repr((case, dtype)).encode()) % 10_000
-    args = _inputs(batch, E, N, L, dtype, groups=groups, has_d=has_d, has_z=has_z,
-                   has_bias=has_bias, strided=strided, softplus=softplus, seed=seed)
+    args = _inputs(
+        batch,
+        E,
+        N,
+        L,
+        dtype,
+        groups=groups,
+        has_d=has_d,
+        has_z=has_z,
+        has_bias=has_bias,
+        strided=strided,
+        softplus=softplus,
+        seed=seed,
+    )
     tri = _leaves(args)
     ref = _double(args)
     out = scan.selective_scan(*tri, delta_softplus=softplus)
     assert out.dtype == dtype and out.shape == (batch, E, L)
     ref_out = _reference(ref, softplus)
-    dout = torch.randn(out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+    dout = torch.randn(
+        out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(seed)
+    )
     tri_grads = _grads(out.float(), tri, dout)
     ref_grads = _grads(ref_out, ref, dout.double())
     for a, leaf in zip(tri_grads, tri):
@@ -137,8 +164,11 @@ def test_last_state_matches_reference():
 
     args = _inputs(2, 32, 16, 150, torch.float32, seed=7)
     out, last = scan.selective_scan(*args, delta_softplus=True, return_last_state=True)
-    ref_out, ref_last = ref(*[None if a is None else a.double() for a in args],
-                            delta_softplus=True, return_last_state=True)
+    ref_out, ref_last = ref(
+        *[None if a is None else a.double() for a in args],
+        delta_softplus=True,
+        return_last_state=True,
+    )
     assert last.dtype == torch.float32 and last.shape == (2, 32, 16)
     assert _rel(out, ref_out) < 1e-5 and _rel(last, ref_last) < 1e-5
 
@@ -156,9 +186,7 @@ def test_bidirectional_matches_flipped_reference(dtype, L):
     ub, deltab, Ab, Bb, Cb, Db, _, biasb = bwd
     tri = _leaves([u, delta, A, Bm, Cm, D, bias, ub, deltab, Ab, Bb, Cb, Db, biasb, z])
     ref = _double(tri)
-    out = bidirectional_selective_scan(
-        *tri[:14], z=tri[14], delta_softplus=True, backend="triton"
-    )
+    out = bidirectional_selective_scan(*tri[:14], z=tri[14], delta_softplus=True, backend="triton")
 
     from map3d.ops.reference.scan import selective_scan as reference
 
@@ -182,16 +210,18 @@ def test_dispatch_picks_triton_on_cuda():
     from map3d.ops.triton import selective_scan as scan
 
     args = _inputs(1, 8, 16, 16, torch.float32)
-    chosen = dispatch.resolve("selective_scan", None, *args, delta_softplus=True,
-                              return_last_state=False)
+    chosen = dispatch.resolve(
+        "selective_scan", None, *args, delta_softplus=True, return_last_state=False
+    )
     mamba = dispatch._REGISTRY["selective_scan"].get("mamba_ssm")
     if mamba is not None and mamba.available() is None:  # the compiled kernel ranks first
         assert chosen is mamba.fn
     else:
         assert chosen is scan.selective_scan
     points = torch.rand(1, 64, 3, device="cuda")
-    assert dispatch.resolve("fps", None, points, num_samples=8,
-                            random_start=False) is triton_fps.fps
+    assert (
+        dispatch.resolve("fps", None, points, num_samples=8, random_start=False) is triton_fps.fps
+    )
 
 
 def test_bimamba_triton_matches_reference_backend():
@@ -212,8 +242,11 @@ def test_bimamba_triton_matches_reference_backend():
             y.square().mean().backward()
         finally:
             del os.environ["MAP3D_BACKEND"]
-        results[backend] = (y.detach(), x.grad.clone(),
-                            {n: p.grad.clone() for n, p in layer.named_parameters()})
+        results[backend] = (
+            y.detach(),
+            x.grad.clone(),
+            {n: p.grad.clone() for n, p in layer.named_parameters()},
+        )
     ref, tri = results["reference"], results["triton"]
     assert _rel(tri[0], ref[0]) < 1e-5
     assert _rel(tri[1], ref[1]) < 1e-4
@@ -229,9 +262,13 @@ def test_bimamba_matches_mamba_ssm_backend():
     from map3d.ops import dispatch
 
     try:
-        dispatch.resolve("selective_scan", "mamba_ssm",
-                         *_inputs(1, 8, 16, 16, torch.float32), delta_softplus=True,
-                         return_last_state=False)
+        dispatch.resolve(
+            "selective_scan",
+            "mamba_ssm",
+            *_inputs(1, 8, 16, 16, torch.float32),
+            delta_softplus=True,
+            return_last_state=False,
+        )
     except (ValueError, dispatch.BackendUnavailableError) as error:
         pytest.skip(f"no mamba_ssm selective_scan backend: {error}")
 

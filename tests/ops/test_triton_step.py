@@ -26,8 +26,7 @@ def test_bench_command_parses_and_needs_cuda(capsys):
         assert BENCH.run(args) == 2
         assert "needs a CUDA device" in capsys.readouterr().out
     table = format_results(
-        [StepResult("pretrain", "auto", 8, 10.0, 800.0, 1.0, {"grouping": 0.5, "loss": 9.5},
-                    0.05)]
+        [StepResult("pretrain", "auto", 8, 10.0, 800.0, 1.0, {"grouping": 0.5, "loss": 9.5}, 0.05)]
     )
     assert "800.0" in table and "grouping 5.0%" in table
 
@@ -72,8 +71,14 @@ def test_bench_step_runs_tiny():
     for task in ("pretrain", "classify"):
         result = bench_step(task, None, preset="hybridmt3d_tiny", batch=4, steps=2, warmup=1)
         assert result.samples_per_s > 0 and result.peak_mem_gib > 0
-        assert set(result.stages_ms) >= {"grouping", "embed", "encoder", "loss", "backward",
-                                         "optimizer"}
+        assert set(result.stages_ms) >= {
+            "grouping",
+            "embed",
+            "encoder",
+            "loss",
+            "backward",
+            "optimizer",
+        }
 
 
 @pytest.mark.gpu
@@ -89,8 +94,7 @@ def test_graphed_pretrain_step_trains():
     points = torch.rand(4, 1024, 3, device="cuda")
     previous = ops.set_nan_checks(False)
     try:
-        body = _step_fn("pretrain", model, optimizer, _Marks(), points, None, None,
-                        zero_grad=False)
+        body = _step_fn("pretrain", model, optimizer, _Marks(), points, None, None, zero_grad=False)
         replay = graphed_step(body, optimizer, warmup=2)
         before = [p.detach().clone() for p in model.parameters()]
         for _ in range(3):

@@ -70,15 +70,17 @@ def test_reconstruction_figure(tmp_path, renderer, make_reconstruction):
 
 def test_reconstruction_figure_has_a_colour_legend(tmp_path, make_reconstruction):
     shape = split_reconstruction(make_reconstruction())[0]
-    path = render_reconstruction(shape, tmp_path / "rec.png", renderer="matplotlib",
-                                 panel_size=PANEL)
+    path = render_reconstruction(
+        shape, tmp_path / "rec.png", renderer="matplotlib", panel_size=PANEL
+    )
     band = _read_image(path)[-LEGEND_HEIGHT:]
     assert _count(band, lambda r, g, b: b > r + 40)  # blue: visible
     assert _count(band, lambda r, g, b: (abs(r - g) < 6) & (abs(g - b) < 6) & (r < 215))  # grey
     assert _count(band, lambda r, g, b: r > b + 60)  # orange: reconstructed
     assert _count(band, lambda r, g, b: (g > r + 40) & (g > b))  # green: truth
-    plain = render.render_views(shape.views(), tmp_path / "plain.png", renderer="matplotlib",
-                                panel_size=PANEL)
+    plain = render.render_views(
+        shape.views(), tmp_path / "plain.png", renderer="matplotlib", panel_size=PANEL
+    )
     assert _read_image(plain).shape[0] == PANEL[1] + TITLE_HEIGHT  # no legend unless asked
 
 

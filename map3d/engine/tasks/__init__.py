@@ -45,7 +45,9 @@ def get_task(name: str) -> Task:
     """A fresh instance of the task registered as `name`."""
     _import_builtin()
     if name not in _REGISTRY:
-        raise ValueError(f"train.task: unknown task {name!r}; choose from {', '.join(list_tasks())}")
+        raise ValueError(
+            f"train.task: unknown task {name!r}; choose from {', '.join(list_tasks())}"
+        )
     return _REGISTRY[name]()
 
 

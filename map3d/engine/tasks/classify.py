@@ -29,8 +29,9 @@ def _num_classes(model: nn.Module, loader: DataLoader) -> int:
     size = getattr(getattr(model, "config", None), "num_classes", None)
     size = size or getattr(loader.dataset, "num_classes", None)
     if size is None:
-        raise ValueError("classification: neither the model config nor the dataset gives "
-                         "num_classes")
+        raise ValueError(
+            "classification: neither the model config nor the dataset gives num_classes"
+        )
     return int(size)
 
 

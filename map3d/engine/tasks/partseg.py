@@ -79,9 +79,7 @@ class PartSegTask(Task):
 
     def dataset_sizes(self, cfg: ExperimentConfig, train_set: Dataset | None) -> dict[str, Any]:
         """`num_categories` / `num_parts` come from the dataset unless the config sets them."""
-        return sizes_from_dataset(
-            cfg, train_set, ("num_categories", "num_parts"), required=False
-        )
+        return sizes_from_dataset(cfg, train_set, ("num_categories", "num_parts"), required=False)
 
     def training_step(self, model: nn.Module, batch, ctx: TaskContext):
         points, category, seg = _unpack(batch, ctx, ctx.generator)

@@ -33,8 +33,10 @@ class PretrainTask(Task):
     def static_step_problem(self, model: nn.Module) -> str | None:
         ratio = getattr(model, "mask_ratio", None)
         if isinstance(ratio, (tuple, list)) and ratio[0] != ratio[1]:
-            return (f"mask_ratio {tuple(ratio)} is a range, so the number of masked tokens "
-                    "changes from batch to batch")
+            return (
+                f"mask_ratio {tuple(ratio)} is a range, so the number of masked tokens "
+                "changes from batch to batch"
+            )
         return None
 
     def training_step(self, model: nn.Module, batch, ctx: TaskContext):

@@ -1,8 +1,8 @@
 """Image tokens: patchify config, linear patch embedding, grid position embedding, encoder.
 
-    images (B,3,H,W) -> ImagePatchifier (raster order, L = (H/p)(W/p) tokens of p*p*3 pixels)
-    -> ImagePatchEmbed (linear) + ImagePosition (learned table or 2D sin-cos) -> TokenEncoder
-    (the shared HybridBackbone, without local aggregation)
+images (B,3,H,W) -> ImagePatchifier (raster order, L = (H/p)(W/p) tokens of p*p*3 pixels)
+-> ImagePatchEmbed (linear) + ImagePosition (learned table or 2D sin-cos) -> TokenEncoder
+(the shared HybridBackbone, without local aggregation)
 """
 
 from __future__ import annotations

@@ -226,4 +226,3 @@ class PointPartSegmenter(nn.Module):
             [per_point, global_feature.unsqueeze(-1).expand(-1, -1, points.shape[1])], dim=1
         )
         return self.head(joined).transpose(1, 2)
-

@@ -123,8 +123,9 @@ def _conv_layout_ok(x) -> bool:
     stride along E) when E and the strides of B and L are multiples of 8; it makes other
     layouts contiguous itself, but refuses a channel-last x without that alignment."""
     channel_last = x.stride(1) == 1 and x.stride(2) > 1
-    return not channel_last or (x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0
-                                and x.stride(2) % 8 == 0)
+    return not channel_last or (
+        x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0
+    )
 
 
 def causal_conv1d_causal_conv1d(x, weight, bias=None, activation=None):
@@ -164,10 +165,7 @@ def _pytorch3d_fps_supports(points, random_start: bool = False, **options) -> bo
     launches too few blocks for clouds under 8 points (its 2- and 4-thread cases use the thread
     count as the grid size), leaving some clouds unsampled."""
     return (
-        not random_start
-        and _on_cuda(points)
-        and _float_not_double(points)
-        and points.shape[1] >= 8
+        not random_start and _on_cuda(points) and _float_not_double(points) and points.shape[1] >= 8
     )
 
 

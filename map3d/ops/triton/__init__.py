@@ -56,23 +56,39 @@ def _bidirectional_supports(*tensors, **options) -> bool:
 
 
 dispatch.register(
-    "selective_scan", "triton", _scan.selective_scan, triton_unavailable_reason, _scan.supports,
+    "selective_scan",
+    "triton",
+    _scan.selective_scan,
+    triton_unavailable_reason,
+    _scan.supports,
     SCAN_PRIORITY,
 )
 dispatch.register(
-    "bidirectional_selective_scan", "triton", _scan.bidirectional_selective_scan_triton,
-    triton_unavailable_reason, _bidirectional_supports, SCAN_PRIORITY,
+    "bidirectional_selective_scan",
+    "triton",
+    _scan.bidirectional_selective_scan_triton,
+    triton_unavailable_reason,
+    _bidirectional_supports,
+    SCAN_PRIORITY,
 )
 dispatch.register("fps", "triton", _fps.fps, triton_unavailable_reason, _fps.supports, PRIORITY)
 dispatch.register(
     "knn", "triton", _geometry.knn, triton_unavailable_reason, _geometry.knn_supports, PRIORITY
 )
 dispatch.register(
-    "chamfer_distance", "triton", _geometry.chamfer_distance, triton_unavailable_reason,
-    _geometry.chamfer_supports, PRIORITY,
+    "chamfer_distance",
+    "triton",
+    _geometry.chamfer_distance,
+    triton_unavailable_reason,
+    _geometry.chamfer_supports,
+    PRIORITY,
 )
 dispatch.register(
-    "causal_conv1d", "triton", _conv.causal_conv1d, triton_unavailable_reason, _conv.supports,
+    "causal_conv1d",
+    "triton",
+    _conv.causal_conv1d,
+    triton_unavailable_reason,
+    _conv.supports,
     CONV_PRIORITY,
 )
 

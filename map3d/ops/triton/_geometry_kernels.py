@@ -9,9 +9,20 @@ import triton.language as tl
 
 @triton.jit
 def _nearest_kernel(
-    q_ptr, p_ptr, idx_ptr, M, N, K,
-    sq_b, sq_m, sq_c, sp_b, sp_n, sp_c,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    q_ptr,
+    p_ptr,
+    idx_ptr,
+    M,
+    N,
+    K,
+    sq_b,
+    sq_m,
+    sq_c,
+    sp_b,
+    sp_n,
+    sp_c,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """idx (B,M,K) int64: the K nearest points of each query, nearest first. One program per
     (cloud, block of queries); all N points of the cloud stay in registers. Exact squared
@@ -23,12 +34,18 @@ def _nearest_kernel(
     mask_n = offs_n < N
     q = q_ptr + pid_b * sq_b + offs_m * sq_m
     p = p_ptr + pid_b * sp_b + offs_n * sp_n
-    dx = tl.load(q, mask=mask_m, other=0.0).to(tl.float32)[:, None] - tl.load(
-        p, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    dy = tl.load(q + sq_c, mask=mask_m, other=0.0).to(tl.float32)[:, None] - tl.load(
-        p + sp_c, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    dz = tl.load(q + 2 * sq_c, mask=mask_m, other=0.0).to(tl.float32)[:, None] - tl.load(
-        p + 2 * sp_c, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    dx = (
+        tl.load(q, mask=mask_m, other=0.0).to(tl.float32)[:, None]
+        - tl.load(p, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    )
+    dy = (
+        tl.load(q + sq_c, mask=mask_m, other=0.0).to(tl.float32)[:, None]
+        - tl.load(p + sp_c, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    )
+    dz = (
+        tl.load(q + 2 * sq_c, mask=mask_m, other=0.0).to(tl.float32)[:, None]
+        - tl.load(p + 2 * sp_c, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    )
     d = (dx * dx + dy * dy) + dz * dz
     d = tl.where(mask_n[None, :], d, float("inf"))
     out = idx_ptr + (pid_b * M + offs_m) * K
@@ -40,10 +57,22 @@ def _nearest_kernel(
 
 @triton.jit
 def _conv_fwd_kernel(
-    x_ptr, w_ptr, bias_ptr, out_ptr, E, L,
-    sx_b, sx_e, sx_l, sw_e, sw_w,
-    WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    BLOCK_E: tl.constexpr, BLOCK_L: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    out_ptr,
+    E,
+    L,
+    sx_b,
+    sx_e,
+    sx_l,
+    sw_e,
+    sw_w,
+    WIDTH: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     """out (B,E,L) contiguous = act(bias + sum_w weight[:, w] * x[t - WIDTH + 1 + w])."""
     pid_b = tl.program_id(0).to(tl.int64)
@@ -57,8 +86,11 @@ def _conv_fwd_kernel(
     for w in tl.static_range(WIDTH):
         t = offs_l - (WIDTH - 1) + w
         wv = tl.load(w_ptr + offs_e * sw_e + w * sw_w, mask=mask_e, other=0.0).to(tl.float32)
-        xv = tl.load(x_rows + t[None, :] * sx_l,
-                     mask=mask_e[:, None] & ((t >= 0) & (t < L))[None, :], other=0.0)
+        xv = tl.load(
+            x_rows + t[None, :] * sx_l,
+            mask=mask_e[:, None] & ((t >= 0) & (t < L))[None, :],
+            other=0.0,
+        )
         acc += wv[:, None] * xv.to(tl.float32)
     if SILU:
         acc = acc * tl.sigmoid(acc)
@@ -68,10 +100,29 @@ def _conv_fwd_kernel(
 
 @triton.jit
 def _conv_bwd_kernel(
-    x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, E, L, n_lblocks,
-    sx_b, sx_e, sx_l, sw_e, sw_w, sg_b, sg_e, sg_l,
-    WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    BLOCK_E: tl.constexpr, BLOCK_L: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    dout_ptr,
+    dx_ptr,
+    dw_ptr,
+    db_ptr,
+    E,
+    L,
+    n_lblocks,
+    sx_b,
+    sx_e,
+    sx_l,
+    sw_e,
+    sw_w,
+    sg_b,
+    sg_e,
+    sg_l,
+    WIDTH: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     """dx (B,E,L) contiguous; per-program partial sums of dweight (B,n_lblocks,E,WIDTH) and
     dbias (B,n_lblocks,E), fp32. The gradient at the pre-activation, g[t], is recomputed at
@@ -97,8 +148,11 @@ def _conv_bwd_kernel(
             for w in tl.static_range(WIDTH):
                 t = ts - (WIDTH - 1) + w
                 wv = tl.load(w_ptr + offs_e * sw_e + w * sw_w, mask=mask_e, other=0.0)
-                xv = tl.load(x_rows + t[None, :] * sx_l,
-                             mask=mask_e[:, None] & ((t >= 0) & (t < L))[None, :], other=0.0)
+                xv = tl.load(
+                    x_rows + t[None, :] * sx_l,
+                    mask=mask_e[:, None] & ((t >= 0) & (t < L))[None, :],
+                    other=0.0,
+                )
                 pre += wv.to(tl.float32)[:, None] * xv.to(tl.float32)
             sig = tl.sigmoid(pre)
             g = g * sig * (1.0 + pre * (1.0 - sig))
@@ -110,9 +164,13 @@ def _conv_bwd_kernel(
                 tl.store(db_ptr + part, tl.sum(g, axis=1), mask=mask_e)
             for w in tl.static_range(WIDTH):
                 t = offs_l - (WIDTH - 1) + w
-                xv = tl.load(x_rows + t[None, :] * sx_l,
-                             mask=mask_e[:, None] & ((t >= 0) & (t < L))[None, :], other=0.0)
-                tl.store(dw_ptr + part * WIDTH + w, tl.sum(g * xv.to(tl.float32), axis=1),
-                         mask=mask_e)
+                xv = tl.load(
+                    x_rows + t[None, :] * sx_l,
+                    mask=mask_e[:, None] & ((t >= 0) & (t < L))[None, :],
+                    other=0.0,
+                )
+                tl.store(
+                    dw_ptr + part * WIDTH + w, tl.sum(g * xv.to(tl.float32), axis=1), mask=mask_e
+                )
     out = dx_ptr + (pid_b * E + offs_e[:, None]) * L + offs_l[None, :]
     tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask_e[:, None] & (offs_l < L)[None, :])

@@ -17,7 +17,9 @@ def supports(x, weight, bias=None, **options) -> bool:
     tensors = [t for t in (x, weight, bias) if t is not None]
     return (
         all(t.is_cuda and t.dtype in _DTYPES for t in tensors)
-        and x.dim() == 3 and weight.dim() == 2 and 1 <= weight.shape[1] <= MAX_WIDTH
+        and x.dim() == 3
+        and weight.dim() == 2
+        and 1 <= weight.shape[1] <= MAX_WIDTH
     )
 
 
@@ -34,10 +36,20 @@ class _CausalConv1d(torch.autograd.Function):
         B, E, L = x.shape
         out = torch.empty(B, E, L, device=x.device, dtype=x.dtype)
         _conv_fwd_kernel[_grid(x)](
-            x, weight, bias if bias is not None else weight, out, E, L,
-            *x.stride(), *weight.stride(),
-            WIDTH=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu,
-            BLOCK_E=BLOCK_E, BLOCK_L=BLOCK_L, num_warps=4,
+            x,
+            weight,
+            bias if bias is not None else weight,
+            out,
+            E,
+            L,
+            *x.stride(),
+            *weight.stride(),
+            WIDTH=weight.shape[1],
+            HAS_BIAS=bias is not None,
+            SILU=silu,
+            BLOCK_E=BLOCK_E,
+            BLOCK_L=BLOCK_L,
+            num_warps=4,
         )
         ctx.silu = silu
         ctx.save_for_backward(x, weight, bias)
@@ -56,10 +68,25 @@ class _CausalConv1d(torch.autograd.Function):
         dw = torch.empty(B, n_lblocks, E, W, device=x.device, dtype=torch.float32)
         db = torch.empty(B, n_lblocks, E, device=x.device, dtype=torch.float32)
         _conv_bwd_kernel[grid](
-            x, weight, bias if bias is not None else weight, dout, dx, dw, db, E, L, n_lblocks,
-            *x.stride(), *weight.stride(), *dout.stride(),
-            WIDTH=W, HAS_BIAS=bias is not None, SILU=ctx.silu,
-            BLOCK_E=BLOCK_E, BLOCK_L=BLOCK_L, num_warps=4,
+            x,
+            weight,
+            bias if bias is not None else weight,
+            dout,
+            dx,
+            dw,
+            db,
+            E,
+            L,
+            n_lblocks,
+            *x.stride(),
+            *weight.stride(),
+            *dout.stride(),
+            WIDTH=W,
+            HAS_BIAS=bias is not None,
+            SILU=ctx.silu,
+            BLOCK_E=BLOCK_E,
+            BLOCK_L=BLOCK_L,
+            num_warps=4,
         )
         dweight = dw.sum((0, 1)).to(weight.dtype)
         dbias = db.sum((0, 1)).to(bias.dtype) if bias is not None else None

@@ -49,7 +49,14 @@ def fps(
     block = max(16, 1 << (N - 1).bit_length())
     pts = points.detach()
     _fps_kernel[(B,)](
-        pts, start, idx, N, num_samples, *pts.stride(), BLOCK_N=block,
-        num_warps=_num_warps(block), enable_fp_fusion=False,
+        pts,
+        start,
+        idx,
+        N,
+        num_samples,
+        *pts.stride(),
+        BLOCK_N=block,
+        num_warps=_num_warps(block),
+        enable_fp_fusion=False,
     )
     return idx

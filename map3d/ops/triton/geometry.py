@@ -35,15 +35,27 @@ def nearest(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
     block_m = max(1, min(_pow2(M), 4096 // block_n))
     grid = (B, -(-M // block_m))
     _nearest_kernel[grid](
-        query, points, idx, M, N, k, *query.stride(), *points.stride(),
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4 if block_m * block_n >= 2048 else 2,
+        query,
+        points,
+        idx,
+        M,
+        N,
+        k,
+        *query.stride(),
+        *points.stride(),
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        num_warps=4 if block_m * block_n >= 2048 else 2,
     )
     return idx
 
 
 def _fits(*clouds: torch.Tensor) -> bool:
     return all(
-        c.is_cuda and c.dtype in _DTYPES and c.dim() == 3 and c.shape[-1] == 3
+        c.is_cuda
+        and c.dtype in _DTYPES
+        and c.dim() == 3
+        and c.shape[-1] == 3
         and 0 < c.shape[1] <= MAX_POINTS
         for c in clouds
     )

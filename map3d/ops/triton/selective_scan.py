@@ -122,17 +122,41 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
     )
     grid = (batch, -(-E // block_e))
     LAST_KERNELS["fwd"] = k._scan_fwd_kernel[grid](
-        u, delta, A, B4, C4,
-        D if D is not None else u, z if z is not None else u,
-        bias if bias is not None else u, out,
-        states if states is not None else out, last if last is not None else out,
-        E, L, E // G, n_chunks,
-        *u.stride(), *delta.stride(), *A.stride(), *B4.stride(), *C4.stride(),
-        *_strides3(z), *out.stride(),
-        DSTATE=N, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None,
-        SOFTPLUS=softplus, MIRROR=mirror, ACCUMULATE=accumulate,
-        STORE_STATES=store_states, STORE_LAST=last is not None,
-        BLOCK_E=block_e, BLOCK_N=max(2, _pow2(N)), CHUNK=chunk, num_warps=warps,
+        u,
+        delta,
+        A,
+        B4,
+        C4,
+        D if D is not None else u,
+        z if z is not None else u,
+        bias if bias is not None else u,
+        out,
+        states if states is not None else out,
+        last if last is not None else out,
+        E,
+        L,
+        E // G,
+        n_chunks,
+        *u.stride(),
+        *delta.stride(),
+        *A.stride(),
+        *B4.stride(),
+        *C4.stride(),
+        *_strides3(z),
+        *out.stride(),
+        DSTATE=N,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=bias is not None,
+        SOFTPLUS=softplus,
+        MIRROR=mirror,
+        ACCUMULATE=accumulate,
+        STORE_STATES=store_states,
+        STORE_LAST=last is not None,
+        BLOCK_E=block_e,
+        BLOCK_N=max(2, _pow2(N)),
+        CHUNK=chunk,
+        num_warps=warps,
     )
     return states
 
@@ -163,20 +187,48 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     dbias_part = torch.empty(batch, E, **f32) if bias is not None else None
     grid = (batch, n_eblocks)
     LAST_KERNELS["bwd"] = k._scan_bwd_kernel[grid](
-        u, delta, A, B4, C4,
-        D if D is not None else u, z if z is not None else u,
-        bias if bias is not None else u, dout,
+        u,
+        delta,
+        A,
+        B4,
+        C4,
+        D if D is not None else u,
+        z if z is not None else u,
+        bias if bias is not None else u,
+        dout,
         states if load_states else du,
-        du, ddelta, dz if dz is not None else du, dB_part, dC_part, dA_part,
+        du,
+        ddelta,
+        dz if dz is not None else du,
+        dB_part,
+        dC_part,
+        dA_part,
         dD_part if dD_part is not None else dA_part,
         dbias_part if dbias_part is not None else dA_part,
-        E, L, E // G, n_chunks, n_eblocks,
-        *u.stride(), *delta.stride(), *A.stride(), *B4.stride(), *C4.stride(),
-        *_strides3(z), *dout.stride(),
-        DSTATE=N, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None,
-        SOFTPLUS=softplus, MIRROR=mirror, ACCUMULATE_DZ=accumulate_dz,
+        E,
+        L,
+        E // G,
+        n_chunks,
+        n_eblocks,
+        *u.stride(),
+        *delta.stride(),
+        *A.stride(),
+        *B4.stride(),
+        *C4.stride(),
+        *_strides3(z),
+        *dout.stride(),
+        DSTATE=N,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=bias is not None,
+        SOFTPLUS=softplus,
+        MIRROR=mirror,
+        ACCUMULATE_DZ=accumulate_dz,
         LOAD_STATES=load_states,
-        BLOCK_E=block_e, BLOCK_N=max(2, _pow2(N)), CHUNK=chunk, num_warps=warps,
+        BLOCK_E=block_e,
+        BLOCK_N=max(2, _pow2(N)),
+        CHUNK=chunk,
+        num_warps=warps,
     )
     per_group = n_eblocks // G if G > 1 else n_eblocks
     dB = dB_part.view(batch, G, per_group, N, L).sum(2) if G > 1 else dB_part.sum(1, keepdim=True)
@@ -192,9 +244,7 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
 def _time_contiguous(*tensors):
     """Copies of (B,E,L) tensors whose time axis is strided (as a mixer's transposed
     projections are): the kernels' tiles then load whole sectors; the copy is one cheap pass."""
-    return tuple(
-        t if t is None or t.stride(-1) == 1 else t.contiguous() for t in tensors
-    )
+    return tuple(t if t is None or t.stride(-1) == 1 else t.contiguous() for t in tensors)
 
 
 _PER_DIRECTION = 7  # u, delta, A, B, C, D, delta_bias
@@ -205,9 +255,7 @@ class _ScanFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, delta_softplus, return_last_state, *params):
-        directions = [
-            params[i : i + _PER_DIRECTION] for i in range(0, len(params), _PER_DIRECTION)
-        ]
+        directions = [params[i : i + _PER_DIRECTION] for i in range(0, len(params), _PER_DIRECTION)]
         u = directions[0][0]
         batch, E, L = u.shape
         out = torch.empty(batch, E, L, device=u.device, dtype=u.dtype)
@@ -220,8 +268,14 @@ class _ScanFunction(torch.autograd.Function):
         saved_states = []
         for i, direction in enumerate(directions):
             states = _launch_forward(
-                direction, z, out, softplus=delta_softplus, mirror=i == 1,
-                accumulate=i == 1, store_states=need_grad, last=last,
+                direction,
+                z,
+                out,
+                softplus=delta_softplus,
+                mirror=i == 1,
+                accumulate=i == 1,
+                store_states=need_grad,
+                last=last,
             )
             saved_states.append(states)
         ctx.delta_softplus = delta_softplus
@@ -245,8 +299,14 @@ class _ScanFunction(torch.autograd.Function):
             direction = params[i * _PER_DIRECTION : (i + 1) * _PER_DIRECTION]
             grads.extend(
                 _launch_backward(
-                    direction, saved_states[i], z, dout, dz, softplus=ctx.delta_softplus,
-                    mirror=i == 1, accumulate_dz=i == 1,
+                    direction,
+                    saved_states[i],
+                    z,
+                    dout,
+                    dz,
+                    softplus=ctx.delta_softplus,
+                    mirror=i == 1,
+                    accumulate_dz=i == 1,
                 )
             )
         for i in range(len(grads)):
@@ -256,7 +316,15 @@ class _ScanFunction(torch.autograd.Function):
 
 
 def selective_scan(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
     return_last_state=False,
 ):
     """mamba-ssm `selective_scan_fn` on Triton: out (B,E,L) [, last_state (B,E,N) fp32].
@@ -273,8 +341,22 @@ def selective_scan(
 
 
 def bidirectional_selective_scan_triton(
-    u, delta, A, B, C, D, delta_bias, u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b,
-    z=None, delta_softplus=True,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    delta_bias,
+    u_b,
+    delta_b,
+    A_b,
+    B_b,
+    C_b,
+    D_b,
+    delta_bias_b,
+    z=None,
+    delta_softplus=True,
 ):
     """Both directions of a bidirectional mixer in two launches of one kernel, no flips.
 
@@ -292,7 +374,21 @@ def bidirectional_selective_scan_triton(
     u, delta, z = _time_contiguous(u, delta, z)
     u_b, delta_b = _time_contiguous(u_b, delta_b)
     return _ScanFunction.apply(
-        z, bool(delta_softplus), False,
-        u, delta, A, B, C, D, delta_bias,
-        u_b, delta_b, A_b, B_b, C_b, D_b, delta_bias_b,
+        z,
+        bool(delta_softplus),
+        False,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        u_b,
+        delta_b,
+        A_b,
+        B_b,
+        C_b,
+        D_b,
+        delta_bias_b,
     )
