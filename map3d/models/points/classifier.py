@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from map3d.models.compat import COMPATS, HEAD_POOLINGS, check_choice
+from map3d.models.compat import HEAD_POOLINGS, check_choice
 from map3d.models.encoder import TokenEncoder
 from map3d.models.points.encoder import (
     PointEncoderConfig,
     build_point_encoder,
     build_point_tokenizer,
+    check_point_task_fields,
 )
-from map3d.tokenize import FPS_RULES, SERIALIZATIONS
 
 
 @dataclass
@@ -47,15 +47,9 @@ class PointClassifierConfig:
 
     def __post_init__(self):
         check_choice("head_pooling", self.head_pooling, HEAD_POOLINGS)
-        check_choice("fps_rule", self.fps_rule, FPS_RULES)
-        if self.compat is not None:
-            check_choice("compat", self.compat, COMPATS)
+        check_point_task_fields(self)
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.serialization not in SERIALIZATIONS:
-            raise ValueError(
-                f"serialization={self.serialization!r} must be one of {SERIALIZATIONS}"
-            )
 
 
 def classification_head(

@@ -8,9 +8,10 @@ from typing import Protocol
 
 from map3d.layers import PositionMLP
 from map3d.models.backbone import BackboneConfig, HybridBackbone, init_weights
+from map3d.models.compat import COMPATS, check_choice
 from map3d.models.encoder import TokenEncoder
 from map3d.models.points.embed import MiniPointNet
-from map3d.tokenize import PointGrouper
+from map3d.tokenize import FPS_RULES, SERIALIZATIONS, PointGrouper
 
 
 @dataclass
@@ -35,7 +36,17 @@ class PointTokenizerConfig(Protocol):
     group_size: int
     serialization: str
     fps_rule: str
+    compat: str | None
     check_finite: bool | None
+
+
+def check_point_task_fields(config: PointTokenizerConfig) -> None:
+    """The checks every point task config shares (`__post_init__`): `serialization`,
+    `fps_rule` and `compat` (None or a release) must be known choices; ValueError naming it."""
+    check_choice("serialization", config.serialization, SERIALIZATIONS)
+    check_choice("fps_rule", config.fps_rule, FPS_RULES)
+    if config.compat is not None:
+        check_choice("compat", config.compat, COMPATS)
 
 
 def build_point_tokenizer(config: PointTokenizerConfig) -> PointGrouper:

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from map3d.models.compat import COMPATS, check_choice
 from map3d.models.encoder import TokenEncoder
 from map3d.models.points.encoder import (
     PointEncoderConfig,
     build_point_encoder,
     build_point_tokenizer,
+    check_point_task_fields,
 )
 from map3d.ops import gather, knn
-from map3d.tokenize import FPS_RULES, SERIALIZATIONS
 
 
 def interpolate_features(
@@ -124,10 +123,7 @@ class PointPartSegConfig:
                 f"num_categories and num_parts must be >= 1, got {self.num_categories} and "
                 f"{self.num_parts}"
             )
-        if self.serialization not in SERIALIZATIONS:
-            raise ValueError(
-                f"serialization={self.serialization!r} must be one of {SERIALIZATIONS}"
-            )
+        check_point_task_fields(self)
         depth = self.encoder.backbone.depth
         blocks = self.feature_blocks
         if blocks is not None and (not blocks or any(not 0 <= b < depth for b in blocks)):
@@ -136,9 +132,6 @@ class PointPartSegConfig:
             )
         if self.interpolation_k < 1:
             raise ValueError(f"interpolation_k must be >= 1, got {self.interpolation_k}")
-        check_choice("fps_rule", self.fps_rule, FPS_RULES)
-        if self.compat is not None:
-            check_choice("compat", self.compat, COMPATS)
 
     def resolved_feature_blocks(self) -> list[int]:
         if self.feature_blocks is not None:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from map3d.layers import MASK_TYPES, PositionMLP, check_mask_ratio
-from map3d.models.compat import COMPATS, DECODER_ORDERS, check_choice
+from map3d.models.compat import DECODER_ORDERS, check_choice
 from map3d.models.points.encoder import (
     PointEncoderConfig,
     build_point_encoder,
     build_point_tokenizer,
+    check_point_task_fields,
 )
 from map3d.models.points.objective import ChamferObjective
 from map3d.models.pretrainer import MAPDecoder, MAPPretrainer
-from map3d.tokenize import FPS_RULES, SERIALIZATIONS
 
 
 @dataclass
@@ -62,16 +62,10 @@ class PointPretrainConfig:
     def __post_init__(self):
         check_choice("decoder_order", self.decoder_order, DECODER_ORDERS)
         check_choice("mask_type", self.mask_type, MASK_TYPES)
-        check_choice("fps_rule", self.fps_rule, FPS_RULES)
-        if self.compat is not None:
-            check_choice("compat", self.compat, COMPATS)
+        check_point_task_fields(self)
         if isinstance(self.mask_ratio, list):
             self.mask_ratio = tuple(self.mask_ratio)
         check_mask_ratio(self.mask_ratio)
-        if self.serialization not in SERIALIZATIONS:
-            raise ValueError(
-                f"serialization={self.serialization!r} must be one of {SERIALIZATIONS}"
-            )
         if self.num_regions < 1 or self.num_groups % self.num_regions:
             raise ValueError(
                 f"num_groups={self.num_groups} must be divisible by "
