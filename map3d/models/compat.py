@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from map3d.models.release import release_keys
+
 DECODER_ORDERS = ("serialized", "release")
 HEAD_POOLINGS = ("cls_max_mean", "cls_max", "release_exact")
 
@@ -105,17 +107,14 @@ COMPATS = tuple(RELEASES)
 
 def get_release(compat: str) -> Release:
     """The `Release` named `compat`; ValueError listing the known ones."""
-    if compat not in RELEASES:
-        raise ValueError(f"compat={compat!r} must be one of {COMPATS}")
+    check_choice("compat", compat, COMPATS)
     return RELEASES[compat]
 
 
 def detect_release(state: Mapping) -> str | None:
     """The release a checkpoint (state dict, or a dict holding it under `base_model` / `model`)
     was saved by: "pointmap", "mamba3d", "pointmae", or None (not a release layout)."""
-    from map3d.models.release import unwrap_release
-
-    keys = [k.removeprefix("module.").removeprefix("MAE_encoder.") for k in unwrap_release(state)]
+    keys = release_keys(state)
     if not any(k.startswith("encoder.first_conv.") for k in keys):
         return None
     blocks = [k for k in keys if k.startswith("blocks.blocks")]

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from map3d.errors import UserError, torch_load_reason
+from map3d.models.compat import RELEASES, detect_release
+from map3d.models.release import convert_release_state_dict, release_pattern
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,6 @@ def _first(keys: list[str]) -> str:
 def _converted_release(model: nn.Module, state: Mapping) -> Mapping[str, Tensor]:
     """`state` with release keys converted when it is a PointMAP / Mamba3D / Point-MAE
     checkpoint (a warning when `model` was not built with its compat), else `state`."""
-    from map3d.models.compat import RELEASES, detect_release
-    from map3d.models.release import convert_release_state_dict, release_pattern
-
     name = detect_release(state)
     if name is None:
         return state

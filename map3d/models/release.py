@@ -49,6 +49,12 @@ def unwrap_release(state: Mapping) -> Mapping[str, Tensor]:
     return state
 
 
+def release_keys(state: Mapping) -> list[str]:
+    """The keys of a release checkpoint's state dict without the DDP `module.` prefix and the
+    pretraining `MAE_encoder.` one: encoder keys read alike in every kind of checkpoint."""
+    return [k.removeprefix("module.").removeprefix("MAE_encoder.") for k in unwrap_release(state)]
+
+
 def _block_key(rest: str, plain_transformer: bool) -> str:
     """Key inside one release block -> key inside our block."""
     if plain_transformer:  # Point-MAE: the block itself is our T block's Transformer block
@@ -83,8 +89,7 @@ def release_pattern(state: Mapping) -> str:
     the (3j+3)-th Mamba block; Mamba3D is all "M", Point-MAE all "T"."""
     indices: dict[str, set[int]] = {"blocks": set(), "blocks_vit": set()}
     has_mamba = False
-    for raw_key in unwrap_release(state):
-        key = raw_key.removeprefix("module.").removeprefix("MAE_encoder.")
+    for key in release_keys(state):
         match = _BLOCK.match(key)
         if match:
             indices[match.group(1)].add(int(match.group(2)))
