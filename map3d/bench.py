@@ -254,17 +254,7 @@ def run(args: argparse.Namespace) -> int:
         for setting in settings:
             setting = None if setting in (None, "auto") else setting
             steps = args.reference_steps if setting == "reference" else args.steps
-            result = bench_step(
-                task,
-                setting,
-                preset=args.preset,
-                batch=args.batch,
-                num_points=args.points,
-                steps=steps,
-            )
-            results.append(result)
-            print(json.dumps(asdict(result)), flush=True)
-            variants = []
+            variants = [{}]  # the setting as is, then (auto only) the requested variants
             if setting is None and args.no_nan_checks:
                 variants.append({"nan_checks": False})
             if setting is None and args.cuda_graph:
@@ -272,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
             for variant in variants:
                 result = bench_step(
                     task,
-                    None,
+                    setting,
                     preset=args.preset,
                     batch=args.batch,
                     num_points=args.points,
