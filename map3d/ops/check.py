@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from map3d import ops
+from map3d.ops import dispatch
+
 # float32 outputs and gradients, relative to the reference's norm; loose enough for TF32 matmuls
 TOLERANCE = 1e-3
 
@@ -97,8 +100,6 @@ CASES: tuple[tuple[str, str, Case], ...] = (
 
 def _outputs(op: str, backend: str, args: tuple, kwargs: dict, grads: tuple[int, ...]):
     """The op's compared outputs through `backend`, then the gradients of the inputs `grads`."""
-    from map3d import ops
-
     args = tuple(
         a.detach().clone().requires_grad_(i in grads)
         if isinstance(a, Tensor) and a.is_floating_point()
@@ -128,8 +129,6 @@ def _relative_error(got: list[Tensor], want: list[Tensor]) -> float:
 
 def check_backends(device: str | torch.device | None = None, seed: int = 0) -> list[CheckResult]:
     """Compare every available non-reference backend with the reference (see module docstring)."""
-    from map3d.ops import dispatch
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     results = []
     for op, label, case in CASES:
