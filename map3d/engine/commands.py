@@ -304,14 +304,12 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from map3d.atomic import atomic_write
-    from map3d.engine.checkpoint import load_checkpoint
+    from map3d.engine.checkpoint import load_checkpoint, run_checkpoint
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
     from map3d.engine.setup import start_distributed
     from map3d.engine.threads import configure_threads
 
-    ckpt_path = Path(args.checkpoint)
-    if ckpt_path.is_dir():
-        ckpt_path = ckpt_path / ("best.pt" if (ckpt_path / "best.pt").exists() else "last.pt")
+    ckpt_path = run_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     overrides = []
     for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("votes", "eval.votes")):

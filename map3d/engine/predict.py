@@ -134,11 +134,9 @@ def as_list(items: list) -> list:
 
 def load_model(path: str | Path, device) -> tuple[Any, dict]:
     """The model of a classification / part-segmentation checkpoint, in eval mode on `device`."""
-    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint, run_checkpoint
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / ("best.pt" if (path / "best.pt").exists() else "last.pt")
+    path = run_checkpoint(path)
     ckpt = load_checkpoint(path)
     if ckpt.get("model_task") not in TASKS:
         raise OptionError(
