@@ -42,7 +42,7 @@ from map3d.engine.distributed import (
 )
 from map3d.engine.metrics import mean_std
 from map3d.engine.monitor import Progress, TqdmLoggingHandler
-from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir
+from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir, refuse_everywhere
 from map3d.engine.setup import RunEnv, eval_loader, run_env, start_run
 from map3d.engine.tasks import TaskContext, get_task
 from map3d.engine.threads import threads_note
@@ -91,9 +91,7 @@ def _check_out(run_dir, resume, overwrite: bool) -> None:
             check_run_dir(run_dir, resume=resume, overwrite=overwrite)
         except RunDirError as err:
             error = err
-    message = broadcast_object(None if error is None else str(error))
-    if message is not None:
-        raise error or RunDirError(message)
+    refuse_everywhere(error)
 
 
 def train(
