@@ -153,6 +153,18 @@ def stop_status(reason: str) -> int:
     return 128 + int(signal.Signals[reason])
 
 
+def _report_stop(result, command: str, dist) -> int:
+    """Say where a run that stopped early stands and how to continue it; its exit status."""
+    _report(
+        [
+            f"stopped ({result.stopped}) at step {result.step}; continue with:",
+            f"  map3d {command} --resume {result.last_checkpoint}",
+        ],
+        dist,
+    )
+    return stop_status(result.stopped)
+
+
 def _run_pretrain(args: argparse.Namespace) -> int:
     from map3d.engine.hints import finetune_command
     from map3d.engine.runs import ENCODER_FILE, train
@@ -166,14 +178,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if result.stopped:
-        _report(
-            [
-                f"stopped ({result.stopped}) at step {result.step}; continue with:",
-                f"  map3d pretrain --resume {result.last_checkpoint}",
-            ],
-            dist,
-        )
-        return stop_status(result.stopped)
+        return _report_stop(result, "pretrain", dist)
     lines = [
         f"pretraining done: {result.epoch} epochs, {result.step} steps, "
         f"final {result.best_metric_name} {result.history[-1].get('train_loss', float('nan')):.4f}"
@@ -243,14 +248,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if result.stopped:
-        _report(
-            [
-                f"stopped ({result.stopped}) at step {result.step}; continue with:",
-                f"  map3d finetune --resume {result.last_checkpoint}",
-            ],
-            dist,
-        )
-        return stop_status(result.stopped)
+        return _report_stop(result, "finetune", dist)
     best = result.best_checkpoint or result.last_checkpoint
     score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
     _report(
