@@ -23,7 +23,7 @@ import re
 import secrets
 import socket
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -115,7 +115,7 @@ def remove_stale_temps(directory: str | os.PathLike, target: str | None = None) 
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    removed = []
+    stale = []
     for entry in directory.iterdir():
         match = _TEMP.match(entry.name)
         if match is None or (target is not None and match["name"] != target):
@@ -123,12 +123,21 @@ def remove_stale_temps(directory: str | os.PathLike, target: str | None = None) 
         pid = int(match["pid"])
         if match["host"] != _HOST or pid == os.getpid() or pid_alive(pid):
             continue
+        stale.append(entry)
+    return remove_temps(stale, directory)
+
+
+def remove_temps(paths: Iterable[Path], directory: str | os.PathLike) -> list[Path]:
+    """Delete `paths`, temporary files of interrupted writes in `directory`, with a warning
+    naming them; returns those removed (one already gone is skipped)."""
+    removed = []
+    for path in paths:
         with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
-            removed.append(entry)
+            path.unlink()
+            removed.append(path)
     if removed:
         log.warning(
-            "removed %d temporary file(s) of an interrupted write in %s: %s",
+            "removed %d temporary file(s) of interrupted writes in %s: %s",
             len(removed),
             directory,
             ", ".join(p.name for p in removed),

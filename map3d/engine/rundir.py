@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Self
 
-from map3d.atomic import pid_alive
+from map3d.atomic import pid_alive, remove_temps
 from map3d.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -94,16 +94,7 @@ def remove_run_temps(run_dir: Path) -> None:
     """Remove temporary files of interrupted writes of run files (any writer, any host: the
     caller holds the run lock, so none of them is still writing)."""
     stray = [p for name in RUN_FILES for p in run_dir.glob(f".{name}.*.tmp") if p.is_file()]
-    for path in stray:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    if stray:
-        log.warning(
-            "removed %d temporary file(s) of interrupted writes in %s: %s",
-            len(stray),
-            run_dir,
-            ", ".join(p.name for p in stray),
-        )
+    remove_temps(stray, run_dir)
 
 
 def clear_run_files(run_dir: Path) -> None:
