@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -76,6 +77,12 @@ def atomic_write(
             raise
         raise named from err
     fsync_dir(path.parent)
+
+
+def write_json(path: str | os.PathLike, data: object) -> None:
+    """`data` as indented JSON (one trailing newline) in `path`, through `atomic_write`."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
 
 
 # a failed write that a library reports as its own error (torch.save: a RuntimeError whose

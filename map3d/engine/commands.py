@@ -8,7 +8,6 @@ the same commands train with DistributedDataParallel.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 from pathlib import Path
@@ -301,7 +300,7 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from map3d.atomic import atomic_write
+    from map3d.atomic import write_json
     from map3d.engine.checkpoint import load_checkpoint, run_checkpoint
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
     from map3d.engine.setup import start_distributed
@@ -341,8 +340,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if dist.is_main:
         _report(lines, dist)  # printed first: a failed write below loses nothing
         try:
-            with atomic_write(out, "w") as f:
-                f.write(json.dumps(results, indent=2) + "\n")
+            write_json(out, results)
         except OSError as err:
             raise UserError(
                 f"could not write the results to {out} ({err.strerror or err}); they are "

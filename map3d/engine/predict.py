@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from map3d.atomic import atomic_write
+from map3d.atomic import atomic_write, write_json
 from map3d.command import Command
 from map3d.errors import OptionError
 
@@ -315,8 +314,7 @@ def run(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
     if args.json:
-        with atomic_write(args.json, "w") as f:
-            f.write(json.dumps({**settings, "predictions": rows}, indent=2) + "\n")
+        write_json(args.json, {**settings, "predictions": rows})
     written = [p for p in (args.csv, args.json) if p]
     print(f"{len(rows)} file(s) predicted" + (f"; wrote {', '.join(written)}" if written else ""))
     return 0 if rows else 1

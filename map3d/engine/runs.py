@@ -11,7 +11,6 @@ probe = svm_probe("runs/pre/last.pt", cfg)            # linear-SVM accuracy on f
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from map3d.atomic import atomic_write
+from map3d.atomic import write_json
 from map3d.engine.checkpoint import (
     adopt_release,
     export_encoder,
@@ -155,8 +154,7 @@ def train_fewshot(
         **stats,
     }
     if is_main_process():
-        with atomic_write(run_dir / "fewshot.json", "w") as f:
-            f.write(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "fewshot.json", summary)
     return summary
 
 
@@ -232,8 +230,7 @@ def evaluate_checkpoint(
         "map3d_version": ckpt["map3d_version"],
     }
     if out is not None and dist.is_main:
-        with atomic_write(out, "w") as f:
-            f.write(json.dumps(results, indent=2) + "\n")
+        write_json(out, results)
     return results
 
 
