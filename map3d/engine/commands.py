@@ -78,9 +78,15 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _flag_overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[str]:
+    """`key=value` overrides for the (flag, config key) pairs whose flag was given."""
+    return [
+        f"{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None
+    ]
+
+
 def _build_config(args: argparse.Namespace, task: str):
     """Config from --config / --resume / built-in default, then CLI flags, then --set."""
-    overrides = []
     if args.resume:
         if args.config:
             raise ConfigError("--resume uses the checkpoint's config; drop --config")
@@ -97,13 +103,8 @@ def _build_config(args: argparse.Namespace, task: str):
             "--data needs a config that names the dataset, e.g. "
             "--config configs/finetune/modelnet40.yaml --data /path/to/ModelNet40"
         )
-    if args.device is not None:
-        overrides.append(f"train.device={args.device}")
-    if args.seed is not None:
-        overrides.append(f"train.seed={args.seed}")
-    if args.epochs is not None:
-        overrides.append(f"schedule.epochs={args.epochs}")
-    cfg = apply_overrides(cfg, overrides)
+    flags = (("device", "train.device"), ("seed", "train.seed"), ("epochs", "schedule.epochs"))
+    cfg = apply_overrides(cfg, _flag_overrides(args, flags))
     if args.data is not None:
         cfg.data.root = args.data
     if getattr(args, "pretrained", None):
@@ -308,12 +309,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     ckpt_path = run_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    overrides = []
-    for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("votes", "eval.votes")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
+    flags = (("device", "train.device"), ("seed", "train.seed"), ("votes", "eval.votes"))
     cfg = load_config(args.config) if args.config else checkpoint_config(ckpt)
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, _flag_overrides(args, flags))
     if args.data is not None:
         cfg.data.root = args.data
     cfg = apply_overrides(cfg, list(args.overrides))
