@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
 import secrets
 import socket
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -78,6 +79,12 @@ def atomic_write(
     fsync_dir(path.parent)
 
 
+def write_json(path: str | os.PathLike, data: object) -> None:
+    """`data` as indented JSON (one trailing newline) in `path`, through `atomic_write`."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+
+
 # a failed write that a library reports as its own error (torch.save: a RuntimeError whose
 # context is the OSError) is still the disk's refusal
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -115,7 +122,7 @@ def remove_stale_temps(directory: str | os.PathLike, target: str | None = None) 
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    removed = []
+    stale = []
     for entry in directory.iterdir():
         match = _TEMP.match(entry.name)
         if match is None or (target is not None and match["name"] != target):
@@ -123,12 +130,21 @@ def remove_stale_temps(directory: str | os.PathLike, target: str | None = None) 
         pid = int(match["pid"])
         if match["host"] != _HOST or pid == os.getpid() or pid_alive(pid):
             continue
+        stale.append(entry)
+    return remove_temps(stale, directory)
+
+
+def remove_temps(paths: Iterable[Path], directory: str | os.PathLike) -> list[Path]:
+    """Delete `paths`, temporary files of interrupted writes in `directory`, with a warning
+    naming them; returns those removed (one already gone is skipped)."""
+    removed = []
+    for path in paths:
         with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
-            removed.append(entry)
+            path.unlink()
+            removed.append(path)
     if removed:
         log.warning(
-            "removed %d temporary file(s) of an interrupted write in %s: %s",
+            "removed %d temporary file(s) of interrupted writes in %s: %s",
             len(removed),
             directory,
             ", ".join(p.name for p in removed),

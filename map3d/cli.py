@@ -36,10 +36,6 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _load(target: str) -> Command:
-    return load_object(target)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from map3d import __version__
 
@@ -51,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, target in COMMANDS.items():
-        command = _load(target)
+        command: Command = load_object(target)
         p = sub.add_parser(
             name,
             help=command.help,

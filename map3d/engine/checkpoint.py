@@ -115,6 +115,15 @@ class CheckpointWriter:
             raise err
 
 
+def run_checkpoint(path: str | Path) -> Path:
+    """`path`, or for a run directory its best.pt (last.pt when it has none): the checkpoint
+    `map3d eval` and `map3d predict` use."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ("best.pt" if (path / "best.pt").exists() else "last.pt")
+    return path
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a map3d checkpoint (weights_only=True); check its format version, and that its
     `config` and `model_config` are small plain mappings (`check_config_data`) before use."""

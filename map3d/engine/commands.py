@@ -8,7 +8,6 @@ the same commands train with DistributedDataParallel.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 from pathlib import Path
@@ -79,9 +78,15 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _flag_overrides(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[str]:
+    """`key=value` overrides for the (flag, config key) pairs whose flag was given."""
+    return [
+        f"{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None
+    ]
+
+
 def _build_config(args: argparse.Namespace, task: str):
     """Config from --config / --resume / built-in default, then CLI flags, then --set."""
-    overrides = []
     if args.resume:
         if args.config:
             raise ConfigError("--resume uses the checkpoint's config; drop --config")
@@ -98,13 +103,8 @@ def _build_config(args: argparse.Namespace, task: str):
             "--data needs a config that names the dataset, e.g. "
             "--config configs/finetune/modelnet40.yaml --data /path/to/ModelNet40"
         )
-    if args.device is not None:
-        overrides.append(f"train.device={args.device}")
-    if args.seed is not None:
-        overrides.append(f"train.seed={args.seed}")
-    if args.epochs is not None:
-        overrides.append(f"schedule.epochs={args.epochs}")
-    cfg = apply_overrides(cfg, overrides)
+    flags = (("device", "train.device"), ("seed", "train.seed"), ("epochs", "schedule.epochs"))
+    cfg = apply_overrides(cfg, _flag_overrides(args, flags))
     if args.data is not None:
         cfg.data.root = args.data
     if getattr(args, "pretrained", None):
@@ -153,6 +153,18 @@ def stop_status(reason: str) -> int:
     return 128 + int(signal.Signals[reason])
 
 
+def _report_stop(result, command: str, dist) -> int:
+    """Say where a run that stopped early stands and how to continue it; its exit status."""
+    _report(
+        [
+            f"stopped ({result.stopped}) at step {result.step}; continue with:",
+            f"  map3d {command} --resume {result.last_checkpoint}",
+        ],
+        dist,
+    )
+    return stop_status(result.stopped)
+
+
 def _run_pretrain(args: argparse.Namespace) -> int:
     from map3d.engine.hints import finetune_command
     from map3d.engine.runs import ENCODER_FILE, train
@@ -166,14 +178,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if result.stopped:
-        _report(
-            [
-                f"stopped ({result.stopped}) at step {result.step}; continue with:",
-                f"  map3d pretrain --resume {result.last_checkpoint}",
-            ],
-            dist,
-        )
-        return stop_status(result.stopped)
+        return _report_stop(result, "pretrain", dist)
     lines = [
         f"pretraining done: {result.epoch} epochs, {result.step} steps, "
         f"final {result.best_metric_name} {result.history[-1].get('train_loss', float('nan')):.4f}"
@@ -243,14 +248,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if result.stopped:
-        _report(
-            [
-                f"stopped ({result.stopped}) at step {result.step}; continue with:",
-                f"  map3d finetune --resume {result.last_checkpoint}",
-            ],
-            dist,
-        )
-        return stop_status(result.stopped)
+        return _report_stop(result, "finetune", dist)
     best = result.best_checkpoint or result.last_checkpoint
     score = "n/a" if result.best_metric is None else f"{result.best_metric:.2f}"
     _report(
@@ -303,22 +301,17 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from map3d.atomic import atomic_write
-    from map3d.engine.checkpoint import load_checkpoint
+    from map3d.atomic import write_json
+    from map3d.engine.checkpoint import load_checkpoint, run_checkpoint
     from map3d.engine.runs import checkpoint_config, evaluate_checkpoint, setup_logging, svm_probe
     from map3d.engine.setup import start_distributed
     from map3d.engine.threads import configure_threads
 
-    ckpt_path = Path(args.checkpoint)
-    if ckpt_path.is_dir():
-        ckpt_path = ckpt_path / ("best.pt" if (ckpt_path / "best.pt").exists() else "last.pt")
+    ckpt_path = run_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    overrides = []
-    for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("votes", "eval.votes")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
+    flags = (("device", "train.device"), ("seed", "train.seed"), ("votes", "eval.votes"))
     cfg = load_config(args.config) if args.config else checkpoint_config(ckpt)
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, _flag_overrides(args, flags))
     if args.data is not None:
         cfg.data.root = args.data
     cfg = apply_overrides(cfg, list(args.overrides))
@@ -345,8 +338,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if dist.is_main:
         _report(lines, dist)  # printed first: a failed write below loses nothing
         try:
-            with atomic_write(out, "w") as f:
-                f.write(json.dumps(results, indent=2) + "\n")
+            write_json(out, results)
         except OSError as err:
             raise UserError(
                 f"could not write the results to {out} ({err.strerror or err}); they are "

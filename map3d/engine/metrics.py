@@ -153,15 +153,21 @@ class RunningMean:
             self.sums[name] += value.detach().double() * n
             self.counts[name] += n
 
+    def _packed(self, reduce: bool) -> tuple[list[str], Tensor]:
+        """The sorted names and one tensor of their sums then their counts (summed over
+        processes when `reduce`: a collective, every process must hold the same names)."""
+        names = sorted(self.sums)
+        packed = torch.stack([self.sums[n] for n in names] + [self.counts[n] for n in names])
+        if reduce:
+            all_reduce_sum(packed)
+        return names, packed
+
     def compute(self, reduce: bool = True) -> dict[str, float]:
         """Weighted means over everything since the last reset (summed over processes when
         `reduce`; every process must then hold the same names)."""
         if not self.sums:
             return {}
-        names = sorted(self.sums)
-        packed = torch.stack([self.sums[n] for n in names] + [self.counts[n] for n in names])
-        if reduce:
-            all_reduce_sum(packed)
+        names, packed = self._packed(reduce)
         values = packed.tolist()
         sums, counts = values[: len(names)], values[len(names) :]
         return {n: s / c for n, s, c in zip(names, sums, counts) if c}
@@ -172,12 +178,9 @@ class RunningMean:
     def state_dict(self, reduce: bool = True) -> dict[str, dict[str, Tensor]]:
         """Sums and counts as CPU float64 tensors (summed over processes when `reduce`; a
         collective then, like `compute`): what `load_state_dict` needs to continue the means."""
-        names = sorted(self.sums)
-        if not names:
+        if not self.sums:
             return {"sums": {}, "counts": {}}
-        packed = torch.stack([self.sums[n] for n in names] + [self.counts[n] for n in names])
-        if reduce:
-            all_reduce_sum(packed)
+        names, packed = self._packed(reduce)
         packed = packed.cpu()
         return {
             "sums": dict(zip(names, packed[: len(names)])),

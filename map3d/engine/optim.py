@@ -123,12 +123,18 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     optimizer.load_state_dict(state)
     for group, implementation in zip(optimizer.param_groups, kept):
         group.update(implementation)
-        if not group.get("fused"):
-            continue
-        for param in group["params"]:  # the fused kernel counts steps on the parameter's device
-            state = optimizer.state.get(param, {})
-            if isinstance(state.get("step"), torch.Tensor):
-                state["step"] = state["step"].to(param.device, torch.float32)
+        if group.get("fused"):  # the fused kernel counts steps on the parameter's device
+            steps_to_param_device(optimizer, group)
+
+
+def steps_to_param_device(optimizer: torch.optim.Optimizer, group: dict) -> None:
+    """Move the step counts of `group`'s parameters onto each parameter's device (float32), as
+    the fused and capturable AdamW kernels need; a state loaded from an eager or CPU run keeps
+    them on the CPU."""
+    for param in group["params"]:
+        state = optimizer.state.get(param, {})
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].to(param.device, torch.float32)
 
 
 def cosine_warmup_factor(

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from map3d.atomic import atomic_write
+from map3d.atomic import atomic_write, write_json
 from map3d.command import Command
 from map3d.errors import OptionError
 
@@ -134,11 +133,9 @@ def as_list(items: list) -> list:
 
 def load_model(path: str | Path, device) -> tuple[Any, dict]:
     """The model of a classification / part-segmentation checkpoint, in eval mode on `device`."""
-    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from map3d.engine.checkpoint import load_checkpoint, model_from_checkpoint, run_checkpoint
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / ("best.pt" if (path / "best.pt").exists() else "last.pt")
+    path = run_checkpoint(path)
     ckpt = load_checkpoint(path)
     if ckpt.get("model_task") not in TASKS:
         raise OptionError(
@@ -317,8 +314,7 @@ def run(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
     if args.json:
-        with atomic_write(args.json, "w") as f:
-            f.write(json.dumps({**settings, "predictions": rows}, indent=2) + "\n")
+        write_json(args.json, {**settings, "predictions": rows})
     written = [p for p in (args.csv, args.json) if p]
     print(f"{len(rows)} file(s) predicted" + (f"; wrote {', '.join(written)}" if written else ""))
     return 0 if rows else 1

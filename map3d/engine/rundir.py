@@ -2,6 +2,7 @@
 
 - `check_run_dir` refuses to start a new run in a directory that already holds one (continue it
   with `--resume`, pick a new `--out`, or replace it with `--overwrite`).
+- `refuse_everywhere` raises the main process's refusal on every process of a run.
 - `RunLock` holds `<run_dir>/.lock` (pid and host of the writer) while a run writes there; a
   second writer is refused; the lock of a dead process on this host is taken over.
 - `remove_run_temps` deletes what interrupted writes left (the lock holder calls it).
@@ -19,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Self
 
-from map3d.atomic import pid_alive
+from map3d.atomic import pid_alive, remove_temps
 from map3d.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,16 +94,7 @@ def remove_run_temps(run_dir: Path) -> None:
     """Remove temporary files of interrupted writes of run files (any writer, any host: the
     caller holds the run lock, so none of them is still writing)."""
     stray = [p for name in RUN_FILES for p in run_dir.glob(f".{name}.*.tmp") if p.is_file()]
-    for path in stray:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    if stray:
-        log.warning(
-            "removed %d temporary file(s) of interrupted writes in %s: %s",
-            len(stray),
-            run_dir,
-            ", ".join(p.name for p in stray),
-        )
+    remove_temps(stray, run_dir)
 
 
 def clear_run_files(run_dir: Path) -> None:
@@ -121,6 +113,16 @@ def clear_run_files(run_dir: Path) -> None:
         log.warning(
             "--overwrite: removed the earlier run's %s from %s", ", ".join(removed), run_dir
         )
+
+
+def refuse_everywhere(error: RunDirError | None) -> None:
+    """Raise the main process's refusal `error` (None where there is none, as on the other
+    processes) on every process, the others as a RunDirError with its message; a collective."""
+    from map3d.engine.distributed import broadcast_object
+
+    message = broadcast_object(None if error is None else str(error))
+    if message is not None:
+        raise error or RunDirError(message)
 
 
 class RunLock:

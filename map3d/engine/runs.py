@@ -11,7 +11,6 @@ probe = svm_probe("runs/pre/last.pt", cfg)            # linear-SVM accuracy on f
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from map3d.atomic import atomic_write
+from map3d.atomic import write_json
 from map3d.engine.checkpoint import (
     adopt_release,
     export_encoder,
@@ -42,7 +41,7 @@ from map3d.engine.distributed import (
 )
 from map3d.engine.metrics import mean_std
 from map3d.engine.monitor import Progress, TqdmLoggingHandler
-from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir
+from map3d.engine.rundir import RunDirError, RunLogHandler, check_run_dir, refuse_everywhere
 from map3d.engine.setup import RunEnv, eval_loader, run_env, start_run
 from map3d.engine.tasks import TaskContext, get_task
 from map3d.engine.threads import threads_note
@@ -91,9 +90,7 @@ def _check_out(run_dir, resume, overwrite: bool) -> None:
             check_run_dir(run_dir, resume=resume, overwrite=overwrite)
         except RunDirError as err:
             error = err
-    message = broadcast_object(None if error is None else str(error))
-    if message is not None:
-        raise error or RunDirError(message)
+    refuse_everywhere(error)
 
 
 def train(
@@ -157,8 +154,7 @@ def train_fewshot(
         **stats,
     }
     if is_main_process():
-        with atomic_write(run_dir / "fewshot.json", "w") as f:
-            f.write(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "fewshot.json", summary)
     return summary
 
 
@@ -234,8 +230,7 @@ def evaluate_checkpoint(
         "map3d_version": ckpt["map3d_version"],
     }
     if out is not None and dist.is_main:
-        with atomic_write(out, "w") as f:
-            f.write(json.dumps(results, indent=2) + "\n")
+        write_json(out, results)
     return results
 
 

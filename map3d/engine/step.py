@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from map3d.engine.optim import steps_to_param_device
+
 STEP_MODES = ("auto", "eager", "cuda_graph")
 GRAPH_WARMUP_STEPS = 3
 
@@ -120,10 +122,7 @@ class GraphedStep:
         for group, lr in zip(optimizer.param_groups, self.lrs):
             group["capturable"] = True
             group["lr"] = lr
-            for param in group["params"]:  # a resumed eager state keeps its step counts on the CPU
-                state = optimizer.state.get(param, {})
-                if isinstance(state.get("step"), Tensor):
-                    state["step"] = state["step"].to(param.device, torch.float32)
+            steps_to_param_device(optimizer, group)  # a resumed eager state keeps them on the CPU
         self.side = torch.cuda.Stream(device)
 
     def _sync_lrs(self) -> None:

@@ -53,7 +53,6 @@ from map3d.engine.config import (
 )
 from map3d.engine.distributed import (
     barrier,
-    broadcast_object,
     is_timeout,
     max_over_processes,
     timeout_error,
@@ -67,6 +66,7 @@ from map3d.engine.rundir import (
     RunLock,
     claim_run_dir,
     open_run_logs,
+    refuse_everywhere,
     remove_run_temps,
 )
 from map3d.engine.setup import (
@@ -543,9 +543,7 @@ class Trainer:
                 remove_run_temps(self.run_dir)
                 save_config(self.cfg, self.run_dir / "config.yaml")
                 self.writer.truncate_after(self.step)
-        message = broadcast_object(None if error is None else str(error))
-        if message is not None:
-            raise error or RunDirError(message)
+        refuse_everywhere(error)
 
     def _fit(self) -> RunResult:
         self._log_start()
