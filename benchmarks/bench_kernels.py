@@ -49,46 +49,18 @@ def mamba_selective_scan():
     return selective_scan_fn
 
 
-def ensure_mamba_backend(selective_scan_fn) -> bool:
-    """Make `MAP3D_BACKEND=selective_scan=mamba_ssm` work when `selective_scan_fn` imports:
-    the ops package's own adapter if it is available here, else a plain adapter registered
-    through the public `dispatch.register` (replacing the unavailable one)."""
+def mamba_backend_available(selective_scan_fn) -> bool:
+    """Whether `MAP3D_BACKEND=selective_scan=mamba_ssm` works here: `selective_scan_fn`
+    imports and the ops package's own `mamba_ssm` adapter is available (else why not is listed
+    with the skipped backends)."""
     from map3d.ops import dispatch
 
     if selective_scan_fn is None:
         return False
-    if dispatch.unavailable_reason("selective_scan", "mamba_ssm") is None:
-        return True
-
-    def fn(
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D=None,
-        z=None,
-        delta_bias=None,
-        delta_softplus=False,
-        return_last_state=False,
-    ):
-        return selective_scan_fn(
-            u,
-            delta,
-            A,
-            B.contiguous(),
-            C.contiguous(),
-            D,
-            z,
-            delta_bias,
-            delta_softplus,
-            return_last_state,
-        )
-
-    dispatch.register(
-        "selective_scan", "mamba_ssm", fn, lambda: None, lambda *t, **o: t[0].is_cuda, 20
-    )
-    return True
+    reason = dispatch.unavailable_reason("selective_scan", "mamba_ssm")
+    if reason is not None:
+        SKIPPED.append(f"selective_scan=mamba_ssm: {reason}")
+    return reason is None
 
 
 def scan_inputs(batch, E, L, N=16, dtype=torch.bfloat16, grad=True):
@@ -193,7 +165,7 @@ def bench_mixer(quick: bool, mamba_fn) -> None:
     from map3d.ops.dispatch import backend_env
 
     backends = ["triton", "reference"]
-    if ensure_mamba_backend(mamba_fn):
+    if mamba_backend_available(mamba_fn):
         backends.insert(1, "mamba_ssm")
     for batch, L, C in MIXER_SIZES:
         case = f"B={batch} L={L} C={C} bf16-autocast"
