@@ -206,8 +206,10 @@ def visualize(args: argparse.Namespace) -> list[dict]:
     drawn = min(args.num_points or train_points, stored)
     trained_groups = model.config.num_groups
     groups = figure_groups(trained_groups, model.config.num_regions, train_points, drawn)
-    if groups != trained_groups:
-        model, ckpt = load_pretrainer(args.checkpoint, device, num_groups=groups)
+    if groups != trained_groups:  # the same weights, cut into more patches
+        from map3d.engine.checkpoint import model_from_checkpoint
+
+        model = model_from_checkpoint(ckpt, args.checkpoint, num_groups=groups).to(device)
     log.info(
         "figures: %d points per shape in %d patches of %d (trained on %d points, %d patches) | %s",
         drawn,
