@@ -1,4 +1,5 @@
-"""Shared test settings: GPU tests are marked `gpu` and skipped with a reason on CPU."""
+"""Shared test settings: GPU tests are marked `gpu` and skipped with a reason on CPU; shared
+fixtures."""
 
 import pytest
 import torch
@@ -17,3 +18,14 @@ def pytest_collection_modifyitems(config, items):
 def generator():
     """A seeded CPU generator for reproducible random inputs."""
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    """A smoke pretraining run directory (last.pt, encoder.safetensors), made once per session;
+    for tests that only read it."""
+    from map3d.cli import main
+
+    out = tmp_path_factory.mktemp("pre")
+    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(out)]) == 0
+    return out

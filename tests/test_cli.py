@@ -74,18 +74,15 @@ def test_pretrain_finetune_eval_export(tmp_path, capsys, caplog):
     assert weights and all(k.startswith("encoder.") for k in weights)
 
 
-def test_eval_svm_probe(tmp_path):
+def test_eval_svm_probe(pretrained, tmp_path):
     """Linear-SVM probe on the frozen pretrained encoder (the pretraining config's decoder
     overrides are dropped, the synthetic set switches to labelled items)."""
     pytest.importorskip(
         "sklearn", reason="the SVM probe needs scikit-learn (pip install 'map3d[images]')"
     )
-    pre = tmp_path / "pre"
-    assert main(["pretrain", "--config", PRETRAIN, "--out", str(pre)]) == 0
-    assert (
-        main(["eval", "--checkpoint", str(pre), "--svm", "--out", str(tmp_path / "svm.json")]) == 0
-    )
-    svm = json.loads((tmp_path / "svm.json").read_text())["svm"]
+    out = tmp_path / "svm.json"
+    assert main(["eval", "--checkpoint", str(pretrained), "--svm", "--out", str(out)]) == 0
+    svm = json.loads(out.read_text())["svm"]
     assert 0.0 <= svm["svm_oa"] <= 100.0 and svm["protocol"]["test_samples"] == 16
 
 
@@ -161,7 +158,7 @@ def test_command_modules_do_not_import_the_cli():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys):
+def test_image_pretraining_prints_a_finetune_command_that_works(pretrained, tmp_path, capsys):
     """The next step printed after image pretraining finetunes an image model; point weights
     given to an image run (and image weights to a point run) are a one-line error that says
     what to run instead."""
@@ -191,8 +188,6 @@ def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys
     assert command[3] == "configs/finetune/image_tiny_digits.yaml"
     assert main([*command[1:], "--out", str(tmp_path / "ft"), "--epochs", "1"]) == 0
 
-    points = tmp_path / "points"
-    assert main(["pretrain", "--config", PRETRAIN, "--out", str(points)]) == 0
     capsys.readouterr()
     assert (
         main(
@@ -201,7 +196,7 @@ def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys
                 "--config",
                 "configs/finetune/image_tiny_digits.yaml",
                 "--pretrained",
-                str(points / "last.pt"),
+                str(pretrained / "last.pt"),
                 "--out",
                 str(tmp_path / "bad"),
             ]
@@ -210,7 +205,7 @@ def test_image_pretraining_prints_a_finetune_command_that_works(tmp_path, capsys
     )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error: " in err and "holds points weights" in err
-    assert f"map3d finetune --pretrained {points / 'last.pt'}" in err
+    assert f"map3d finetune --pretrained {pretrained / 'last.pt'}" in err
     for weights in (pre / "last.pt", pre / "encoder.safetensors"):
         assert (
             main(

@@ -227,14 +227,6 @@ def test_dataset_refusal_from_training_is_one_line(tmp_path, capsys):
     assert "5way10shot/0.pkl" in one_line_error(capsys, "finetune")
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A smoke pretraining run directory (last.pt, encoder.safetensors)."""
-    out = tmp_path_factory.mktemp("pre")
-    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(out)]) == 0
-    return out
-
-
 def test_eval_prints_results_before_a_failed_write(pretrained, tmp_path, capsys, monkeypatch):
     from map3d import atomic
 

@@ -133,7 +133,7 @@ def test_pretrain_finetune_predict_viz_on_folders(tmp_path, capsys):
     assert len(read_ply(viz / "box000.ply").points) > 0
 
 
-def test_predict_part_labels_and_errors(tmp_path, capsys):
+def test_predict_part_labels_and_errors(pretrained, tmp_path, capsys):
     seg = tmp_path / "seg"
     assert (
         main(
@@ -188,7 +188,5 @@ def test_predict_part_labels_and_errors(tmp_path, capsys):
     assert main([*args, "--skip-bad"]) == 0
     assert "skipped" in capsys.readouterr().err
 
-    pre = tmp_path / "pre"
-    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(pre)]) == 0
-    assert main(["predict", "--checkpoint", str(pre / "last.pt"), str(shapes)]) == 2
+    assert main(["predict", "--checkpoint", str(pretrained / "last.pt"), str(shapes)]) == 2
     assert "classification or part-segmentation checkpoint" in capsys.readouterr().err

@@ -65,11 +65,8 @@ def test_log_lines_go_above_the_bar(monkeypatch):
     assert "\na log line\n" in terminal.getvalue().replace("\r", "\n")
 
 
-def test_eval_reports_progress_without_a_terminal(tmp_path, capsys):
-    pre = tmp_path / "pre"
-    assert main(["pretrain", "--config", "configs/smoke/pretrain.yaml", "--out", str(pre)]) == 0
+def test_eval_reports_progress_without_a_terminal(pretrained, tmp_path, capsys):
     capsys.readouterr()
-    assert (
-        main(["eval", "--checkpoint", str(pre / "last.pt"), "--out", str(tmp_path / "r.json")]) == 0
-    )
+    checkpoint = str(pretrained / "last.pt")
+    assert main(["eval", "--checkpoint", checkpoint, "--out", str(tmp_path / "r.json")]) == 0
     assert "eval synthetic/test: 2/2 batch (100%), done in" in capsys.readouterr().err
