@@ -158,28 +158,30 @@ def test_command_modules_do_not_import_the_cli():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def pretrain_images(config, out):
+    """One epoch of image pretraining under `config` into `out`, in batches of 256."""
+    return main(
+        [
+            "pretrain",
+            "--config",
+            config,
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--set",
+            "data.batch_size=256",
+        ]
+    )
+
+
 def test_image_pretraining_prints_a_finetune_command_that_works(pretrained, tmp_path, capsys):
     """The next step printed after image pretraining finetunes an image model; point weights
     given to an image run (and image weights to a point run) are a one-line error that says
     what to run instead."""
     pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
     pre = tmp_path / "pre"
-    assert (
-        main(
-            [
-                "pretrain",
-                "--config",
-                "configs/pretrain/image_tiny.yaml",
-                "--out",
-                str(pre),
-                "--epochs",
-                "1",
-                "--set",
-                "data.batch_size=256",
-            ]
-        )
-        == 0
-    )
+    assert pretrain_images("configs/pretrain/image_tiny.yaml", pre) == 0
     ckpt = load_checkpoint(pre / "last.pt")
     assert (ckpt["modality"], ckpt["task"]) == ("images", "pretrain")
     printed = capsys.readouterr().out.splitlines()
@@ -232,22 +234,7 @@ def test_image_pretraining_prints_a_finetune_command_that_works(pretrained, tmp_
 def test_a_wider_encoder_says_which_overrides_to_repeat(tmp_path, capsys):
     pytest.importorskip("sklearn", reason="the built-in digits need scikit-learn ([images])")
     pre = tmp_path / "pre"
-    assert (
-        main(
-            [
-                "pretrain",
-                "--config",
-                "configs/pretrain/image_digits_c64.yaml",
-                "--out",
-                str(pre),
-                "--epochs",
-                "1",
-                "--set",
-                "data.batch_size=256",
-            ]
-        )
-        == 0
-    )
+    assert pretrain_images("configs/pretrain/image_digits_c64.yaml", pre) == 0
     capsys.readouterr()
     assert (
         main(

@@ -166,40 +166,23 @@ def test_real_commands_refuse_in_one_line(tmp_path, capsys):
         assert str(tmp_path) in line and len(line) < 200 + len(str(tmp_path)), line
 
 
+def finetune_smoke(out, *extra):
+    """`map3d finetune` of the smoke config into `out`, with `extra` arguments."""
+    return main(["finetune", "--config", "configs/smoke/finetune.yaml", "--out", str(out), *extra])
+
+
+def finetune_from(weights, out, *extra):
+    return finetune_smoke(out, "--pretrained", str(weights), *extra)
+
+
 def test_unknown_dataset_option_is_one_line(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "finetune",
-                "--config",
-                "configs/smoke/finetune.yaml",
-                "--out",
-                str(tmp_path / "ft"),
-                "--set",
-                "data.options.bogus=1",
-            ]
-        )
-        == 2
-    )
+    assert finetune_smoke(tmp_path / "ft", "--set", "data.options.bogus=1") == 2
     line = one_line_error(capsys, "finetune")
     assert "dataset 'synthetic'" in line and "'bogus'" in line
 
 
 def test_clouds_smaller_than_the_model_needs_is_one_line(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "finetune",
-                "--config",
-                "configs/smoke/finetune.yaml",
-                "--out",
-                str(tmp_path / "ft"),
-                "--set",
-                "model.overrides.num_groups=256",
-            ]
-        )
-        == 2
-    )
+    assert finetune_smoke(tmp_path / "ft", "--set", "model.overrides.num_groups=256") == 2
     assert "fewer than the 256 needed" in one_line_error(capsys, "finetune")
 
 
@@ -276,21 +259,6 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_naming_it(tmp_path, capsys, mon
     line = one_line_error(capsys, "pretrain")
     assert line.endswith(f"{out / 'last.pt'} failed: No space left on device"), line
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.jsonl", "train.log"]
-
-
-def finetune_from(weights, out, *extra):
-    return main(
-        [
-            "finetune",
-            "--config",
-            "configs/smoke/finetune.yaml",
-            "--pretrained",
-            str(weights),
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
 
 
 def write_encoder(run_dir, path, edit):
