@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from map3d.data.errors import DatasetFormatError
+from map3d.errors import MissingDependencyError
 
 MESH_EXTENSIONS = (".obj", ".off", ".stl")
 CLOUD_EXTENSIONS = (".pcd", ".xyz", ".txt", ".npy", ".npz")
@@ -129,7 +130,7 @@ def read_mesh(path: str | os.PathLike, *, colors: bool = False) -> Mesh:
     try:
         import trimesh
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             f"{path}: reading {path.suffix} meshes needs trimesh: pip install 'map3d[meshes]'"
         ) from None
     try:
@@ -408,7 +409,7 @@ def _read_pcd_open3d(path: Path) -> dict[str, np.ndarray]:
     try:
         import open3d
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             f"{path}: binary_compressed PCD needs Open3D: pip install 'map3d[viz]'"
         ) from None
     cloud = open3d.io.read_point_cloud(str(path))
