@@ -111,7 +111,7 @@ def test_temps_of_a_live_writer_are_kept(tmp_path):
 
 def test_modelnet_cache_build_on_a_full_disk_leaves_no_temp(tmp_path, monkeypatch):
     from map3d.data import modelnet
-    from tests.data.fixtures import make_modelnet40
+    from map3d.data.layouts import make_modelnet40
 
     root = make_modelnet40(tmp_path / "mn", cache_points=None)
     cache_dir = tmp_path / "cache"

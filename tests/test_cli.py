@@ -96,7 +96,7 @@ def test_config_errors_are_one_line(tmp_path, capsys):
 
 
 def test_fewshot_all_folds(tmp_path, capsys):
-    from tests.data.fixtures import make_modelnet_fewshot
+    from map3d.data.layouts import make_modelnet_fewshot
 
     root = make_modelnet_fewshot(tmp_path / "data", way=5, shot=10, folds=2, num_points=256)
     out = tmp_path / "fs"

@@ -187,7 +187,7 @@ def test_clouds_smaller_than_the_model_needs_is_one_line(tmp_path, capsys):
 
 
 def test_dataset_refusal_from_training_is_one_line(tmp_path, capsys):
-    from tests.data.fixtures import make_modelnet_fewshot
+    from map3d.data.layouts import make_modelnet_fewshot
 
     root = make_modelnet_fewshot(tmp_path / "data", way=5, shot=10, folds=1, num_points=256)
     (root / "5way10shot" / "0.pkl").write_bytes(b"\x80\x04truncated")

@@ -1,6 +1,7 @@
-"""Tiny datasets written in the real on-disk layouts (see data/README.md), for tests.
+"""Tiny random datasets written in each dataset's real on-disk layout (see data/README.md).
 
-Plain functions, reusable from any test: `from tests.data.fixtures import make_modelnet40`.
+What the tests and `benchmarks/bench_data.py` read, and a way to try a loader without the data:
+`make_modelnet40(tmp)` then `build_dataset("modelnet40", root=...)`.
 Each writes under `root` (created if needed) and returns the dataset's top folder, the path to
 pass as `build_dataset(..., root=...)`. Contents are random but deterministic from `seed`.
 """

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from map3d.data import DatasetFormatError, build_dataset
-from tests.data.fixtures import (
+from map3d.data.layouts import (
     make_modelnet40,
     make_modelnet_fewshot,
     make_scanobjectnn,

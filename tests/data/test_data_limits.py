@@ -12,7 +12,7 @@ import pytest
 
 from map3d.data import DatasetFormatError, build_dataset, pc_normalize
 from map3d.data.check import main as check_main
-from tests.data.fixtures import (
+from map3d.data.layouts import (
     make_modelnet40,
     make_scanobjectnn,
     make_shapenet55,

@@ -6,15 +6,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from map3d.data import build_dataset
-from map3d.data.safe_pickle import load_pickle
-from map3d.data.shapenetpart import CATEGORY_PARTS
-from tests.data.fixtures import (
+from map3d.data.layouts import (
     make_modelnet40,
     make_modelnet_fewshot,
     make_scanobjectnn,
     make_shapenet55,
     make_shapenetpart,
 )
+from map3d.data.safe_pickle import load_pickle
+from map3d.data.shapenetpart import CATEGORY_PARTS
 
 
 def assert_unit_sphere(points):

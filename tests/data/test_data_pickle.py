@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from map3d.data import DatasetFormatError, UnsafePickleError, build_dataset
+from map3d.data.layouts import make_modelnet40
 from map3d.data.safe_pickle import load_pickle
-from tests.data.fixtures import make_modelnet40
 
 
 class RunsCode:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from map3d.data.layouts import make_shapenetpart
 from map3d.engine.commands import EVAL, FINETUNE
-from tests.data.fixtures import make_shapenetpart
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke" / "partseg.yaml"
 FAST = [  # the smoke config, lighter still for the test suite
