@@ -6,7 +6,9 @@ shuffling, transforms) draws from one `torch.Generator` seeded from `(seed, epoc
 number of DataLoader workers, on which worker serves the item, nor on what was loaded before, so a
 run resumed at epoch `e` sees exactly the samples an uninterrupted run would have seen. Call
 `set_epoch(epoch)` at the start of every epoch (as with `DistributedSampler.set_epoch`) to draw
-fresh randomness; with persistent workers, call it before the epoch's iterator is created.
+fresh randomness. DataLoader workers hold their own copies of the dataset, which a `set_epoch` in
+the main process no longer reaches once they run: a sampler that feeds workers across epochs
+passes `EpochIndex`es instead, indices that carry their epoch (`__getitem__` switches to it).
 
 Bad samples. By default a damaged or missing sample raises `DatasetFormatError` /
 `FileNotFoundError` naming the file. With `skip_bad=True`, in-memory datasets drop bad samples at
@@ -114,6 +116,24 @@ def check_label(label, num_classes: int, path, where=None) -> int:
     return value
 
 
+class EpochIndex(int):
+    """A dataset index that carries the epoch it is drawn for: `EpochIndex(7, epoch=3)` is item 7
+    with epoch 3's randomness, whatever epoch the process holding the dataset was last set to."""
+
+    epoch: int
+
+    def __new__(cls, index: int, epoch: int):
+        value = super().__new__(cls, index)
+        value.epoch = int(epoch)
+        return value
+
+    def __reduce__(self):
+        return EpochIndex, (int(self), self.epoch)
+
+    def __repr__(self) -> str:
+        return f"EpochIndex({int(self)}, epoch={self.epoch})"
+
+
 class PointDataset(Dataset):
     """Base class: seeded per-item generators, optional transforms, `skip_bad` bookkeeping.
 
@@ -140,6 +160,9 @@ class PointDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> Sample:
+        if isinstance(index, EpochIndex):
+            self.set_epoch(index.epoch)
+            index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {type(self).__name__} of {len(self)}")
         generator = self.generator(index)

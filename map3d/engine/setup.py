@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from map3d.data.base import EpochIndex
 from map3d.engine.distributed import DistInfo, init_distributed
 
 if TYPE_CHECKING:
@@ -103,13 +104,18 @@ AUGMENT_STREAM, MODEL_STREAM, LOADER_STREAM = 1, 2, 3
 
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """This process's index batches for one epoch, resumable at any batch.
+    """This process's index batches for one epoch or several in a row, resumable at any batch.
 
     The epoch's order is a permutation seeded by (seed, epoch) (identity when not shuffling), cut
     into global batches of `global_batch`; process `rank` of `world_size` takes the contiguous
     slice `[rank·B, (rank+1)·B)` of each (B = global_batch / world_size), so one process with
     the same global batch sees exactly the union of what N processes see. `drop_last=False` (for
     evaluation) spreads a short final batch over the ranks without padding or duplicates.
+
+    `set_epoch(epoch, start_batch, epochs=n)` makes one iteration run through n epochs, the
+    first from `start_batch`: a DataLoader's workers then keep preparing batches across epoch
+    ends instead of restarting. The indices are `EpochIndex`es, so a dataset copy inside a
+    worker draws each item with its own epoch's randomness.
     """
 
     def __init__(
@@ -130,31 +136,44 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.size, self.global_batch = size, global_batch
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.start_batch, self.epochs = 0, 0, 1
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+    def set_epoch(self, epoch: int, start_batch: int = 0, *, epochs: int = 1) -> None:
+        """Iterate `epochs` epochs from batch `start_batch` of epoch `epoch`."""
+        if epochs < 1:
+            raise ValueError(f"epochs: expected >= 1, got {epochs}")
+        self.epoch, self.start_batch, self.epochs = epoch, start_batch, epochs
 
-    def __len__(self) -> int:
+    @property
+    def batches_per_epoch(self) -> int:
         if self.drop_last:
             return self.size // self.global_batch
         return math.ceil(self.size / self.global_batch)
 
+    def __len__(self) -> int:
+        """Batches one iteration yields (`set_epoch` decides how many)."""
+        return self.batches_per_epoch * self.epochs - self.start_batch
+
     def __iter__(self) -> Iterator[list[int]]:
+        for epoch in range(self.epoch, self.epoch + self.epochs):
+            start = self.start_batch if epoch == self.epoch else 0
+            yield from self._epoch_batches(epoch, start)
+
+    def _epoch_batches(self, epoch: int, start: int) -> Iterator[list[int]]:
         if self.shuffle:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
         per_rank = self.global_batch // self.world_size
-        for b in range(self.start_batch, len(self)):
+        for b in range(start, self.batches_per_epoch):
             chunk = order[b * self.global_batch : (b + 1) * self.global_batch]
             if len(chunk) == self.global_batch:
                 mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
             else:
                 mine = chunk[self.rank :: self.world_size]
             if mine:
-                yield mine
+                yield [EpochIndex(i, epoch) for i in mine]
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

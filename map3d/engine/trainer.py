@@ -17,6 +17,7 @@ uninterrupted one step for step and writes the same records.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import signal
@@ -248,7 +249,7 @@ class Trainer:
             drop_last=True,
             seed=seed,
         )
-        self.steps_per_epoch = len(self.train_sampler)
+        self.steps_per_epoch = self.train_sampler.batches_per_epoch
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"data.batch_size={cfg.data.batch_size} is larger than the {len(self.train_set)} "
@@ -556,10 +557,15 @@ class Trainer:
         history: list[dict[str, Any]] = []
         stopped, last_path, start = None, None, self.step
         self._tick, self._tick_step = time.perf_counter(), self.step
-        with StopFlag() as stop, ops_nan_checks_for(self.device), self._writer_joined():
+        with (
+            StopFlag() as stop,
+            ops_nan_checks_for(self.device),
+            self._writer_joined(),
+            self._train_batches() as batches,
+        ):
             while self.epoch < self.cfg.schedule.epochs and stopped is None:
                 self._begin_epoch()
-                for batch in self.train_loader:
+                for batch in itertools.islice(batches, self.steps_per_epoch - self.batch_in_epoch):
                     self._optimizer_step(
                         move_to(batch, self.device), [self.window, self.epoch_mean]
                     )
@@ -601,11 +607,28 @@ class Trainer:
             self.run_dir,
         )
 
+    @contextlib.contextmanager
+    def _train_batches(self) -> Iterator[Iterator[dict[str, Any]]]:
+        """One iterator over the training batches of every remaining epoch, from
+        `self.epoch`, `self.batch_in_epoch` on: the loader's workers keep preparing batches
+        across epoch ends (no restart, no empty pipeline after each evaluation or checkpoint).
+        Its workers are stopped on the way out, however the run ends."""
+        remaining = self.cfg.schedule.epochs - self.epoch
+        self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch, epochs=max(1, remaining))
+        batches = iter(self.train_loader) if remaining > 0 else iter(())
+        try:
+            yield batches
+        finally:
+            # a multi-process iterator stops its workers when collected; stop them now, so that
+            # nothing outlives the run (its workers ignore SIGTERM and SIGINT)
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
     def _begin_epoch(self) -> None:
-        """Train mode; dataset and sampler positioned at `self.epoch`, `self.batch_in_epoch`."""
+        """Train mode; the dataset (in this process) at `self.epoch`."""
         self.ddp_model.train()
         set_dataset_epoch(self.train_set, self.epoch)
-        self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch)
 
     def _advance(self, bar) -> None:
         """Count the optimizer step just taken; every `train.log_every_steps` steps write a
