@@ -55,16 +55,53 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, f)
 
 
-def cpu_copy(obj: Any) -> Any:
-    """A copy of a (nested) state whose tensors are detached CPU copies: training may go on
-    changing the originals while the copy is written."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_copy(v) for v in obj)
-    return obj
+class HostSnapshot:
+    """Copies of a (nested) state whose tensors are detached host copies: training may go on
+    changing the originals while the copy is written.
+
+    GPU tensors go into pinned host buffers kept from one snapshot to the next (asynchronous
+    copies at full bus speed, one wait for all of them, no allocation after the first); a
+    snapshot's buffers are reused by the next one, so it must be written by then. CPU tensors
+    are cloned.
+    """
+
+    def __init__(self):
+        self._buffers: list[torch.Tensor] = []
+        self._used, self._devices = 0, set()
+
+    def __call__(self, state: Any) -> Any:
+        self._used, self._devices = 0, set()
+        snapshot = self._copy(state)
+        for device in self._devices:
+            torch.cuda.synchronize(device)
+        return snapshot
+
+    def _copy(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            obj = obj.detach()
+            if obj.device.type != "cuda":
+                return obj.to("cpu", copy=True)
+            self._devices.add(obj.device)
+            return self._pinned_like(obj).copy_(obj, non_blocking=True)
+        if isinstance(obj, dict):
+            return {k: self._copy(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self._copy(v) for v in obj)
+        return obj
+
+    def _pinned_like(self, t: torch.Tensor) -> torch.Tensor:
+        """The next buffer in traversal order, (re)allocated when its shape or dtype differs."""
+        i, self._used = self._used, self._used + 1
+        if i < len(self._buffers) and (
+            self._buffers[i].shape == t.shape and self._buffers[i].dtype == t.dtype
+        ):
+            return self._buffers[i]
+        buffer = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        if i < len(self._buffers):
+            self._buffers[i] = buffer
+        else:
+            self._buffers.append(buffer)
+        return buffer
 
 
 class CheckpointWriteError(UserError, RuntimeError):
@@ -75,9 +112,9 @@ class CheckpointWriteError(UserError, RuntimeError):
 class CheckpointWriter:
     """Writes checkpoints in a background thread so that training does not wait for the disk.
 
-    `submit` takes a CPU copy of the state (the only part the training thread waits for) and
-    writes it, atomically and fsync'ed, to each path in turn. At most one write is in flight:
-    `submit` first waits for the previous one. `wait` (call it before exiting) blocks until the
+    `submit` takes a host copy of the state (`HostSnapshot`: the only part the training thread
+    waits for) and writes it, atomically and fsync'ed, to each path in turn. At most one write
+    is in flight: `submit` first waits for the previous one. `wait` (call it before exiting) blocks until the
     write is done and re-raises its error, if any: a refusal of the disk as
     `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
     """
@@ -85,10 +122,11 @@ class CheckpointWriter:
     def __init__(self):
         self._thread: threading.Thread | None = None
         self._error: tuple[Path, BaseException] | None = None
+        self._snapshot = HostSnapshot()
 
     def submit(self, state: dict, paths: list[Path]) -> None:
         self.wait()
-        snapshot = cpu_copy(state)
+        snapshot = self._snapshot(state)
         self._thread = threading.Thread(
             target=self._write, args=(snapshot, list(paths)), name="map3d-checkpoint-writer"
         )

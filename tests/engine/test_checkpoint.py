@@ -159,6 +159,33 @@ def test_background_writer_copies_the_state_and_does_not_block(tmp_path, monkeyp
         assert torch.equal(load_checkpoint(tmp_path / name)["model"]["w"], torch.ones(4))
 
 
+@pytest.mark.gpu
+def test_host_snapshot_of_gpu_tensors_reuses_its_pinned_buffers():
+    from map3d.engine.checkpoint import HostSnapshot
+
+    snapshot = HostSnapshot()
+    state = {
+        "model": {"w": torch.randn(1000, 7, device="cuda"), "cpu": torch.ones(3)},
+        "optimizer": {"step": torch.tensor(5.0, device="cuda"), "lr": [1e-3, 2]},
+        "rng": (torch.randn(4, device="cuda").to(torch.bfloat16), "name"),
+    }
+    first = snapshot(state)
+    expected = state["model"]["w"].cpu()
+    state["model"]["w"].mul_(2)  # training goes on after the snapshot
+    assert torch.equal(first["model"]["w"], expected) and first["model"]["w"].is_pinned()
+    assert torch.equal(first["model"]["cpu"], torch.ones(3))
+    assert first["model"]["cpu"] is not state["model"]["cpu"]
+    assert first["optimizer"]["step"].item() == 5.0 and first["optimizer"]["lr"] == [1e-3, 2]
+    assert first["rng"][0].dtype == torch.bfloat16 and first["rng"][1] == "name"
+    second = snapshot(state)
+    assert second["model"]["w"].data_ptr() == first["model"]["w"].data_ptr()  # reused
+    assert torch.equal(second["model"]["w"], state["model"]["w"].cpu())
+    state["model"]["w"] = torch.randn(5, device="cuda")  # another shape: a new buffer
+    third = snapshot(state)
+    assert torch.equal(third["model"]["w"], state["model"]["w"].cpu())
+    assert third["optimizer"]["step"].data_ptr() == first["optimizer"]["step"].data_ptr()
+
+
 def test_background_writer_error_surfaces_in_the_caller(tmp_path, monkeypatch):
     from map3d.engine import checkpoint
 
