@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
             variants = [{}]  # the setting as is, then (auto only) the requested variants
             if setting is None and args.no_nan_checks:
                 variants.append({"nan_checks": False})
-            if setting is None and args.cuda_graph:
+            if args.cuda_graph:
                 variants.append({"cuda_graph": True})
             for variant in variants:
                 result = bench_step(

@@ -83,7 +83,7 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cuda-graph",
         action="store_true",
-        help="also time `auto` with the whole step replayed from a CUDA graph",
+        help="also time each backend setting with the whole step replayed from a CUDA graph",
     )
     parser.add_argument("--json", help="write the results to this file")
 

@@ -12,7 +12,7 @@
 # and KNN_CUDA-*.tar.gz (archives of their release tags). Settings: ARCH (9.0), BUILD (default
 # /tmp/map3d-backends; a build already finished there is not redone, and pytorch3d's ninja build
 # resumes), BUILD_TIMEOUT (s, per build, 560), OUT (logs; default a fresh `mktemp -d`), STEP=0 to
-# skip the whole-step benchmark. Five files in OUT: build_{causal_conv1d,pytorch3d,knn_cuda}.log,
+# skip the whole-step benchmark, OPS=0 the per-op one. Five files in OUT: build_{causal_conv1d,pytorch3d,knn_cuda}.log,
 # verify.log, pytest_backends.log.
 #
 # How each is built (one failed build does not stop the others, nor the verification):
@@ -163,14 +163,21 @@ backends_verify() {
         echo "pytest -m gpu (external backends): exit $?"
         grep -E "^(SKIPPED|FAILED|ERROR)" "$OUT/pytest_backends.log"
         tail -1 "$OUT/pytest_backends.log"
-        PYTHONPATH=$path timeout 240 python3 benchmarks/bench_ops.py --repeats 10 --lengths 64 128 \
-            --backend auto,reference,triton,pytorch3d,knn_cuda,causal_conv1d >"$BUILD/bench_ops.txt" 2>&1
-        echo "bench_ops: exit $?"
+        if [ "${OPS:-1}" != 0 ]; then
+            PYTHONPATH=$path timeout 240 python3 benchmarks/bench_ops.py --repeats 10 \
+                --lengths 64 128 --backend auto,reference,triton,pytorch3d,knn_cuda,causal_conv1d \
+                >"$BUILD/bench_ops.txt" 2>&1
+            echo "bench_ops: exit $?"
+        fi
         if [ "${STEP:-1}" != 0 ]; then
+            # eager and CUDA-graph steps per backend setting; the slow reference eager only
             PYTHONPATH=$path timeout 300 python3 benchmarks/bench_step.py --task pretrain \
-                --backend auto --backend reference --backend pytorch3d \
+                --steps 10 --cuda-graph --backend auto --backend pytorch3d \
                 --backend causal_conv1d=causal_conv1d --backend knn=knn_cuda 2>&1 | grep -v '^{'
             echo "bench_step: exit ${PIPESTATUS[0]}"
+            PYTHONPATH=$path timeout 120 python3 benchmarks/bench_step.py --task pretrain \
+                --reference-steps 2 --backend reference 2>&1 | grep -v '^{'
+            echo "bench_step reference: exit ${PIPESTATUS[0]}"
         fi
         echo
         echo "builds (s, exit):"
@@ -180,7 +187,7 @@ backends_verify() {
         grep -h "JIT compile\|patched" "$OUT"/build_*.log
         echo
         echo "per-op medians (ms), each backend forced ('-': not an op of that backend):"
-        cat "$BUILD/bench_ops.txt" | grep -E '^(\||[A-Z].*torch)'
+        cat "$BUILD/bench_ops.txt" 2>/dev/null | grep -E '^(\||[A-Z].*torch)'
         _bb_log "verify took $((SECONDS - t0)) s"
     } 2>&1 | tee -a "$OUT/verify.log"
 }
