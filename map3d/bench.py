@@ -5,7 +5,10 @@ K=32, batch 128, bf16 autocast, AdamW) and the classification finetuning step (G
 reports samples/s, peak GPU memory and a per-stage breakdown (grouping, embed, encoder,
 decoder, loss, backward, optimizer) measured with CUDA events placed by forward hooks on the
 model's own modules, for each backend setting (`auto`, `reference`, `mamba_ssm` when
-installed); optionally with the whole step replayed from a CUDA graph (`graphed_step`). benchmarks/bench_step.py runs the same; benchmarks/bench_kernels.py times the ops.
+installed); optionally with the whole step replayed from a CUDA graph (`graphed_step`). The
+backbone blocks are compiled as training compiles them (`train.compile=auto`: unless
+MAP3D_COMPILE=0; `--compile` / `--no-compile` decide). benchmarks/bench_step.py runs the same;
+benchmarks/bench_kernels.py times the ops.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class StepResult:
     peak_mem_gib: float
     stages_ms: dict[str, float] = field(default_factory=dict)
     grouping_share: float = 0.0
+    compiled: bool = False
     note: str = ""
 
 
@@ -72,16 +76,19 @@ def _hook_stages(model: torch.nn.Module, task: str, marks: _Marks) -> None:
         model.head.register_forward_hook(lambda *_: marks.mark("decoder"))
 
 
-def _build(task: str, preset: str, device: torch.device):
+def _build(task: str, preset: str, device: torch.device, compiled: bool = False):
     from map3d.engine.config import OptimConfig
     from map3d.engine.optim import build_optimizer
     from map3d.models import create_model
+    from map3d.models.compile import compile_blocks
 
     if task == "pretrain":
         model = create_model(preset, task="pretrain")
     else:
         model = create_model(preset, task="classify", num_classes=40)
     model.to(device).train()
+    if compiled:
+        compile_blocks(model)
     return model, build_optimizer(model, OptimConfig())
 
 
@@ -145,15 +152,19 @@ def bench_step(
     warmup: int = 3,
     nan_checks: bool = True,
     cuda_graph: bool = False,
+    compile: bool | None = None,
 ) -> StepResult:
     """Time `steps` training steps (after `warmup`) of `task` with MAP3D_BACKEND=`backend`;
-    `cuda_graph` replays the whole step from a CUDA graph (no per-stage times then)."""
+    `cuda_graph` replays the whole step from a CUDA graph (no per-stage times then); `compile`
+    the backbone blocks (None: as `train.compile=auto`)."""
     from map3d import ops
+    from map3d.models.compile import resolve_compile
 
     device = torch.device("cuda")
+    compiled = resolve_compile("auto" if compile is None else compile, device)[0]
     torch.manual_seed(0)
     generator = torch.Generator(device).manual_seed(0)
-    model, optimizer = _build(task, preset, device)
+    model, optimizer = _build(task, preset, device, compiled)
     marks = _Marks()
     _hook_stages(model, task, marks)
     points = torch.rand(batch, num_points, 3, device=device, generator=generator) * 2 - 1
@@ -201,6 +212,7 @@ def bench_step(
         peak_mem_gib=round(peak, 2),
         stages_ms=stages,
         grouping_share=round(stages.get("grouping", 0.0) / total, 4),
+        compiled=compiled,
         note="CUDA graph (NaN checks off)"
         if cuda_graph
         else ""
@@ -234,7 +246,8 @@ def format_results(results: list[StepResult]) -> str:
         lines.append(
             f"{r.task:<9} {r.backend:<26} {r.batch:>5} {r.ms_per_step:>9.2f} "
             f"{r.samples_per_s:>10.1f} {r.peak_mem_gib:>8.2f}  {stages} "
-            f"[grouping {100 * r.grouping_share:.1f}%] {r.note}"
+            f"[grouping {100 * r.grouping_share:.1f}%] "
+            f"{'compiled blocks' if r.compiled else 'eager blocks'} {r.note}"
         )
     return "\n".join(lines)
 
@@ -267,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
                     batch=args.batch,
                     num_points=args.points,
                     steps=steps,
+                    compile=args.compile,
                     **variant,
                 )
                 results.append(result)

@@ -85,6 +85,12 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also time each backend setting with the whole step replayed from a CUDA graph",
     )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the backbone blocks (default: as train.compile=auto, unless MAP3D_COMPILE=0)",
+    )
     parser.add_argument("--json", help="write the results to this file")
 
 

@@ -126,6 +126,10 @@ class TrainConfig:
     waits for the other processes before the run ends with an error (never a hang).
     `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
     else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
+    `compile`: `auto` (default: compile the backbone blocks with torch.compile when training on
+    CUDA, unless the environment sets MAP3D_COMPILE=0), `true` / `on` or `false` / `off`
+    (`map3d.models.compile`; the first steps then take a minute longer to compile; results
+    differ from eager blocks by float rounding only, so a run may resume with another value).
     `label_smoothing`: of the cross-entropy of classification and part segmentation, as
     `F.cross_entropy(label_smoothing=)` (0 <= value < 1). 0.0 is the default and what the
     releases do: Point-MAE uses a plain cross-entropy, Mamba3D (and so MAP-3D)
@@ -147,6 +151,7 @@ class TrainConfig:
     pretrained_prefix: str = "encoder."
     dist_timeout_s: float = 600.0
     step_mode: str = "auto"
+    compile: bool | str = "auto"
     label_smoothing: float = 0.0
 
 
@@ -199,6 +204,10 @@ class ExperimentConfig:
         ):
             if value is not None and value not in choices:
                 raise ConfigError(f"{path}: expected one of {choices} or null, got {value!r}")
+        if self.train.compile not in ("auto", True, False):
+            raise ConfigError(
+                f"train.compile: expected auto, true (on) or false (off), got {self.train.compile!r}"
+            )
         if self.compat is not None:
             from map3d.models.compat import COMPATS, get_release
 
@@ -404,6 +413,7 @@ RESUME_CHANGEABLE = (
     "train.eval_every_epochs",
     "train.dist_timeout_s",
     "train.step_mode",
+    "train.compile",
     "train.pretrained",
     "train.pretrained_prefix",
     "train.allow_partial_pretrained",

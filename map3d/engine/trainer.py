@@ -84,6 +84,7 @@ from map3d.engine.setup import (
 from map3d.engine.step import build_step, graph_problem, portable_optimizer_state, resolve_step_mode
 from map3d.engine.tasks import Task, TaskContext, get_task
 from map3d.engine.threads import threads_note
+from map3d.models.compile import compile_blocks, resolve_compile
 from map3d.models.registry import model_modality
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,9 @@ class Trainer:
         self.checkpoints = CheckpointWriter()
         if ckpt is not None:
             self._resume(ckpt, resume)
+        compiled, self.compile_note = resolve_compile(cfg.train.compile, self.device)
+        if compiled:
+            compile_blocks(self.model)
         self.ddp_model = self._wrap_ddp()
         self.step_mode, self.step_mode_note = resolve_step_mode(
             cfg.train.step_mode,
@@ -593,7 +597,7 @@ class Trainer:
         cfg = self.cfg
         log.info(
             "task %s | model %s (%.2fM params) | %s, %d process(es) | %d samples, %d steps/epoch,"
-            " %d epochs | %s | %s | run dir %s",
+            " %d epochs | %s | %s | %s | run dir %s",
             self.task.name,
             cfg.model.name,
             sum(p.numel() for p in self.model.parameters()) / 1e6,
@@ -603,6 +607,7 @@ class Trainer:
             self.steps_per_epoch,
             cfg.schedule.epochs,
             self.step_mode_note,
+            self.compile_note,
             threads_note(),
             self.run_dir,
         )

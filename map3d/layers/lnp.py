@@ -9,12 +9,12 @@ once per shape at first use; `MAP3D_COMPILE=0` keeps it eager.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from torch import Tensor, nn
 
 from map3d import ops
+from map3d.layers.compile import compile_problem
 
 LNP_STD_SCOPES = ("sample", "batch")
 
@@ -42,7 +42,7 @@ def _compiled_lnp_pool():
 
 
 def _use_compiled(feat: Tensor) -> bool:
-    return feat.is_cuda and os.environ.get("MAP3D_COMPILE", "1") != "0"
+    return compile_problem(feat.device) is None
 
 
 def center_neighbors(centers: Tensor, k: int) -> Tensor:

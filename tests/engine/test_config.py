@@ -209,3 +209,13 @@ def test_finetune_recipes_match_the_mamba3d_configs():
     for name, (groups, drop_path) in expected.items():
         overrides = load_config(f"configs/finetune/{name}.yaml").model.overrides
         assert (overrides["num_groups"], overrides["drop_path_rate"]) == (groups, drop_path)
+
+
+def test_train_compile_takes_auto_on_off_and_names_itself_when_wrong():
+    from map3d.engine.config import ExperimentConfig
+
+    assert ExperimentConfig().train.compile == "auto"
+    for text, value in (("on", True), ("true", True), ("off", False), ("auto", "auto")):
+        assert apply_overrides(ExperimentConfig(), [f"train.compile={text}"]).train.compile == value
+    with pytest.raises(ConfigError, match=r"^--set: train.compile: expected auto, true \(on\)"):
+        apply_overrides(ExperimentConfig(), ["train.compile=fast"])

@@ -175,6 +175,7 @@ def _old_config() -> dict:
         ("optim", "layer_decay"),
         ("train", "label_smoothing"),
         ("train", "step_mode"),
+        ("train", "compile"),
         ("eval", "vote_permute"),
     ):
         del config[section][name]

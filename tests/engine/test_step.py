@@ -135,3 +135,24 @@ def test_cuda_graph_run_resumes_where_it_stopped(tmp_path):
         resume=tmp_path / "part" / "last.pt",
     )
     assert eager.step > full.step
+
+
+@pytest.mark.gpu
+def test_compiled_blocks_in_a_cuda_graph_follow_the_eager_run_and_resume(tmp_path, caplog):
+    """train.compile=on under a CUDA graph vs eager blocks run eagerly: the same losses to fp32
+    rounding (the compiled drop path draws eager's masks); a resumed compiled run repeats the
+    uninterrupted one."""
+    fp32 = ["train.precision=fp32", "model.overrides.drop_path_rate=0.2"]
+    eager = train(_gpu_cfg(SMOKE_PRETRAIN, "eager", [*fp32, "train.compile=off"]), tmp_path / "e")
+    cfg = _gpu_cfg(SMOKE_PRETRAIN, "cuda_graph", [*fp32, "train.compile=on"])
+    with caplog.at_level("INFO"):
+        full = train(cfg, tmp_path / "full")
+    assert "blocks compiled (train.compile=on)" in caplog.text
+    assert eager.step == full.step > 3
+    curve = torch.tensor(_curve(tmp_path / "full"))
+    torch.testing.assert_close(curve, torch.tensor(_curve(tmp_path / "e")), rtol=1e-4, atol=1e-4)
+    part = train(apply_overrides(cfg, ["train.max_steps=5"]), tmp_path / "part")
+    assert part.stopped == "max_steps"
+    done = train(cfg, tmp_path / "part", resume=tmp_path / "part" / "last.pt")
+    assert done.step == full.step
+    torch.testing.assert_close(torch.tensor(_curve(tmp_path / "part")), curve, rtol=1e-4, atol=1e-4)
