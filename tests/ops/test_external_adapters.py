@@ -193,6 +193,17 @@ def test_pytorch3d_supports(cuda_tensors):
     assert not ext._pytorch3d_chamfer_supports(cloud, cloud.double())
 
 
+def test_pytorch3d_is_passed_over_while_a_cuda_graph_is_captured(cuda_tensors, monkeypatch):
+    """Its ops read values back to the host, which a capture forbids; knn_cuda launches only."""
+    cloud = torch.rand(2, 16, 3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert not ext._pytorch3d_fps_supports(cloud, num_samples=4)
+    assert not ext._pytorch3d_knn_supports(cloud, cloud, k=4)
+    assert not ext._pytorch3d_chamfer_supports(cloud, cloud)
+    assert ext._knn_cuda_supports(cloud, cloud)
+
+
 # --- causal-conv1d 1.7.0 ------------------------------------------------------------------------
 
 

@@ -159,13 +159,24 @@ def _float_not_double(*tensors) -> bool:
     return all(t.dtype in _HALF_FLOAT for t in tensors)
 
 
+def _not_capturing() -> bool:
+    """pytorch3d 0.7.9's ops read values back to the host (knn_points checks `lengths.min() <
+    K`, sample_farthest_points sizes its output from `K.max()`), which a CUDA-graph capture
+    forbids: while one is being captured, dispatch passes them over."""
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
 def _pytorch3d_fps_supports(points, random_start: bool = False, **options) -> bool:
     """pytorch3d 0.7.9's FPS computes in float32 (as the reference does for fp16/bf16/fp32),
     starts at index 0 unless it draws its own random start (ignoring our generator), and
     launches too few blocks for clouds under 8 points (its 2- and 4-thread cases use the thread
     count as the grid size), leaving some clouds unsampled."""
     return (
-        not random_start and _on_cuda(points) and _float_not_double(points) and points.shape[1] >= 8
+        not random_start
+        and _on_cuda(points)
+        and _float_not_double(points)
+        and points.shape[1] >= 8
+        and _not_capturing()
     )
 
 
@@ -177,6 +188,7 @@ def _pytorch3d_knn_supports(query, points, k: int = 1, **options) -> bool:
         and query.shape[0] * query.shape[1] * k < _INT32
         and points.numel() < _INT32
         and query.numel() < _INT32
+        and _not_capturing()
     )
 
 
