@@ -1,8 +1,15 @@
 """Shared test settings: GPU tests are marked `gpu` and skipped with a reason on CPU; shared
 fixtures."""
 
+import os
+
 import pytest
 import torch
+
+# Training on CUDA compiles the backbone blocks and LNP's pooling (train.compile=auto), tens of
+# seconds per run: the GPU tests run them eagerly unless a test asks for the compiled forms
+# (tests/models/test_compile.py, the compiled-LNP and compiled-step tests).
+os.environ.setdefault("MAP3D_COMPILE", "0")
 
 
 def pytest_collection_modifyitems(config, items):
