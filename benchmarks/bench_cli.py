@@ -1,6 +1,6 @@
 """What users get: `map3d pretrain|finetune` through the CLI, throughput read from metrics.jsonl.
 
-    python benchmarks/bench_cli.py --mode auto --mode eager [--job pretrain] [--epochs 4]
+    python benchmarks/bench_cli.py --mode auto --mode eager [--job pretrain] [--epochs 4] [--nproc 2]
 
 Runs the paper-size recipe on the built-in synthetic shapes (no dataset needed) once per step
 mode, then reads the run's metrics.jsonl: samples/s over every training step after the first
@@ -74,7 +74,15 @@ def user_throughput(metrics: Path, batch: int, skip_steps: int) -> dict[str, flo
     }
 
 
-def run(job: str, mode: str, epochs: int, batch: int | None, extra: list[str], out: Path) -> dict:
+def run(
+    job: str,
+    mode: str,
+    epochs: int,
+    batch: int | None,
+    extra: list[str],
+    out: Path,
+    nproc: int = 1,
+) -> dict:
     config, overrides = JOBS[job]
     command = "pretrain" if job == "pretrain" else "finetune"
     sets = [
@@ -87,7 +95,10 @@ def run(job: str, mode: str, epochs: int, batch: int | None, extra: list[str], o
     ]
     if batch is not None:
         sets.append(f"data.batch_size={batch}")
-    args = [sys.executable, "-m", "map3d", command, "--config", config, "--out", str(out)]
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    args = [*launcher, "-m", "map3d", command, "--config", config, "--out", str(out)]
     for item in sets:
         args += ["--set", item]
     proc = subprocess.run(args, check=False, capture_output=True, text=True)
@@ -106,7 +117,12 @@ def run(job: str, mode: str, epochs: int, batch: int | None, extra: list[str], o
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_per_epoch = min(r["step"] for r in records if r["kind"] == "epoch")
     note = next(
-        (line.split("| ")[-2].strip() for line in log.splitlines() if "step mode" in line), ""
+        (
+            "; ".join(p.strip() for p in line.split("| ") if p.startswith(("step mode", "blocks")))
+            for line in log.splitlines()
+            if "step mode" in line
+        ),
+        "",
     )
     losses = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
     return {
@@ -135,14 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], dest="extra", help="more config overrides (KEY=VALUE)"
     )
     parser.add_argument("--json", help="append the rows to this JSON-lines file")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="processes (GPUs) under torchrun; data.batch_size is global",
+    )
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for job in args.job or ["pretrain"]:
             for mode in args.mode or ["auto"]:
-                row = run(
-                    job, mode, args.epochs, args.batch, args.extra, Path(tmp) / f"{job}-{mode}"
-                )
+                out = Path(tmp) / f"{job}-{mode}"
+                row = run(job, mode, args.epochs, args.batch, args.extra, out, args.nproc)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
                 if args.json:

@@ -13,6 +13,11 @@
   steps train, the capture itself runs nothing.
 - `auto` (default): `cuda_graph` where `graph_problem` finds nothing against it, else `eager`;
   the log says which and why.
+
+Under torchrun, an eager step runs the model wrapped in DistributedDataParallel (its gradient
+all-reduce overlaps the backward); a CUDA-graph step runs it unwrapped and averages the gradients
+itself inside the graph (`map3d.engine.distributed.GradientAverager`), since DDP's reducer cannot
+be captured and NCCL collectives can.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from map3d.engine.optim import steps_to_param_device
@@ -41,8 +47,8 @@ def graph_problem(
     """Why a CUDA graph cannot run this training step, or None when it can."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device (this run is on {device.type})"
-    if distributed:
-        return "DDP's gradient all-reduce is not captured (several processes)"
+    if distributed and not (dist.is_initialized() and dist.get_backend() == "nccl"):
+        return "several processes need NCCL to capture their gradient all-reduce"
     if grad_scaler:
         return "fp16's GradScaler checks for inf on the host (use bf16 or fp32)"
     if not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):

@@ -53,6 +53,7 @@ from map3d.engine.config import (
     save_config,
 )
 from map3d.engine.distributed import (
+    GradientAverager,
     barrier,
     is_timeout,
     max_over_processes,
@@ -280,7 +281,6 @@ class Trainer:
         compiled, self.compile_note = resolve_compile(cfg.train.compile, self.device)
         if compiled:
             compile_blocks(self.model)
-        self.ddp_model = self._wrap_ddp()
         self.step_mode, self.step_mode_note = resolve_step_mode(
             cfg.train.step_mode,
             graph_problem(
@@ -291,6 +291,8 @@ class Trainer:
             ),
         )
         graphed = self.step_mode == "cuda_graph"
+        self.averager = self._gradient_averager() if graphed else None
+        self.ddp_model = self.model if self.averager is not None else self._wrap_ddp()
         self.ctx = TaskContext(
             cfg=cfg,
             device=self.device,
@@ -366,6 +368,15 @@ class Trainer:
             log.info("missing (trained from scratch): %s", ", ".join(missing))
         if unexpected:
             log.info("unexpected (ignored): %s", ", ".join(unexpected))
+
+    def _gradient_averager(self) -> GradientAverager | None:
+        """Under torchrun with a CUDA-graph step: the graph's own gradient all-reduce (see
+        map3d.engine.step), after the processes agree on rank 0's weights."""
+        if not self.dist.enabled:
+            return None
+        averager = GradientAverager(self.model, self.dist.world_size)
+        averager.sync_initial_state()
+        return averager
 
     def _wrap_ddp(self) -> nn.Module:
         if not self.dist.enabled:
@@ -481,13 +492,15 @@ class Trainer:
         size = next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0]
         chunk = size // micro
         values: dict[str, torch.Tensor] = {}
+        if self.averager is not None:
+            self.averager.broadcast_buffers()
         for i in range(micro):
             part = {
                 k: v[i * chunk : (i + 1) * chunk] if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()
             }
             sync = contextlib.nullcontext()
-            if self.dist.enabled and i < micro - 1:
+            if self.averager is None and self.dist.enabled and i < micro - 1:
                 sync = self.ddp_model.no_sync()
             with sync:
                 loss, stats = self.task.training_step(self.ddp_model, part, self.ctx)
@@ -497,6 +510,8 @@ class Trainer:
                 if micro > 1:
                     value = value / micro  # equal micro-batches: mean of means
                 values[name] = values[name] + value if name in values else value
+        if self.averager is not None:
+            self.averager.average()
         if cfg.optim.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)

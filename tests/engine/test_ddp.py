@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from map3d.engine.monitor import read_metrics
 
@@ -56,6 +57,30 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     )
     assert last[0]["test_n"] == last[1]["test_n"] == 8  # every test sample counted once
     assert last[0]["test_oa"] == pytest.approx(last[1]["test_oa"], rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_two_gpus_replaying_a_cuda_graph_match_one_gpu(tmp_path):
+    """Under torchrun the CUDA-graph step averages the gradients itself (NCCL, inside the
+    graph): the same curve as one GPU running the two shards as accumulated micro-batches."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    gpu = [
+        *DETERMINISTIC,
+        "train.device=cuda",
+        "train.precision=fp32",
+        "train.step_mode=cuda_graph",
+        "schedule.epochs=4",  # 8 steps: 3 warm-up steps, then the graph
+    ]
+    _finetune(torchrun, tmp_path / "ddp", gpu)
+    _finetune([sys.executable], tmp_path / "single", [*gpu, "train.accum_steps=2"])
+    assert "step mode cuda_graph" in (tmp_path / "ddp" / "train.log").read_text()
+    ddp = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
+    single = read_metrics(tmp_path / "single" / "metrics.jsonl")
+    ddp_loss = [r["loss"] for r in ddp if r["kind"] == "train"]
+    single_loss = [r["loss"] for r in single if r["kind"] == "train"]
+    assert len(ddp_loss) == len(single_loss) == 8
+    assert ddp_loss == pytest.approx(single_loss, rel=1e-3)
 
 
 def test_the_process_group_is_destroyed_at_exit():
