@@ -80,7 +80,8 @@ def main(argv=None) -> int:
 
     setup_logging(None, DistInfo(), verbose=False)
     logging.getLogger("map3d.bench").setLevel(logging.INFO)
-    quiet = ["output.progress=false"]
+    # eager blocks on a GPU too: the runs are short, compiling the blocks would dominate them
+    quiet = ["output.progress=false", "train.compile=off"]
     width = [
         f"model.overrides.{key}={value}"
         for key, value in (("dim", args.dim), ("num_heads", args.heads))

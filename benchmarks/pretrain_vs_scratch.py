@@ -388,6 +388,9 @@ def geometry(args) -> list[str]:
         f"model.overrides.group_size={args.group_size}",
         f"data.npoints={args.npoints}",
         f"train.device={args.device}",
+        # eager blocks, as the recorded tables ran: each arm's runs are short (100 finetuning
+        # steps take seconds), so compiling the blocks (~1 minute a run) would dominate them
+        "train.compile=off",
         "output.progress=false",
     ]
     if args.drop_path is not None:
