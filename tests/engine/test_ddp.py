@@ -40,15 +40,22 @@ def _finetune(launcher: list[str], out, overrides: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_two_process_ddp_matches_one_process(tmp_path):
+def _two_processes_and_one(tmp_path, overrides: list[str]) -> tuple[list, list]:
+    """The smoke finetuning under torchrun (2 processes) and in one process whose two
+    accumulated micro-batches are the two processes' shards: both runs' metric records."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    _finetune(torchrun, tmp_path / "ddp", DETERMINISTIC)
-    _finetune([sys.executable], tmp_path / "single", [*DETERMINISTIC, "train.accum_steps=2"])
+    _finetune(torchrun, tmp_path / "ddp", overrides)
+    _finetune([sys.executable], tmp_path / "single", [*overrides, "train.accum_steps=2"])
+    return tuple(read_metrics(tmp_path / run / "metrics.jsonl") for run in ("ddp", "single"))
 
-    ddp = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
-    single = read_metrics(tmp_path / "single" / "metrics.jsonl")
-    ddp_loss = [r["loss"] for r in ddp if r["kind"] == "train"]
-    single_loss = [r["loss"] for r in single if r["kind"] == "train"]
+
+def _train_losses(records: list) -> list[float]:
+    return [r["loss"] for r in records if r["kind"] == "train"]
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    ddp, single = _two_processes_and_one(tmp_path, DETERMINISTIC)
+    ddp_loss, single_loss = _train_losses(ddp), _train_losses(single)
     assert len(ddp_loss) == len(single_loss) == 4
     assert ddp_loss == pytest.approx(single_loss, rel=1e-5)
     last = (
@@ -64,7 +71,6 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 def test_two_gpus_replaying_a_cuda_graph_match_one_gpu(tmp_path):
     """Under torchrun the CUDA-graph step averages the gradients itself (NCCL, inside the
     graph): the same curve as one GPU running the two shards as accumulated micro-batches."""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     gpu = [
         *DETERMINISTIC,
         "train.device=cuda",
@@ -72,13 +78,9 @@ def test_two_gpus_replaying_a_cuda_graph_match_one_gpu(tmp_path):
         "train.step_mode=cuda_graph",
         "schedule.epochs=4",  # 8 steps: 3 warm-up steps, then the graph
     ]
-    _finetune(torchrun, tmp_path / "ddp", gpu)
-    _finetune([sys.executable], tmp_path / "single", [*gpu, "train.accum_steps=2"])
+    ddp, single = _two_processes_and_one(tmp_path, gpu)
     assert "step mode cuda_graph" in (tmp_path / "ddp" / "train.log").read_text()
-    ddp = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
-    single = read_metrics(tmp_path / "single" / "metrics.jsonl")
-    ddp_loss = [r["loss"] for r in ddp if r["kind"] == "train"]
-    single_loss = [r["loss"] for r in single if r["kind"] == "train"]
+    ddp_loss, single_loss = _train_losses(ddp), _train_losses(single)
     assert len(ddp_loss) == len(single_loss) == 8
     assert ddp_loss == pytest.approx(single_loss, rel=1e-3)
 
