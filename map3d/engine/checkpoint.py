@@ -114,8 +114,8 @@ class CheckpointWriter:
 
     `submit` takes a host copy of the state (`HostSnapshot`: the only part the training thread
     waits for) and writes it, atomically and fsync'ed, to each path in turn. At most one write
-    is in flight: `submit` first waits for the previous one. `wait` (call it before exiting) blocks until the
-    write is done and re-raises its error, if any: a refusal of the disk as
+    is in flight: `submit` first waits for the previous one. `wait` (call it before exiting)
+    blocks until the write is done and re-raises its error, if any: a refusal of the disk as
     `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
     """
 

@@ -500,7 +500,7 @@ class Trainer:
                 for k, v in batch.items()
             }
             sync = contextlib.nullcontext()
-            if self.averager is None and self.dist.enabled and i < micro - 1:
+            if isinstance(self.ddp_model, nn.parallel.DistributedDataParallel) and i < micro - 1:
                 sync = self.ddp_model.no_sync()
             with sync:
                 loss, stats = self.task.training_step(self.ddp_model, part, self.ctx)
