@@ -1,6 +1,6 @@
 """Profile one MAP pretraining step (torch.profiler): the kernels and ops that take the GPU time.
 
-    python benchmarks/profile_step.py [--preset hybridmt3d_s] [--batch 128] [--rows 40]
+    python benchmarks/profile_step.py [--preset hybridmt3d_s] [--batch 128] [--rows 40] [--compile]
 
 Prints the wall time per step, the summed GPU kernel time, and the top ops by self CUDA time;
 writes a Chrome trace when --trace is given.
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--backend", default=None, help="MAP3D_BACKEND value")
     parser.add_argument("--trace", help="write a Chrome trace here")
+    parser.add_argument(
+        "--compile", action="store_true", help="compile the backbone blocks (train.compile=on)"
+    )
     args = parser.parse_args(argv)
 
     from map3d import ops
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     device = torch.device("cuda")
     g = torch.Generator(device).manual_seed(0)
-    model, optimizer = _build(args.task, args.preset, device)
+    model, optimizer = _build(args.task, args.preset, device, compiled=args.compile)
     points = torch.rand(args.batch, 1024, 3, device=device, generator=g) * 2 - 1
     labels = torch.randint(0, 40, (args.batch,), device=device, generator=g)
     step = _step_fn(args.task, model, optimizer, _Marks(), points, labels, g)
