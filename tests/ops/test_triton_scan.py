@@ -25,6 +25,19 @@ def _triton_scan():
     return scan
 
 
+@pytest.fixture(params=["sequential", "chunked"])
+def kernels(request, monkeypatch):
+    """Every parity case runs on both kernel families (which one a shape gets by default is a
+    speed choice): the sequential kernels for any length, the chunked ones for any width."""
+    scan = _triton_scan()
+    if request.param == "sequential":
+        monkeypatch.setattr(scan, "SEQUENTIAL_L", 1 << 30)
+        monkeypatch.setattr(scan, "SEQUENTIAL_CHANNELS", 0)
+    else:
+        monkeypatch.setattr(scan, "SEQUENTIAL_L", 0)
+    return request.param
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     assert torch.isfinite(a).all(), "non-finite values"
@@ -119,12 +132,13 @@ CASES = [
     (2, 32, 16, 130, 2, True, True, False, False, False),  # grouped B/C
     (2, 64, 8, 96, 0, False, True, True, True, True),  # mixer layout (strided)
     (1, 16, 4, 700, 0, False, False, False, True, False),
+    (2, 48, 16, 300, 0, True, True, True, True, True),  # several chunks, mixer layout
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES)
-def test_selective_scan_matches_reference(case, dtype):
+def test_selective_scan_matches_reference(case, dtype, kernels):
     scan = _triton_scan()
     batch, E, N, L, groups, has_d, has_z, has_bias, softplus, strided = case
     seed = zlib.crc32(repr((case, dtype)).encode()) % 10_000
@@ -158,7 +172,7 @@ def test_selective_scan_matches_reference(case, dtype):
     _compare(out, ref_out, tri_grads, ref_grads, dtype, label=f"{case} {dtype}")
 
 
-def test_last_state_matches_reference():
+def test_last_state_matches_reference(kernels):
     scan = _triton_scan()
     from map3d.ops.reference.scan import selective_scan as ref
 
@@ -173,9 +187,33 @@ def test_last_state_matches_reference():
     assert _rel(out, ref_out) < 1e-5 and _rel(last, ref_last) < 1e-5
 
 
+def test_sequential_and_chunked_kernels_agree(monkeypatch):
+    """Both kernel families on a mixer's shape: the sequential (the default there) and the
+    chunked one (forced), forward and gradients; outputs follow the mixer's layout."""
+    scan = _triton_scan()
+    args = _inputs(32, 768, 16, 26, torch.float32, strided=True, seed=3)
+    assert scan._sequential(args[0])
+    results = []
+    for limit in (scan.SEQUENTIAL_L, 0):
+        monkeypatch.setattr(scan, "SEQUENTIAL_L", limit)
+        leaves = _leaves(args)
+        out = scan.selective_scan(*leaves, delta_softplus=True)
+        dout = torch.randn(
+            out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(0)
+        )
+        results.append((out, _grads(out, leaves, dout)))
+    (seq_out, seq_grads), (chunk_out, chunk_grads) = results
+    assert seq_out.stride(1) == 1, "the sequential scan writes channels-last for a mixer"
+    assert _rel(seq_out, chunk_out) < 1e-5
+    for name, a, b in zip(NAMES, seq_grads, chunk_grads):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert _rel(a, b) < 1e-5, name
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("L", [64, 150])
-def test_bidirectional_matches_flipped_reference(dtype, L):
+@pytest.mark.parametrize("L", [26, 150, 300])
+def test_bidirectional_matches_flipped_reference(dtype, L, kernels):
     _triton_scan()
     from map3d.ops import bidirectional_selective_scan
 

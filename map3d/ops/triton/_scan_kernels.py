@@ -1,6 +1,12 @@
 """Triton kernels of the selective scan (imported only when Triton is used).
 
-Layout: one program per (batch, block of BLOCK_E channels). The program walks the sequence in
+Two families, both with one program per (batch, block of BLOCK_E channels). The sequential
+kernels (`_scan_seq_*`, short sequences over many channels) step through time one step at a
+time, each channel's states in one thread's registers; their backward recomputes the states
+into a per-program history buffer, then walks back through it. The chunked kernels
+(`_scan_fwd_kernel`, `_scan_bwd_kernel`, long sequences) are time-parallel:
+
+Chunked layout: the program walks the sequence in
 chunks of CHUNK steps; inside a chunk the linear recurrence h_t = a_t * h_{t-1} + b_t over the
 (BLOCK_E, BLOCK_N, CHUNK) tile is an associative scan (time-parallel), and the state carried
 between chunks stays in registers in fp32. `MIRROR` reads z and dout and writes out and dz at
@@ -345,6 +351,305 @@ def _scan_bwd_kernel(
 
     en_rows = (pid_b * E + offs_e) * DSTATE
     tl.store(dA_ptr + en_rows[:, None] + offs_n[None, :], dA_acc, mask=mask_en)
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * E + offs_e, dD_acc, mask=mask_e)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + pid_b * E + offs_e, dbias_acc, mask=mask_e)
+
+
+@triton.jit
+def _scan_seq_fwd_kernel(
+    u_ptr,
+    dt_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    out_ptr,
+    last_ptr,
+    E,
+    L,
+    chan_per_group,
+    su_b,
+    su_e,
+    su_l,
+    sd_b,
+    sd_e,
+    sd_l,
+    sA_e,
+    sA_n,
+    sB_b,
+    sB_g,
+    sB_n,
+    sB_l,
+    sC_b,
+    sC_g,
+    sC_n,
+    sC_l,
+    sz_b,
+    sz_e,
+    sz_l,
+    so_b,
+    so_e,
+    so_l,
+    DSTATE: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    MIRROR: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    STORE_LAST: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    STAGES: tl.constexpr,
+):
+    """Sequential forward: the (BLOCK_N, BLOCK_E) state steps through time one step at a time,
+    each channel's states in one thread's registers (the output's sum over states stays in
+    the thread); one time step of u, dt, z, out is BLOCK_E channels (contiguous when the
+    channel stride is 1)."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_e = tl.program_id(1)
+    offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_e = offs_e < E
+    mask_n = offs_n < DSTATE
+    mask_ne = mask_n[:, None] & mask_e[None, :]
+    group = (pid_e * BLOCK_E) // chan_per_group
+
+    A2 = tl.load(A_ptr + offs_n[:, None] * sA_n + offs_e[None, :] * sA_e, mask=mask_ne, other=0.0)
+    A2 = A2.to(tl.float32) * LOG2E
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+
+    u_row = u_ptr + pid_b * su_b + offs_e * su_e
+    dt_row = dt_ptr + pid_b * sd_b + offs_e * sd_e
+    z_row = z_ptr + pid_b * sz_b + offs_e * sz_e
+    o_row = out_ptr + pid_b * so_b + offs_e * so_e
+    B_col = B_ptr + pid_b * sB_b + group * sB_g + offs_n * sB_n
+    C_col = C_ptr + pid_b * sC_b + group * sC_g + offs_n * sC_n
+
+    h = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
+    for t in tl.range(0, L, num_stages=STAGES):
+        if MIRROR:
+            t_zo = L - 1 - t
+        else:
+            t_zo = t
+        u = tl.load(u_row + t * su_l, mask=mask_e, other=0.0).to(tl.float32)
+        dt = tl.load(dt_row + t * sd_l, mask=mask_e, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        Bt = tl.load(B_col + t * sB_l, mask=mask_n, other=0.0).to(tl.float32)
+        Ct = tl.load(C_col + t * sC_l, mask=mask_n, other=0.0).to(tl.float32)
+        h = tl.exp2(A2 * dt[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
+        y = tl.sum(h * Ct[:, None], axis=0)  # (BLOCK_E,)
+        if HAS_D:
+            y = y + Dv * u
+        if HAS_Z:
+            z = tl.load(z_row + t_zo * sz_l, mask=mask_e, other=0.0).to(tl.float32)
+            y = y * (z * tl.sigmoid(z))
+        o_ptrs = o_row + t_zo * so_l
+        if ACCUMULATE:
+            y = y + tl.load(o_ptrs, mask=mask_e, other=0.0).to(tl.float32)
+        tl.store(o_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask_e)
+
+    if STORE_LAST:
+        tl.store(
+            last_ptr + (pid_b * E + offs_e[None, :]) * DSTATE + offs_n[:, None], h, mask=mask_ne
+        )
+
+
+@triton.jit
+def _scan_seq_bwd_kernel(
+    u_ptr,
+    dt_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    dout_ptr,
+    hist_ptr,
+    du_ptr,
+    ddt_ptr,
+    dz_ptr,
+    dB_ptr,
+    dC_ptr,
+    dA_ptr,
+    dD_ptr,
+    dbias_ptr,
+    E,
+    L,
+    chan_per_group,
+    n_eblocks,
+    su_b,
+    su_e,
+    su_l,
+    sd_b,
+    sd_e,
+    sd_l,
+    sA_e,
+    sA_n,
+    sB_b,
+    sB_g,
+    sB_n,
+    sB_l,
+    sC_b,
+    sC_g,
+    sC_n,
+    sC_l,
+    sz_b,
+    sz_e,
+    sz_l,
+    sg_b,
+    sg_e,
+    sg_l,
+    sdu_b,
+    sdu_e,
+    sdu_l,
+    sdd_b,
+    sdd_e,
+    sdd_l,
+    sdz_b,
+    sdz_e,
+    sdz_l,
+    DSTATE: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    MIRROR: tl.constexpr,
+    ACCUMULATE_DZ: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    STAGES: tl.constexpr,
+):
+    """Sequential backward: a first pass recomputes the states forward in time and writes each
+    step's (BLOCK_N, BLOCK_E) state to this program's slice of `hist` (fp32, (batch, n_eblocks,
+    L, BLOCK_N, BLOCK_E)); a second pass walks back in time with the adjoint
+    lam_t = g_t C_t + a_{t+1} lam_{t+1}. dB/dC partials: (batch, n_eblocks, DSTATE, L) fp32
+    (sums over this program's channels); dA partials (batch, E, DSTATE); dD, dbias (batch, E)."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_e = tl.program_id(1)
+    offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_e = offs_e < E
+    mask_n = offs_n < DSTATE
+    mask_ne = mask_n[:, None] & mask_e[None, :]
+    group = (pid_e * BLOCK_E) // chan_per_group
+
+    A = tl.load(A_ptr + offs_n[:, None] * sA_n + offs_e[None, :] * sA_e, mask=mask_ne, other=0.0)
+    A = A.to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+
+    u_row = u_ptr + pid_b * su_b + offs_e * su_e
+    dt_row = dt_ptr + pid_b * sd_b + offs_e * sd_e
+    z_row = z_ptr + pid_b * sz_b + offs_e * sz_e
+    g_row = dout_ptr + pid_b * sg_b + offs_e * sg_e
+    du_row = du_ptr + pid_b * sdu_b + offs_e * sdu_e
+    ddt_row = ddt_ptr + pid_b * sdd_b + offs_e * sdd_e
+    dz_row = dz_ptr + pid_b * sdz_b + offs_e * sdz_e
+    B_col = B_ptr + pid_b * sB_b + group * sB_g + offs_n * sB_n
+    C_col = C_ptr + pid_b * sC_b + group * sC_g + offs_n * sC_n
+    program = pid_b * n_eblocks + pid_e
+    hist = hist_ptr + program * L * (BLOCK_N * BLOCK_E)
+    tile = offs_n[:, None] * BLOCK_E + tl.arange(0, BLOCK_E)[None, :]
+    part_col = (program * DSTATE + offs_n) * L
+
+    h = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
+    for t in tl.range(0, L, num_stages=STAGES):
+        u = tl.load(u_row + t * su_l, mask=mask_e, other=0.0).to(tl.float32)
+        dt = tl.load(dt_row + t * sd_l, mask=mask_e, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        Bt = tl.load(B_col + t * sB_l, mask=mask_n, other=0.0).to(tl.float32)
+        h = tl.exp2(A * (dt * LOG2E)[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
+        tl.store(hist + t * (BLOCK_N * BLOCK_E) + tile, h)
+
+    lam = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
+    a_next = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
+    dA_acc = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
+    dD_acc = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    h = tl.load(hist + (L - 1) * (BLOCK_N * BLOCK_E) + tile)  # the state h_t of each step
+    for s in tl.range(0, L, num_stages=STAGES):
+        t = L - 1 - s
+        if MIRROR:
+            t_zo = s
+        else:
+            t_zo = t
+        u = tl.load(u_row + t * su_l, mask=mask_e, other=0.0).to(tl.float32)
+        dt_raw = tl.load(dt_row + t * sd_l, mask=mask_e, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt_raw = dt_raw + bias
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+        else:
+            dt = dt_raw
+        Bt = tl.load(B_col + t * sB_l, mask=mask_n, other=0.0).to(tl.float32)
+        Ct = tl.load(C_col + t * sC_l, mask=mask_n, other=0.0).to(tl.float32)
+        if t > 0:
+            h_prev = tl.load(hist + (t - 1) * (BLOCK_N * BLOCK_E) + tile)
+        else:
+            h_prev = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
+        a = tl.exp2(A * (dt * LOG2E)[None, :])
+        dtu = dt * u
+
+        # Output gradient -> gradient of y (g), of z and of D.
+        dout = tl.load(g_row + t_zo * sg_l, mask=mask_e, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z = tl.load(z_row + t_zo * sz_l, mask=mask_e, other=0.0).to(tl.float32)
+            sig = tl.sigmoid(z)
+            pre = tl.sum(h * Ct[:, None], axis=0)
+            if HAS_D:
+                pre = pre + Dv * u
+            dz = dout * pre * sig * (1.0 + z * (1.0 - sig))
+            dz_ptrs = dz_row + t_zo * sdz_l
+            if ACCUMULATE_DZ:
+                dz = dz + tl.load(dz_ptrs, mask=mask_e, other=0.0).to(tl.float32)
+            tl.store(dz_ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask_e)
+            g = dout * (z * sig)
+        else:
+            g = dout
+        if HAS_D:
+            dD_acc += g * u
+            du = g * Dv
+        else:
+            du = tl.zeros((BLOCK_E,), dtype=tl.float32)
+
+        lam = a_next * lam + Ct[:, None] * g[None, :]
+        tl.store(dC_ptr + part_col + t, tl.sum(h * g[None, :], axis=1), mask=mask_n)
+        tl.store(dB_ptr + part_col + t, tl.sum(lam * dtu[None, :], axis=1), mask=mask_n)
+        lam_B = tl.sum(lam * Bt[:, None], axis=0)  # (BLOCK_E,)
+        du += dt * lam_B
+        w = lam * a * h_prev
+        dA_acc += w * dt[None, :]
+        ddt = tl.sum(w * A, axis=0) + u * lam_B
+        if SOFTPLUS:
+            ddt = tl.where(dt_raw <= 20.0, ddt * tl.sigmoid(dt_raw), ddt)
+        ddt = tl.where(mask_e, ddt, 0.0)
+        if HAS_BIAS:
+            dbias_acc += ddt
+        tl.store(du_row + t * sdu_l, du.to(du_ptr.dtype.element_ty), mask=mask_e)
+        tl.store(ddt_row + t * sdd_l, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_e)
+        a_next = a
+        h = h_prev
+
+    tl.store(
+        dA_ptr + (pid_b * E + offs_e[None, :]) * DSTATE + offs_n[:, None], dA_acc, mask=mask_ne
+    )
     if HAS_D:
         tl.store(dD_ptr + pid_b * E + offs_e, dD_acc, mask=mask_e)
     if HAS_BIAS:

@@ -3,7 +3,10 @@
 Shapes (glossary: B batch, E inner channels, N state size, L sequence length, G groups):
 u, delta, z (B,E,L); A (E,N) real; B, C (B,N,L) or grouped (B,G,N,L); D, delta_bias (E,).
 Inputs may be fp32, bf16 or fp16 and strided in any way; the state and all accumulations are
-fp32. Outputs: out (B,E,L) in u's dtype; gradients in each input's dtype.
+fp32. Outputs: out (B,E,L) in u's dtype; gradients in each input's dtype. Short sequences over
+many channels run the sequential kernels, which read one time step of BLOCK_E channels at a
+time: out and the gradients of u, delta and z are then laid out as their inputs are (channels-
+last (B,L,E) memory for a mixer's projections, so that no transposed copies are made).
 
 `bidirectional_selective_scan_triton` (the Triton backend of
 `map3d.ops.bidirectional_selective_scan`) runs the two directions of a Vision-Mamba style mixer
@@ -24,6 +27,15 @@ import torch
 SHORT_L = 64
 SHORT = {"chunk": 64, "fwd": (2, 4), "bwd": (4, 4)}
 LONG = {"chunk": 32, "fwd": (2, 4), "bwd": (2, 4)}
+# The sequential kernels: one thread per channel steps through time with the channel's states
+# in registers. They beat the chunked kernels for sequences of at most SEQUENTIAL_L steps when
+# batch x E is at least SEQUENTIAL_CHANNELS (enough threads to fill the GPU); H200 sweep in
+# benchmarks/RESULTS.md. (BLOCK_E, num_warps, pipeline stages of the time loop) per pass; the
+# forward halves BLOCK_E (down to 16) while it would run fewer than SEQUENTIAL_PROGRAMS programs.
+SEQUENTIAL_L = 256
+SEQUENTIAL_CHANNELS = 16384
+SEQUENTIAL = {"fwd": (32, 1, 1), "bwd": (32, 1, 2)}
+SEQUENTIAL_PROGRAMS = 2048
 
 # The last compiled kernel of each pass ("fwd", "bwd"), for resource reports in benchmarks
 # (registers, spills, shared memory).
@@ -44,6 +56,12 @@ def _block_e(E: int, chan_per_group: int, grouped: bool, want: int) -> int:
         while chan_per_group % block:
             block //= 2
     return max(block, 1)
+
+
+def _sequential(u: torch.Tensor) -> bool:
+    """Whether the sequential kernels scan u (B,E,L) (else the chunked ones)."""
+    batch, E, L = u.shape
+    return L <= SEQUENTIAL_L and batch * E >= SEQUENTIAL_CHANNELS
 
 
 def _config(L: int) -> dict:
@@ -110,6 +128,47 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
+    if _sequential(u):
+        want_e, warps, stages = SEQUENTIAL["fwd"]
+        while want_e > 16 and batch * -(-E // want_e) < SEQUENTIAL_PROGRAMS:
+            want_e //= 2
+        block_e = _block_e(E, E // G, G > 1, want_e)
+        grid = (batch, -(-E // block_e))
+        LAST_KERNELS["fwd"] = k._scan_seq_fwd_kernel[grid](
+            u,
+            delta,
+            A,
+            B4,
+            C4,
+            D if D is not None else u,
+            z if z is not None else u,
+            bias if bias is not None else u,
+            out,
+            last if last is not None else out,
+            E,
+            L,
+            E // G,
+            *u.stride(),
+            *delta.stride(),
+            *A.stride(),
+            *B4.stride(),
+            *C4.stride(),
+            *_strides3(z),
+            *out.stride(),
+            DSTATE=N,
+            HAS_D=D is not None,
+            HAS_Z=z is not None,
+            HAS_BIAS=bias is not None,
+            SOFTPLUS=softplus,
+            MIRROR=mirror,
+            ACCUMULATE=accumulate,
+            STORE_LAST=last is not None,
+            BLOCK_E=block_e,
+            BLOCK_N=max(2, _pow2(N)),
+            STAGES=stages,
+            num_warps=warps,
+        )
+        return None
     want_e, warps = _config(L)["fwd"]
     block_e = _block_e(E, E // G, G > 1, want_e)
     chunk = _chunk(L)
@@ -171,21 +230,73 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
-    want_e, warps = _config(L)["bwd"]
+    sequential = _sequential(u)
+    want_e, warps, stages = SEQUENTIAL["bwd"] if sequential else (*_config(L)["bwd"], 1)
     block_e = _block_e(E, E // G, G > 1, want_e)
     chunk = _chunk(L)
     n_chunks = -(-L // chunk)
     load_states = states is not None and n_chunks > 1
     n_eblocks = -(-E // block_e)
     f32 = {"device": u.device, "dtype": torch.float32}
-    du = torch.empty(batch, E, L, device=u.device, dtype=u.dtype)
-    ddelta = torch.empty(batch, E, L, device=u.device, dtype=delta.dtype)
+    du = empty_in_layout_of(u)
+    ddelta = empty_in_layout_of(delta)
     dB_part = torch.empty(batch, n_eblocks, N, L, **f32)
     dC_part = torch.empty(batch, n_eblocks, N, L, **f32)
     dA_part = torch.empty(batch, E, N, **f32)
     dD_part = torch.empty(batch, E, **f32) if D is not None else None
     dbias_part = torch.empty(batch, E, **f32) if bias is not None else None
     grid = (batch, n_eblocks)
+    if sequential:
+        block_n = max(2, _pow2(N))
+        history = torch.empty(batch, n_eblocks, L, block_n, block_e, **f32)
+        LAST_KERNELS["bwd"] = k._scan_seq_bwd_kernel[grid](
+            u,
+            delta,
+            A,
+            B4,
+            C4,
+            D if D is not None else u,
+            z if z is not None else u,
+            bias if bias is not None else u,
+            dout,
+            history,
+            du,
+            ddelta,
+            dz if dz is not None else du,
+            dB_part,
+            dC_part,
+            dA_part,
+            dD_part if dD_part is not None else dA_part,
+            dbias_part if dbias_part is not None else dA_part,
+            E,
+            L,
+            E // G,
+            n_eblocks,
+            *u.stride(),
+            *delta.stride(),
+            *A.stride(),
+            *B4.stride(),
+            *C4.stride(),
+            *_strides3(z),
+            *dout.stride(),
+            *du.stride(),
+            *ddelta.stride(),
+            *_strides3(dz),
+            DSTATE=N,
+            HAS_D=D is not None,
+            HAS_Z=z is not None,
+            HAS_BIAS=bias is not None,
+            SOFTPLUS=softplus,
+            MIRROR=mirror,
+            ACCUMULATE_DZ=accumulate_dz,
+            BLOCK_E=block_e,
+            BLOCK_N=block_n,
+            STAGES=stages,
+            num_warps=warps,
+        )
+        return _reduce_partials(
+            direction, du, ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part
+        )
     LAST_KERNELS["bwd"] = k._scan_bwd_kernel[grid](
         u,
         delta,
@@ -230,6 +341,14 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
         CHUNK=chunk,
         num_warps=warps,
     )
+    return _reduce_partials(direction, du, ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part)
+
+
+def _reduce_partials(direction, du, ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part):
+    """The gradients from the kernels' per-program partial sums, in the inputs' dtypes."""
+    _, _, A, B, C, D, bias = direction
+    batch, n_eblocks, N, L = dB_part.shape
+    G = _groups(B).shape[1]
     per_group = n_eblocks // G if G > 1 else n_eblocks
     dB = dB_part.view(batch, G, per_group, N, L).sum(2) if G > 1 else dB_part.sum(1, keepdim=True)
     dC = dC_part.view(batch, G, per_group, N, L).sum(2) if G > 1 else dC_part.sum(1, keepdim=True)
@@ -242,9 +361,22 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
 
 
 def _time_contiguous(*tensors):
-    """Copies of (B,E,L) tensors whose time axis is strided (as a mixer's transposed
-    projections are): the kernels' tiles then load whole sectors; the copy is one cheap pass."""
+    """For the chunked kernels, copies of (B,E,L) tensors (u first) whose time axis is strided
+    (as a mixer's transposed projections are): their tiles then load whole sectors; the copy is
+    one cheap pass. The sequential kernels read one time step of many channels at a time and
+    take the tensors as they are."""
+    if _sequential(tensors[0]):
+        return tensors
     return tuple(t if t is None or t.stride(-1) == 1 else t.contiguous() for t in tensors)
+
+
+def empty_in_layout_of(t: torch.Tensor) -> torch.Tensor:
+    """An empty (B,E,L) tensor like t, channels-last ((B,L,E) in memory) when t's channels are
+    contiguous and its time axis is not (a mixer's transposed projections), else contiguous."""
+    batch, E, L = t.shape
+    if t.stride(1) == 1 and t.stride(2) != 1:
+        return torch.empty(batch, L, E, device=t.device, dtype=t.dtype).transpose(1, 2)
+    return torch.empty(batch, E, L, device=t.device, dtype=t.dtype)
 
 
 _PER_DIRECTION = 7  # u, delta, A, B, C, D, delta_bias
@@ -257,8 +389,8 @@ class _ScanFunction(torch.autograd.Function):
     def forward(ctx, z, delta_softplus, return_last_state, *params):
         directions = [params[i : i + _PER_DIRECTION] for i in range(0, len(params), _PER_DIRECTION)]
         u = directions[0][0]
-        batch, E, L = u.shape
-        out = torch.empty(batch, E, L, device=u.device, dtype=u.dtype)
+        batch, E, _ = u.shape
+        out = empty_in_layout_of(u)
         need_grad = any(ctx.needs_input_grad)
         last = (
             torch.empty(batch, E, directions[0][2].shape[1], device=u.device, dtype=torch.float32)
@@ -293,7 +425,7 @@ class _ScanFunction(torch.autograd.Function):
         params, saved_states = rest[:count], rest[count:]
         dz = None
         if z is not None:
-            dz = torch.empty(z.shape, device=z.device, dtype=z.dtype)
+            dz = empty_in_layout_of(z)
         grads = []
         for i in range(ctx.num_directions):
             direction = params[i * _PER_DIRECTION : (i + 1) * _PER_DIRECTION]
