@@ -55,7 +55,8 @@ def test_chamfer_matches_reference_with_grads(norm, dtype):
 @pytest.mark.parametrize("activation", [None, "silu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("L", [1, 26, 64, 200])
-def test_causal_conv1d_matches_reference(activation, dtype, L):
+@pytest.mark.parametrize("layout", ["mixer", "contiguous"])
+def test_causal_conv1d_matches_reference(activation, dtype, L, layout):
     _triton()
     from map3d.ops.reference.scan import causal_conv1d as reference
     from map3d.ops.triton.conv import causal_conv1d
@@ -63,7 +64,8 @@ def test_causal_conv1d_matches_reference(activation, dtype, L):
     g = torch.Generator("cuda").manual_seed(L)
     B, E, W = 3, 80, 4
     xz = torch.randn(B, L, 2 * E, device="cuda", generator=g).to(dtype)
-    x = xz[..., :E].transpose(1, 2).detach().requires_grad_(True)  # a mixer's strided layout
+    x = xz[..., :E].transpose(1, 2)  # a mixer's strided layout
+    x = (x if layout == "mixer" else x.contiguous()).detach().requires_grad_(True)
     weight = torch.randn(E, W, device="cuda", generator=g).requires_grad_(True)
     bias = torch.randn(E, device="cuda", generator=g).requires_grad_(True)
     dout = torch.randn(B, E, L, device="cuda", generator=g).to(dtype)
@@ -78,3 +80,5 @@ def test_causal_conv1d_matches_reference(activation, dtype, L):
         rel = ((a.double() - b).norm() / b.norm()).item()
         assert rel < tol, rel
     assert grads[0].dtype == dtype and grads[1].dtype == torch.float32
+    if L > 1:  # out and dx keep x's layout: channels-last (B,L,E) memory for a mixer
+        assert (out.stride(1) == 1) == (layout == "mixer") == (grads[0].stride(1) == 1)

@@ -5,7 +5,7 @@ Importing this package registers the `triton` backend of `selective_scan`,
 `bidirectional_selective_scan`, `fps`, `knn`, `chamfer_distance` and `causal_conv1d` with
 `map3d.ops.dispatch`; it is available when Triton imports and a CUDA device is present. Priorities follow the H100 measurements in
 benchmarks/RESULTS.md: the default for fps, knn, chamfer_distance and (unless mamba-ssm's
-compiled scan is installed) selective_scan; causal_conv1d only when asked for by name. Triton
+compiled scan is installed) selective_scan, and for causal_conv1d unless causal-conv1d is. Triton
 itself is imported only inside functions, so this package imports on any machine.
 
 Its `bidirectional_selective_scan` backend (of the public op that bidirectional, Vision-Mamba
@@ -29,10 +29,10 @@ PRIORITY = 30  # above the compiled-extension adapters (10-20)
 # The scan ranks below mamba-ssm's compiled kernel (20), measured faster at L >= 128 on an H100
 # (benchmarks/RESULTS.md): Triton is the default wherever mamba-ssm is not built.
 SCAN_PRIORITY = 15
-# The causal conv1d kernel measured no faster than cuDNN's depthwise conv inside the training
-# step (~2.5 ms/step either way on an H100): available by name (MAP3D_BACKEND=
-# causal_conv1d=triton), below the reference in automatic selection.
-CONV_PRIORITY = -1
+# The causal conv1d kernel runs a mixer's conv forward + backward 3x faster than PyTorch's
+# depthwise conv (H200, benchmarks/RESULTS.md): above the reference, below the causal-conv1d
+# library (20) when that is installed.
+CONV_PRIORITY = 15
 
 
 @functools.cache

@@ -68,13 +68,16 @@ def _conv_fwd_kernel(
     sx_l,
     sw_e,
     sw_w,
+    so_b,
+    so_e,
+    so_l,
     WIDTH: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SILU: tl.constexpr,
     BLOCK_E: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    """out (B,E,L) contiguous = act(bias + sum_w weight[:, w] * x[t - WIDTH + 1 + w])."""
+    """out (B,E,L) = act(bias + sum_w weight[:, w] * x[t - WIDTH + 1 + w])."""
     pid_b = tl.program_id(0).to(tl.int64)
     offs_e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
     offs_l = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -94,7 +97,7 @@ def _conv_fwd_kernel(
         acc += wv[:, None] * xv.to(tl.float32)
     if SILU:
         acc = acc * tl.sigmoid(acc)
-    out = out_ptr + (pid_b * E + offs_e[:, None]) * L + offs_l[None, :]
+    out = out_ptr + pid_b * so_b + offs_e[:, None] * so_e + offs_l[None, :] * so_l
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_e[:, None] & (offs_l < L)[None, :])
 
 
@@ -118,13 +121,16 @@ def _conv_bwd_kernel(
     sg_b,
     sg_e,
     sg_l,
+    sdx_b,
+    sdx_e,
+    sdx_l,
     WIDTH: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SILU: tl.constexpr,
     BLOCK_E: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    """dx (B,E,L) contiguous; per-program partial sums of dweight (B,n_lblocks,E,WIDTH) and
+    """dx (B,E,L); per-program partial sums of dweight (B,n_lblocks,E,WIDTH) and
     dbias (B,n_lblocks,E), fp32. The gradient at the pre-activation, g[t], is recomputed at
     the WIDTH positions t..t+WIDTH-1 that dx[t] reads (x is re-read from cache)."""
     pid_b = tl.program_id(0).to(tl.int64)
@@ -172,5 +178,5 @@ def _conv_bwd_kernel(
                 tl.store(
                     dw_ptr + part * WIDTH + w, tl.sum(g * xv.to(tl.float32), axis=1), mask=mask_e
                 )
-    out = dx_ptr + (pid_b * E + offs_e[:, None]) * L + offs_l[None, :]
+    out = dx_ptr + pid_b * sdx_b + offs_e[:, None] * sdx_e + offs_l[None, :] * sdx_l
     tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask_e[:, None] & (offs_l < L)[None, :])

@@ -1,6 +1,7 @@
 """Depthwise causal conv1d (causal-conv1d's `causal_conv1d_fn` semantics) on Triton kernels.
 
-x (B,E,L) any strides, weight (E,W), bias (E,) -> (B,E,L) in x's dtype, computed in fp32,
+x (B,E,L) any strides, weight (E,W), bias (E,) -> (B,E,L) in x's dtype and layout (channels-last
+(B,L,E) memory for a mixer's transposed projection, as the scan reads it), computed in fp32,
 optional SiLU. Backward: one kernel for dx plus per-program partial sums of dweight/dbias.
 Triton is imported inside the functions.
 """
@@ -9,7 +10,12 @@ from __future__ import annotations
 
 import torch
 
-BLOCK_E, BLOCK_L, MAX_WIDTH = 32, 64, 8
+from map3d.ops.triton.selective_scan import empty_in_layout_of
+
+# (BLOCK_E channels, at most BLOCK_L time steps, num_warps) per program (H200 sweep of a mixer's
+# sizes, benchmarks/RESULTS.md: 59 us forward + backward at 128 x 768 x 26, cuDNN 185 us).
+CONFIG = (64, 16, 2)
+MAX_WIDTH = 8
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -23,9 +29,15 @@ def supports(x, weight, bias=None, **options) -> bool:
     )
 
 
-def _grid(x):
+def _blocks(x) -> tuple[int, int, int]:
+    """(BLOCK_E, BLOCK_L, num_warps) for x (B,E,L): BLOCK_L no longer than the sequence."""
+    block_e, block_l, warps = CONFIG
+    return block_e, min(block_l, max(16, 1 << (x.shape[2] - 1).bit_length())), warps
+
+
+def _grid(x, block_e: int, block_l: int):
     B, E, L = x.shape
-    return (B, -(-E // BLOCK_E), -(-L // BLOCK_L))
+    return (B, -(-E // block_e), -(-L // block_l))
 
 
 class _CausalConv1d(torch.autograd.Function):
@@ -33,9 +45,10 @@ class _CausalConv1d(torch.autograd.Function):
     def forward(ctx, x, weight, bias, silu):
         from map3d.ops.triton._geometry_kernels import _conv_fwd_kernel
 
-        B, E, L = x.shape
-        out = torch.empty(B, E, L, device=x.device, dtype=x.dtype)
-        _conv_fwd_kernel[_grid(x)](
+        _, E, L = x.shape
+        block_e, block_l, warps = _blocks(x)
+        out = empty_in_layout_of(x)
+        _conv_fwd_kernel[_grid(x, block_e, block_l)](
             x,
             weight,
             bias if bias is not None else weight,
@@ -44,12 +57,13 @@ class _CausalConv1d(torch.autograd.Function):
             L,
             *x.stride(),
             *weight.stride(),
+            *out.stride(),
             WIDTH=weight.shape[1],
             HAS_BIAS=bias is not None,
             SILU=silu,
-            BLOCK_E=BLOCK_E,
-            BLOCK_L=BLOCK_L,
-            num_warps=4,
+            BLOCK_E=block_e,
+            BLOCK_L=block_l,
+            num_warps=warps,
         )
         ctx.silu = silu
         ctx.save_for_backward(x, weight, bias)
@@ -62,9 +76,10 @@ class _CausalConv1d(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         B, E, L = x.shape
         W = weight.shape[1]
-        grid = _grid(x)
+        block_e, block_l, warps = _blocks(x)
+        grid = _grid(x, block_e, block_l)
         n_lblocks = grid[2]
-        dx = torch.empty(B, E, L, device=x.device, dtype=x.dtype)
+        dx = empty_in_layout_of(x)
         dw = torch.empty(B, n_lblocks, E, W, device=x.device, dtype=torch.float32)
         db = torch.empty(B, n_lblocks, E, device=x.device, dtype=torch.float32)
         _conv_bwd_kernel[grid](
@@ -81,12 +96,13 @@ class _CausalConv1d(torch.autograd.Function):
             *x.stride(),
             *weight.stride(),
             *dout.stride(),
+            *dx.stride(),
             WIDTH=W,
             HAS_BIAS=bias is not None,
             SILU=ctx.silu,
-            BLOCK_E=BLOCK_E,
-            BLOCK_L=BLOCK_L,
-            num_warps=4,
+            BLOCK_E=block_e,
+            BLOCK_L=block_l,
+            num_warps=warps,
         )
         dweight = dw.sum((0, 1)).to(weight.dtype)
         dbias = db.sum((0, 1)).to(bias.dtype) if bias is not None else None
