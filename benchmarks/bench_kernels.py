@@ -33,6 +33,23 @@ def timed(fn, *, warmup_ms: float = 25, rep_ms: float = 100) -> float:
     return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+def graphed_ms(fn) -> float:
+    """Median milliseconds of fn() replayed from a CUDA graph: GPU time only. Small ops timed
+    eagerly (`timed`) measure the host's launch overhead as much as the kernels."""
+    from triton.testing import do_bench
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return float(do_bench(graph.replay, return_mode="median"))
+
+
 def record(group: str, case: str, backend: str, ms: float, **extra) -> None:
     row = {"group": group, "case": case, "backend": backend, "ms": round(ms, 4), **extra}
     ROWS.append(row)
@@ -264,11 +281,12 @@ def bench_conv() -> None:
 
 
 def sweep_scan_configs() -> None:
-    """Time kernel configurations of the Triton scan (fwd, fwd+bwd) at three sizes, with the
-    compiler's register / spill / shared-memory report of each."""
+    """Time configurations of the chunked Triton scan kernels (fwd, fwd+bwd) at three sizes,
+    with the compiler's register / spill / shared-memory report of each."""
     from map3d.ops.triton import selective_scan as scan
 
-    original = (dict(scan.SHORT), dict(scan.LONG))
+    original = (dict(scan.SHORT), dict(scan.LONG), scan.SEQUENTIAL_L)
+    scan.SEQUENTIAL_L = 0  # every size on the chunked kernels
     sizes = [(128, 768, 64), (32, 768, 256), (8, 768, 1024)]
     inputs = {s: scan_inputs(*s) for s in sizes}
 
@@ -315,6 +333,115 @@ def sweep_scan_configs() -> None:
         scan.SHORT.update(original[0])
         scan.LONG.clear()
         scan.LONG.update(original[1])
+        scan.SEQUENTIAL_L = original[2]
+
+
+def mixer_scan_inputs(batch: int, L: int, E: int = 768, N: int = 16) -> list[torch.Tensor]:
+    """Both directions' inputs of a bidirectional mixer's scan, laid out as BiMamba makes them
+    (bf16 channels-last u, delta, z; B, C transposed views of x_proj's output), then z."""
+    g = torch.Generator("cuda").manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, device="cuda", generator=g) - 0.5
+
+    def direction():
+        u = rand(batch, L, E).bfloat16().transpose(1, 2)
+        delta = (rand(batch, L, E) - 1).bfloat16().transpose(1, 2)
+        proj = rand(batch, L, 8 + 2 * N).bfloat16()
+        B, C = proj[..., 8 : 8 + N].transpose(1, 2), proj[..., 8 + N :].transpose(1, 2)
+        return [u, delta, -torch.exp(rand(E, N)), B, C, rand(E), rand(E)]
+
+    z = rand(batch, L, 2 * E).bfloat16().transpose(1, 2)[:, E:]
+    return [t.requires_grad_(True) for t in direction() + direction() + [z]]
+
+
+SEQUENTIAL_SWEEP_SIZES = [(128, 26), (128, 64), (32, 65), (32, 129), (32, 256), (8, 256)]
+SEQUENTIAL_SWEEP_CONFIGS = [
+    (16, 1, 1), (32, 1, 1), (32, 2, 1), (64, 2, 1), (64, 4, 1), (128, 4, 1), (128, 8, 1),
+    (256, 8, 1), (32, 1, 2), (64, 2, 2), (128, 4, 2), (128, 4, 3),
+]  # fmt: skip
+
+
+def sweep_sequential_configs() -> None:
+    """The bidirectional mixer's scan (E=768, bf16), graph-timed: the chunked kernels, then the
+    sequential ones per (BLOCK_E, num_warps, stages), with the backward's registers / spills."""
+    from map3d.ops.triton import selective_scan as scan
+
+    saved = (scan.SEQUENTIAL_L, scan.SEQUENTIAL_CHANNELS, dict(scan.SEQUENTIAL))
+    try:
+        for batch, L in SEQUENTIAL_SWEEP_SIZES:
+            t = mixer_scan_inputs(batch, L)
+
+            def fwd(t=t):
+                return scan.bidirectional_selective_scan_triton(
+                    *t[:14], z=t[14], delta_softplus=True
+                )
+
+            dout = torch.randn_like(fwd())
+            configs = [("chunked", None)] + [("sequential", c) for c in SEQUENTIAL_SWEEP_CONFIGS]
+            for family, cfg in configs:
+                if family == "chunked":
+                    scan.SEQUENTIAL_L = 0
+                else:
+                    scan.SEQUENTIAL_L, scan.SEQUENTIAL_CHANNELS = 1 << 30, 0
+                    scan.SEQUENTIAL.update(fwd=cfg, bwd=cfg)
+                ms_fwd = graphed_ms(fwd)
+                ms_both = graphed_ms(lambda fwd=fwd, dout=dout: fwd().backward(dout))
+                kernel = scan.LAST_KERNELS.get("bwd")
+                record(
+                    "sweep-sequential",
+                    f"B={batch} L={L}",
+                    family if cfg is None else f"{family} {cfg}",
+                    ms_both,
+                    fwd_ms=round(ms_fwd, 4),
+                    bwd_ms=round(ms_both - ms_fwd, 4),
+                    regs=getattr(kernel, "n_regs", None),
+                    spills=getattr(kernel, "n_spills", None),
+                )
+    finally:
+        scan.SEQUENTIAL_L, scan.SEQUENTIAL_CHANNELS = saved[:2]
+        scan.SEQUENTIAL.clear()
+        scan.SEQUENTIAL.update(saved[2])
+
+
+def sweep_conv_configs() -> None:
+    """The mixer's causal conv1d (E=768, W=4, SiLU, bf16, channels-last), graph-timed forward
+    and forward + backward: PyTorch's depthwise conv, then the Triton kernel per config."""
+    from map3d import ops
+    from map3d.ops.triton import conv
+
+    saved = conv.CONFIG
+    configs = [(32, 64, 4), (64, 32, 4), (128, 32, 4), (128, 16, 4), (256, 16, 4), (64, 16, 2)]
+    try:
+        for batch, L in ((128, 26), (32, 65), (32, 129)):
+            E = 768
+            xz = torch.randn(batch, L, 2 * E, device="cuda").bfloat16()
+            leaves = (
+                xz[..., :E].transpose(1, 2).requires_grad_(True),
+                torch.randn(E, 4, device="cuda", requires_grad=True),
+                torch.randn(E, device="cuda", requires_grad=True),
+            )
+            for backend, cfg in [("reference", None)] + [("triton", c) for c in configs]:
+                conv.CONFIG = cfg or saved
+
+                def fwd(backend=backend, leaves=leaves):
+                    return ops.causal_conv1d(*leaves, "silu", backend=backend)
+
+                dout = torch.randn_like(fwd())
+                both = graphed_ms(
+                    lambda fwd=fwd, dout=dout, leaves=leaves: torch.autograd.grad(
+                        fwd(), leaves, dout
+                    )
+                )
+                record(
+                    "sweep-conv1d",
+                    f"B={batch} E={E} L={L}",
+                    backend if cfg is None else f"{backend} {cfg}",
+                    both,
+                    fwd_ms=round(graphed_ms(fwd), 4),
+                )
+    finally:
+        conv.CONFIG = saved
 
 
 def print_table() -> None:
@@ -334,7 +461,9 @@ def print_table() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="paper sizes only")
-    parser.add_argument("--sweep", action="store_true", help="also sweep scan kernel configs")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also sweep scan and conv1d kernel configs"
+    )
     parser.add_argument(
         "--only", default="scan,bidirectional,mixer,geometry", help="comma-separated groups"
     )
@@ -357,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     if "mixer" in groups:
         bench_mixer(args.quick, mamba_fn)
     if args.sweep:
+        sweep_sequential_configs()
+        sweep_conv_configs()
         sweep_scan_configs()
     if args.json:
         with open(args.json, "w") as f:
