@@ -110,3 +110,34 @@ def test_shape_errors_name_the_op(generator):
     first, second = _direction(generator), _direction(generator)
     with pytest.raises(ValueError, match="^bidirectional_selective_scan: "):
         ops.bidirectional_selective_scan(*first, second[0][:, :, :5], *second[1:])
+
+
+def test_triton_scan_outranks_mamba_ssm_where_its_sequential_kernels_run(monkeypatch):
+    """Short sequences over many channels (the encoder's shapes) go to the Triton scan ahead of
+    mamba-ssm's kernel; longer ones to mamba-ssm's when it is installed, else still to Triton.
+    (CPU tensors stand in for CUDA ones: the device check is stubbed out.)"""
+    import map3d.ops.triton as triton_ops
+    from map3d.ops.triton import selective_scan as scan
+
+    monkeypatch.setattr(scan, "supports", lambda *tensors, **options: True)
+    mamba_missing = {"reason": None}
+    real_reason = dispatch.unavailable_reason
+
+    def reason(op, name):
+        return mamba_missing["reason"] if name == "mamba_ssm" else real_reason(op, name)
+
+    monkeypatch.setattr(dispatch, "unavailable_reason", reason)
+
+    def scan_inputs(batch, E, L):
+        u, B = torch.zeros(batch, E, L), torch.zeros(batch, 16, L)
+        return u, u, torch.zeros(E, 16), B, B
+
+    encoder, long_sequence = scan_inputs(32, 768, 26), scan_inputs(2, 768, 1024)
+    assert triton_ops._scan_supports(*encoder)
+    assert not triton_ops._scan_supports(*long_sequence)
+    pair = (*encoder[:5], None, None, *encoder[:5], None, None)
+    assert triton_ops._bidirectional_supports(*pair, z=None)
+    mamba_missing["reason"] = "mamba-ssm is not installed"
+    assert triton_ops._scan_supports(*long_sequence)
+    registry = dispatch._REGISTRY["selective_scan"]
+    assert registry["triton"].priority > registry["mamba_ssm"].priority

@@ -4,8 +4,9 @@ selection for kNN and Chamfer distance, depthwise causal conv1d.
 Importing this package registers the `triton` backend of `selective_scan`,
 `bidirectional_selective_scan`, `fps`, `knn`, `chamfer_distance` and `causal_conv1d` with
 `map3d.ops.dispatch`; it is available when Triton imports and a CUDA device is present. Priorities follow the H100 measurements in
-benchmarks/RESULTS.md: the default for fps, knn, chamfer_distance and (unless mamba-ssm's
-compiled scan is installed) selective_scan, and for causal_conv1d unless causal-conv1d is. Triton
+benchmarks/RESULTS.md: the default for fps, knn, chamfer_distance, for selective_scan (for long
+sequences only unless mamba-ssm's compiled scan is installed) and for causal_conv1d unless
+causal-conv1d is. Triton
 itself is imported only inside functions, so this package imports on any machine.
 
 Its `bidirectional_selective_scan` backend (of the public op that bidirectional, Vision-Mamba
@@ -26,9 +27,13 @@ from map3d.ops.triton import geometry as _geometry
 from map3d.ops.triton import selective_scan as _scan
 
 PRIORITY = 30  # above the compiled-extension adapters (10-20)
-# The scan ranks below mamba-ssm's compiled kernel (20), measured faster at L >= 128 on an H100
-# (benchmarks/RESULTS.md): Triton is the default wherever mamba-ssm is not built.
-SCAN_PRIORITY = 15
+# The scan ranks above mamba-ssm's compiled kernel (20) for the shapes its sequential kernels
+# take (short sequences over many channels: the encoder's and the finetuning heads'): the whole
+# paper-size step with mamba-ssm was already slower than with the chunked kernels (871 vs 917
+# samples/s) and the sequential ones run the mixer's scan 2.0-2.4x faster than those
+# (benchmarks/RESULTS.md). Other shapes go to mamba-ssm when it is installed (faster for long
+# sequences on an H100), else to Triton.
+SCAN_PRIORITY = 25
 # The causal conv1d kernel runs a mixer's conv forward + backward 3x faster than PyTorch's
 # depthwise conv (H200, benchmarks/RESULTS.md): above the reference, below the causal-conv1d
 # library (20) when that is installed.
@@ -47,7 +52,16 @@ def triton_unavailable_reason() -> str | None:
     return None
 
 
-_scan_pair_supports = dispatch.bidirectional_supports(_scan.supports)
+def _scan_supports(u, delta, A, B, C, D=None, z=None, delta_bias=None, **options) -> bool:
+    """What the Triton scan takes, less the shapes left to mamba-ssm's kernel when installed."""
+    if not _scan.supports(u, delta, A, B, C, D, z, delta_bias, **options):
+        return False
+    if _scan.runs_sequential(u):
+        return True
+    return dispatch.unavailable_reason("selective_scan", "mamba_ssm") is not None
+
+
+_scan_pair_supports = dispatch.bidirectional_supports(_scan_supports)
 
 
 def _bidirectional_supports(*tensors, **options) -> bool:
@@ -60,7 +74,7 @@ dispatch.register(
     "triton",
     _scan.selective_scan,
     triton_unavailable_reason,
-    _scan.supports,
+    _scan_supports,
     SCAN_PRIORITY,
 )
 dispatch.register(

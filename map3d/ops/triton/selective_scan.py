@@ -58,7 +58,7 @@ def _block_e(E: int, chan_per_group: int, grouped: bool, want: int) -> int:
     return max(block, 1)
 
 
-def _sequential(u: torch.Tensor) -> bool:
+def runs_sequential(u: torch.Tensor) -> bool:
     """Whether the sequential kernels scan u (B,E,L) (else the chunked ones)."""
     batch, E, L = u.shape
     return L <= SEQUENTIAL_L and batch * E >= SEQUENTIAL_CHANNELS
@@ -128,7 +128,7 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
-    if _sequential(u):
+    if runs_sequential(u):
         want_e, warps, stages = SEQUENTIAL["fwd"]
         while want_e > 16 and batch * -(-E // want_e) < SEQUENTIAL_PROGRAMS:
             want_e //= 2
@@ -230,7 +230,7 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
-    sequential = _sequential(u)
+    sequential = runs_sequential(u)
     want_e, warps, stages = SEQUENTIAL["bwd"] if sequential else (*_config(L)["bwd"], 1)
     block_e = _block_e(E, E // G, G > 1, want_e)
     chunk = _chunk(L)
@@ -365,7 +365,7 @@ def _time_contiguous(*tensors):
     (as a mixer's transposed projections are): their tiles then load whole sectors; the copy is
     one cheap pass. The sequential kernels read one time step of many channels at a time and
     take the tensors as they are."""
-    if _sequential(tensors[0]):
+    if runs_sequential(tensors[0]):
         return tensors
     return tuple(t if t is None or t.stride(-1) == 1 else t.contiguous() for t in tensors)
 
