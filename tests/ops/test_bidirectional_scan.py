@@ -141,3 +141,20 @@ def test_triton_scan_outranks_mamba_ssm_where_its_sequential_kernels_run(monkeyp
     assert triton_ops._scan_supports(*long_sequence)
     registry = dispatch._REGISTRY["selective_scan"]
     assert registry["triton"].priority > registry["mamba_ssm"].priority
+
+
+@pytest.mark.parametrize(
+    "batch, E, L, sequential",
+    [
+        (128, 768, 26, True),  # the pretraining encoder
+        (32, 768, 129, True),  # finetuning with a cls token
+        (8, 768, 256, False),  # too few channels to fill the GPU
+        (128, 768, 300, False),  # long: the chunked kernels
+        (2048, 768, 256, False),  # the state history would exceed SEQUENTIAL_HISTORY_BYTES
+    ],
+)
+def test_triton_scan_kernel_family_follows_the_shape(batch, E, L, sequential):
+    from map3d.ops.triton import selective_scan as scan
+
+    u, A = torch.empty(batch, E, L, device="meta"), torch.empty(E, 16, device="meta")
+    assert scan.runs_sequential(u, A) is sequential

@@ -192,7 +192,7 @@ def test_sequential_and_chunked_kernels_agree(monkeypatch):
     chunked one (forced), forward and gradients; outputs follow the mixer's layout."""
     scan = _triton_scan()
     args = _inputs(32, 768, 16, 26, torch.float32, strided=True, seed=3)
-    assert scan.runs_sequential(args[0])
+    assert scan.runs_sequential(args[0], args[2])
     results = []
     for limit in (scan.SEQUENTIAL_L, 0):
         monkeypatch.setattr(scan, "SEQUENTIAL_L", limit)

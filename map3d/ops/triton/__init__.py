@@ -56,7 +56,7 @@ def _scan_supports(u, delta, A, B, C, D=None, z=None, delta_bias=None, **options
     """What the Triton scan takes, less the shapes left to mamba-ssm's kernel when installed."""
     if not _scan.supports(u, delta, A, B, C, D, z, delta_bias, **options):
         return False
-    if _scan.runs_sequential(u):
+    if _scan.runs_sequential(u, A):
         return True
     return dispatch.unavailable_reason("selective_scan", "mamba_ssm") is not None
 

@@ -36,6 +36,9 @@ SEQUENTIAL_L = 256
 SEQUENTIAL_CHANNELS = 16384
 SEQUENTIAL = {"fwd": (32, 1, 1), "bwd": (32, 1, 2)}
 SEQUENTIAL_PROGRAMS = 2048
+# Their backward holds every step's states (fp32, batch x L x E x N) for the length of one
+# call: above this many bytes a scan runs on the chunked kernels, which need no such buffer.
+SEQUENTIAL_HISTORY_BYTES = 1 << 30
 
 # The last compiled kernel of each pass ("fwd", "bwd"), for resource reports in benchmarks
 # (registers, spills, shared memory).
@@ -58,10 +61,15 @@ def _block_e(E: int, chan_per_group: int, grouped: bool, want: int) -> int:
     return max(block, 1)
 
 
-def runs_sequential(u: torch.Tensor) -> bool:
-    """Whether the sequential kernels scan u (B,E,L) (else the chunked ones)."""
+def runs_sequential(u: torch.Tensor, A: torch.Tensor) -> bool:
+    """Whether the sequential kernels scan u (B,E,L) with A (E,N) (else the chunked ones)."""
     batch, E, L = u.shape
-    return L <= SEQUENTIAL_L and batch * E >= SEQUENTIAL_CHANNELS
+    history_bytes = 4 * batch * L * E * max(2, _pow2(A.shape[1]))
+    return (
+        L <= SEQUENTIAL_L
+        and batch * E >= SEQUENTIAL_CHANNELS
+        and history_bytes <= SEQUENTIAL_HISTORY_BYTES
+    )
 
 
 def _config(L: int) -> dict:
@@ -128,7 +136,7 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
-    if runs_sequential(u):
+    if runs_sequential(u, A):
         want_e, warps, stages = SEQUENTIAL["fwd"]
         while want_e > 16 and batch * -(-E // want_e) < SEQUENTIAL_PROGRAMS:
             want_e //= 2
@@ -230,7 +238,7 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     N = A.shape[1]
     B4, C4 = _groups(B), _groups(C)
     G = B4.shape[1]
-    sequential = runs_sequential(u)
+    sequential = runs_sequential(u, A)
     want_e, warps, stages = SEQUENTIAL["bwd"] if sequential else (*_config(L)["bwd"], 1)
     block_e = _block_e(E, E // G, G > 1, want_e)
     chunk = _chunk(L)
@@ -360,12 +368,12 @@ def _reduce_partials(direction, du, ddelta, dB_part, dC_part, dA_part, dD_part, 
     return du, ddelta, dA, dB, dC, dD, dbias
 
 
-def _time_contiguous(*tensors):
+def _time_contiguous(A, *tensors):
     """For the chunked kernels, copies of (B,E,L) tensors (u first) whose time axis is strided
     (as a mixer's transposed projections are): their tiles then load whole sectors; the copy is
     one cheap pass. The sequential kernels read one time step of many channels at a time and
     take the tensors as they are."""
-    if runs_sequential(tensors[0]):
+    if runs_sequential(tensors[0], A):
         return tensors
     return tuple(t if t is None or t.stride(-1) == 1 else t.contiguous() for t in tensors)
 
@@ -466,7 +474,7 @@ def selective_scan(
     gradient (as in mamba-ssm).
     """
     _check(u, delta, A, B, C, D, z, delta_bias)
-    u, delta, z = _time_contiguous(u, delta, z)
+    u, delta, z = _time_contiguous(A, u, delta, z)
     return _ScanFunction.apply(
         z, bool(delta_softplus), bool(return_last_state), u, delta, A, B, C, D, delta_bias
     )
@@ -503,8 +511,8 @@ def bidirectional_selective_scan_triton(
         raise ValueError(
             f"u_b must match u: got {tuple(u_b.shape)} {u_b.dtype} vs {tuple(u.shape)} {u.dtype}"
         )
-    u, delta, z = _time_contiguous(u, delta, z)
-    u_b, delta_b = _time_contiguous(u_b, delta_b)
+    u, delta, z = _time_contiguous(A, u, delta, z)
+    u_b, delta_b = _time_contiguous(A_b, u_b, delta_b)
     return _ScanFunction.apply(
         z,
         bool(delta_softplus),
