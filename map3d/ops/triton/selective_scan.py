@@ -127,15 +127,37 @@ def _strides3(t: torch.Tensor | None) -> tuple[int, int, int]:
     return (0, 0, 0) if t is None else tuple(t.stride())
 
 
+def _kernel_inputs(direction, z, *, softplus, mirror):
+    """One direction's input pointers, their strides and the compile-time flags, as every scan
+    kernel takes them: u, delta, A, B, C, D, z, delta_bias (absent ones stand in as u)."""
+    u, delta, A, B, C, D, bias = direction
+    B4, C4 = _groups(B), _groups(C)
+    N = A.shape[1]
+    present = [t if t is not None else u for t in (D, z, bias)]
+    tensors = (u, delta, A, B4, C4, *present)
+    strides = (*u.stride(), *delta.stride(), *A.stride(), *B4.stride(), *C4.stride(), *_strides3(z))
+    flags = {
+        "DSTATE": N,
+        "BLOCK_N": max(2, _pow2(N)),
+        "HAS_D": D is not None,
+        "HAS_Z": z is not None,
+        "HAS_BIAS": bias is not None,
+        "SOFTPLUS": softplus,
+        "MIRROR": mirror,
+    }
+    return tensors, strides, flags
+
+
 def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_states, last):
     """Run the forward kernel of one direction; returns the chunk-entry states (or None)."""
     from map3d.ops.triton import _scan_kernels as k
 
-    u, delta, A, B, C, D, bias = direction
+    u, A, B = direction[0], direction[2], direction[3]
     batch, E, L = u.shape
-    N = A.shape[1]
-    B4, C4 = _groups(B), _groups(C)
-    G = B4.shape[1]
+    G = _groups(B).shape[1]
+    tensors, strides, flags = _kernel_inputs(direction, z, softplus=softplus, mirror=mirror)
+    flags.update(ACCUMULATE=accumulate, STORE_LAST=last is not None)
+    last = last if last is not None else out
     if runs_sequential(u, A):
         want_e, warps, stages = SEQUENTIAL["fwd"]
         while want_e > 16 and batch * -(-E // want_e) < SEQUENTIAL_PROGRAMS:
@@ -143,39 +165,9 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
         block_e = _block_e(E, E // G, G > 1, want_e)
         grid = (batch, -(-E // block_e))
         LAST_KERNELS["fwd"] = k._scan_seq_fwd_kernel[grid](
-            u,
-            delta,
-            A,
-            B4,
-            C4,
-            D if D is not None else u,
-            z if z is not None else u,
-            bias if bias is not None else u,
-            out,
-            last if last is not None else out,
-            E,
-            L,
-            E // G,
-            *u.stride(),
-            *delta.stride(),
-            *A.stride(),
-            *B4.stride(),
-            *C4.stride(),
-            *_strides3(z),
-            *out.stride(),
-            DSTATE=N,
-            HAS_D=D is not None,
-            HAS_Z=z is not None,
-            HAS_BIAS=bias is not None,
-            SOFTPLUS=softplus,
-            MIRROR=mirror,
-            ACCUMULATE=accumulate,
-            STORE_LAST=last is not None,
-            BLOCK_E=block_e,
-            BLOCK_N=max(2, _pow2(N)),
-            STAGES=stages,
-            num_warps=warps,
-        )
+            *tensors, out, last, E, L, E // G, *strides, *out.stride(),
+            **flags, BLOCK_E=block_e, STAGES=stages, num_warps=warps,
+        )  # fmt: skip
         return None
     want_e, warps = _config(L)["fwd"]
     block_e = _block_e(E, E // G, G > 1, want_e)
@@ -183,48 +175,16 @@ def _launch_forward(direction, z, out, *, softplus, mirror, accumulate, store_st
     n_chunks = -(-L // chunk)
     store_states = store_states and n_chunks > 1
     states = (
-        torch.empty(batch, E, n_chunks, N, device=u.device, dtype=torch.float32)
+        torch.empty(batch, E, n_chunks, A.shape[1], device=u.device, dtype=torch.float32)
         if store_states
         else None
     )
     grid = (batch, -(-E // block_e))
     LAST_KERNELS["fwd"] = k._scan_fwd_kernel[grid](
-        u,
-        delta,
-        A,
-        B4,
-        C4,
-        D if D is not None else u,
-        z if z is not None else u,
-        bias if bias is not None else u,
-        out,
-        states if states is not None else out,
-        last if last is not None else out,
-        E,
-        L,
-        E // G,
-        n_chunks,
-        *u.stride(),
-        *delta.stride(),
-        *A.stride(),
-        *B4.stride(),
-        *C4.stride(),
-        *_strides3(z),
-        *out.stride(),
-        DSTATE=N,
-        HAS_D=D is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=bias is not None,
-        SOFTPLUS=softplus,
-        MIRROR=mirror,
-        ACCUMULATE=accumulate,
-        STORE_STATES=store_states,
-        STORE_LAST=last is not None,
-        BLOCK_E=block_e,
-        BLOCK_N=max(2, _pow2(N)),
-        CHUNK=chunk,
-        num_warps=warps,
-    )
+        *tensors, out, states if states is not None else out, last, E, L, E // G, n_chunks,
+        *strides, *out.stride(),
+        **flags, STORE_STATES=store_states, BLOCK_E=block_e, CHUNK=chunk, num_warps=warps,
+    )  # fmt: skip
     return states
 
 
@@ -233,17 +193,15 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     (or added to) in place."""
     from map3d.ops.triton import _scan_kernels as k
 
-    u, delta, A, B, C, D, bias = direction
+    u, delta, A, B, _, D, bias = direction
     batch, E, L = u.shape
     N = A.shape[1]
-    B4, C4 = _groups(B), _groups(C)
-    G = B4.shape[1]
+    G = _groups(B).shape[1]
+    tensors, strides, flags = _kernel_inputs(direction, z, softplus=softplus, mirror=mirror)
+    flags.update(ACCUMULATE_DZ=accumulate_dz)
     sequential = runs_sequential(u, A)
     want_e, warps, stages = SEQUENTIAL["bwd"] if sequential else (*_config(L)["bwd"], 1)
     block_e = _block_e(E, E // G, G > 1, want_e)
-    chunk = _chunk(L)
-    n_chunks = -(-L // chunk)
-    load_states = states is not None and n_chunks > 1
     n_eblocks = -(-E // block_e)
     f32 = {"device": u.device, "dtype": torch.float32}
     du = empty_in_layout_of(u)
@@ -253,69 +211,7 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
     dA_part = torch.empty(batch, E, N, **f32)
     dD_part = torch.empty(batch, E, **f32) if D is not None else None
     dbias_part = torch.empty(batch, E, **f32) if bias is not None else None
-    grid = (batch, n_eblocks)
-    if sequential:
-        block_n = max(2, _pow2(N))
-        history = torch.empty(batch, n_eblocks, L, block_n, block_e, **f32)
-        LAST_KERNELS["bwd"] = k._scan_seq_bwd_kernel[grid](
-            u,
-            delta,
-            A,
-            B4,
-            C4,
-            D if D is not None else u,
-            z if z is not None else u,
-            bias if bias is not None else u,
-            dout,
-            history,
-            du,
-            ddelta,
-            dz if dz is not None else du,
-            dB_part,
-            dC_part,
-            dA_part,
-            dD_part if dD_part is not None else dA_part,
-            dbias_part if dbias_part is not None else dA_part,
-            E,
-            L,
-            E // G,
-            n_eblocks,
-            *u.stride(),
-            *delta.stride(),
-            *A.stride(),
-            *B4.stride(),
-            *C4.stride(),
-            *_strides3(z),
-            *dout.stride(),
-            *du.stride(),
-            *ddelta.stride(),
-            *_strides3(dz),
-            DSTATE=N,
-            HAS_D=D is not None,
-            HAS_Z=z is not None,
-            HAS_BIAS=bias is not None,
-            SOFTPLUS=softplus,
-            MIRROR=mirror,
-            ACCUMULATE_DZ=accumulate_dz,
-            BLOCK_E=block_e,
-            BLOCK_N=block_n,
-            STAGES=stages,
-            num_warps=warps,
-        )
-        return _reduce_partials(
-            direction, du, ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part
-        )
-    LAST_KERNELS["bwd"] = k._scan_bwd_kernel[grid](
-        u,
-        delta,
-        A,
-        B4,
-        C4,
-        D if D is not None else u,
-        z if z is not None else u,
-        bias if bias is not None else u,
-        dout,
-        states if load_states else du,
+    outputs = (
         du,
         ddelta,
         dz if dz is not None else du,
@@ -324,31 +220,24 @@ def _launch_backward(direction, states, z, dout, dz, *, softplus, mirror, accumu
         dA_part,
         dD_part if dD_part is not None else dA_part,
         dbias_part if dbias_part is not None else dA_part,
-        E,
-        L,
-        E // G,
-        n_chunks,
-        n_eblocks,
-        *u.stride(),
-        *delta.stride(),
-        *A.stride(),
-        *B4.stride(),
-        *C4.stride(),
-        *_strides3(z),
-        *dout.stride(),
-        DSTATE=N,
-        HAS_D=D is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=bias is not None,
-        SOFTPLUS=softplus,
-        MIRROR=mirror,
-        ACCUMULATE_DZ=accumulate_dz,
-        LOAD_STATES=load_states,
-        BLOCK_E=block_e,
-        BLOCK_N=max(2, _pow2(N)),
-        CHUNK=chunk,
-        num_warps=warps,
     )
+    grid = (batch, n_eblocks)
+    if sequential:
+        history = torch.empty(batch, n_eblocks, L, flags["BLOCK_N"], block_e, **f32)
+        LAST_KERNELS["bwd"] = k._scan_seq_bwd_kernel[grid](
+            *tensors, dout, history, *outputs, E, L, E // G, n_eblocks,
+            *strides, *dout.stride(), *du.stride(), *ddelta.stride(), *_strides3(dz),
+            **flags, BLOCK_E=block_e, STAGES=stages, num_warps=warps,
+        )  # fmt: skip
+    else:
+        chunk = _chunk(L)
+        n_chunks = -(-L // chunk)
+        load_states = states is not None and n_chunks > 1
+        LAST_KERNELS["bwd"] = k._scan_bwd_kernel[grid](
+            *tensors, dout, states if load_states else du, *outputs, E, L, E // G, n_chunks,
+            n_eblocks, *strides, *dout.stride(),
+            **flags, LOAD_STATES=load_states, BLOCK_E=block_e, CHUNK=chunk, num_warps=warps,
+        )  # fmt: skip
     return _reduce_partials(direction, du, ddelta, dB_part, dC_part, dA_part, dD_part, dbias_part)
 
 
