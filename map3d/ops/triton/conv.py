@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from map3d.ops.triton.selective_scan import empty_in_layout_of
+from map3d.ops.triton.selective_scan import _pow2, empty_in_layout_of
 
 # (BLOCK_E channels, at most BLOCK_L time steps, num_warps) per program (H200 sweep of a mixer's
 # sizes, benchmarks/RESULTS.md: 59 us forward + backward at 128 x 768 x 26, cuDNN 185 us).
@@ -32,7 +32,7 @@ def supports(x, weight, bias=None, **options) -> bool:
 def _blocks(x) -> tuple[int, int, int]:
     """(BLOCK_E, BLOCK_L, num_warps) for x (B,E,L): BLOCK_L no longer than the sequence."""
     block_e, block_l, warps = CONFIG
-    return block_e, min(block_l, max(16, 1 << (x.shape[2] - 1).bit_length())), warps
+    return block_e, min(block_l, max(16, _pow2(x.shape[2]))), warps
 
 
 def _grid(x, block_e: int, block_l: int):
