@@ -26,6 +26,7 @@ import json
 import logging
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,34 +61,48 @@ class HostSnapshot:
     changing the originals while the copy is written.
 
     GPU tensors go into pinned host buffers kept from one snapshot to the next (asynchronous
-    copies at full bus speed, one wait for all of them, no allocation after the first); a
-    snapshot's buffers are reused by the next one, so it must be written by then. CPU tensors
-    are cloned.
+    copies at full bus speed, no allocation after the first). The copies are only enqueued:
+    the device's stream orders them before any later change of the originals, so the caller
+    does not wait for them, and `wait_copied` (any thread) blocks until they have landed. A
+    snapshot's buffers are reused by the next one, so it must be written by then. `reserve`
+    allocates the buffers ahead (pinning host memory is slow: ~1.5 ms per MB), e.g. in a
+    background thread. CPU tensors are cloned.
     """
 
     def __init__(self):
         self._buffers: list[torch.Tensor] = []
-        self._used, self._devices = 0, set()
+        self._used = 0
+        self._copied: list[tuple[torch.device, torch.cuda.Event]] = []
 
     def __call__(self, state: Any) -> Any:
-        self._used, self._devices = 0, set()
-        snapshot = self._copy(state)
-        for device in self._devices:
-            torch.cuda.synchronize(device)
+        self._used, devices = 0, set()
+
+        def copy(t: torch.Tensor) -> torch.Tensor:
+            if t.device.type != "cuda":
+                return t.to("cpu", copy=True)
+            devices.add(t.device)
+            return self._pinned_like(t).copy_(t, non_blocking=True)
+
+        snapshot = _map_tensors(state, copy)
+        self._copied = [(device, _recorded_event(device)) for device in devices]
         return snapshot
 
-    def _copy(self, obj: Any) -> Any:
-        if isinstance(obj, torch.Tensor):
-            obj = obj.detach()
-            if obj.device.type != "cuda":
-                return obj.to("cpu", copy=True)
-            self._devices.add(obj.device)
-            return self._pinned_like(obj).copy_(obj, non_blocking=True)
-        if isinstance(obj, dict):
-            return {k: self._copy(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return type(obj)(self._copy(v) for v in obj)
-        return obj
+    def wait_copied(self) -> None:
+        """Block until the GPU copies of the last snapshot have landed in its host buffers."""
+        for device, event in self._copied:
+            with torch.cuda.device(device):
+                event.synchronize()
+
+    def reserve(self, state: Any) -> None:
+        """Allocate the buffers that a snapshot of `state` (same structure and shapes) uses."""
+        self._used = 0
+
+        def pin(t: torch.Tensor) -> None:
+            if t.device.type == "cuda":
+                with torch.cuda.device(t.device):  # pin from this device's context
+                    self._pinned_like(t)
+
+        _map_tensors(state, pin)
 
     def _pinned_like(self, t: torch.Tensor) -> torch.Tensor:
         """The next buffer in traversal order, (re)allocated when its shape or dtype differs."""
@@ -104,6 +119,25 @@ class HostSnapshot:
         return buffer
 
 
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """`obj` with `fn` applied to each (detached) tensor inside its dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj.detach())
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def _recorded_event(device: torch.device) -> torch.cuda.Event:
+    """An event recorded on `device`'s current stream (completes after the work queued so far)."""
+    with torch.cuda.device(device):
+        event = torch.cuda.Event()
+        event.record()
+    return event
+
+
 class CheckpointWriteError(UserError, RuntimeError):
     """The disk refused a checkpoint written in the background (full, over quota, read-only,
     no permission); raised in the training thread, naming the checkpoint, as one line."""
@@ -112,11 +146,12 @@ class CheckpointWriteError(UserError, RuntimeError):
 class CheckpointWriter:
     """Writes checkpoints in a background thread so that training does not wait for the disk.
 
-    `submit` takes a host copy of the state (`HostSnapshot`: the only part the training thread
-    waits for) and writes it, atomically and fsync'ed, to each path in turn. At most one write
-    is in flight: `submit` first waits for the previous one. `wait` (call it before exiting)
-    blocks until the write is done and re-raises its error, if any: a refusal of the disk as
-    `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
+    `submit` enqueues a host copy of the state (`HostSnapshot`: the training thread waits for
+    nothing but the previous write) and writes it from the background thread, once its copies
+    have landed, atomically and fsync'ed, to each path in turn. At most one write is in flight.
+    `reserve` pins the snapshot's host memory ahead, in the background. `wait` (call it before
+    exiting) blocks until the write is done and re-raises its error, if any: a refusal of the
+    disk as `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
     """
 
     def __init__(self):
@@ -124,17 +159,30 @@ class CheckpointWriter:
         self._error: tuple[Path, BaseException] | None = None
         self._snapshot = HostSnapshot()
 
-    def submit(self, state: dict, paths: list[Path]) -> None:
+    def reserve(self, state: dict) -> None:
+        """Allocate the host buffers for snapshots of `state` in the background, so that the
+        first checkpoint does not wait for it (call it once the state has its final shapes)."""
         self.wait()
-        snapshot = self._snapshot(state)
-        self._thread = threading.Thread(
-            target=self._write, args=(snapshot, list(paths)), name="map3d-checkpoint-writer"
-        )
+        self._start(self._reserve, state)
+
+    def submit(self, state: dict, paths: list[Path]) -> None:
+        self.wait()  # the previous write has read the snapshot's buffers
+        self._start(self._write, self._snapshot(state), list(paths))
+
+    def _start(self, target: Callable, *args: Any) -> None:
+        self._thread = threading.Thread(target=target, args=args, name="map3d-checkpoint-writer")
         self._thread.start()
+
+    def _reserve(self, state: dict) -> None:
+        try:
+            self._snapshot.reserve(state)
+        except Exception as err:  # noqa: BLE001 (only ahead of time: the snapshot pins again)
+            log.warning("could not pin host memory for checkpoints ahead of time: %s", err)
 
     def _write(self, snapshot: dict, paths: list[Path]) -> None:
         for path in paths:
             try:
+                self._snapshot.wait_copied()  # at once after the first path
                 atomic_torch_save(snapshot, path)
             except Exception as err:  # noqa: BLE001 (re-raised in the training thread by wait)
                 self._error = (path, err)

@@ -432,6 +432,12 @@ class Trainer:
         self.checkpoints.submit(self.checkpoint_state(meters), paths)
         return paths[0]
 
+    def _reserve_checkpoint_memory(self) -> None:
+        """Pin the checkpoints' host memory in the background once the state has its final
+        shapes (after the first step): the first checkpoint then does not wait for it."""
+        if self.run_dir is not None and self.dist.is_main and self.device.type == "cuda":
+            self.checkpoints.reserve(self.checkpoint_state())
+
     def _resume(self, ckpt: dict[str, Any], path: str | Path) -> None:
         if ckpt["task"] != self.task.name:
             raise ValueError(
@@ -589,6 +595,8 @@ class Trainer:
                         move_to(batch, self.device), [self.window, self.epoch_mean]
                     )
                     self._advance(bar)
+                    if self.step == start + 1:
+                        self._reserve_checkpoint_memory()
                     epoch_done = self.batch_in_epoch == self.steps_per_epoch
                     improved = epoch_done and self._close_epoch(history)
                     stopped = self._stop_reason(stop, start)

@@ -169,21 +169,47 @@ def test_host_snapshot_of_gpu_tensors_reuses_its_pinned_buffers():
         "optimizer": {"step": torch.tensor(5.0, device="cuda"), "lr": [1e-3, 2]},
         "rng": (torch.randn(4, device="cuda").to(torch.bfloat16), "name"),
     }
-    first = snapshot(state)
+    snapshot.reserve(state)
+    reserved = snapshot._buffers[0].data_ptr()
     expected = state["model"]["w"].cpu()
-    state["model"]["w"].mul_(2)  # training goes on after the snapshot
+    first = snapshot(state)
+    state["model"]["w"].mul_(2)  # training goes on after the snapshot, without waiting
+    snapshot.wait_copied()
+    assert first["model"]["w"].data_ptr() == reserved  # the buffer pinned ahead
     assert torch.equal(first["model"]["w"], expected) and first["model"]["w"].is_pinned()
     assert torch.equal(first["model"]["cpu"], torch.ones(3))
     assert first["model"]["cpu"] is not state["model"]["cpu"]
     assert first["optimizer"]["step"].item() == 5.0 and first["optimizer"]["lr"] == [1e-3, 2]
     assert first["rng"][0].dtype == torch.bfloat16 and first["rng"][1] == "name"
     second = snapshot(state)
+    snapshot.wait_copied()
     assert second["model"]["w"].data_ptr() == first["model"]["w"].data_ptr()  # reused
     assert torch.equal(second["model"]["w"], state["model"]["w"].cpu())
     state["model"]["w"] = torch.randn(5, device="cuda")  # another shape: a new buffer
     third = snapshot(state)
+    snapshot.wait_copied()
     assert torch.equal(third["model"]["w"], state["model"]["w"].cpu())
     assert third["optimizer"]["step"].data_ptr() == first["optimizer"]["step"].data_ptr()
+
+
+def test_memory_reserved_ahead_or_not_the_checkpoint_is_written(tmp_path, monkeypatch, caplog):
+    from map3d.engine import checkpoint
+
+    writer = checkpoint.CheckpointWriter()
+    writer.reserve(_ckpt(1.0))
+    writer.submit(_ckpt(2.0), [tmp_path / "last.pt"])
+    writer.wait()
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["model"]["w"], torch.full((4,), 2.0))
+
+    def no_pinned_memory(self, state):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(checkpoint.HostSnapshot, "reserve", no_pinned_memory)
+    writer.reserve(_ckpt(1.0))  # only ahead of time: the checkpoint itself still goes on
+    writer.submit(_ckpt(3.0), [tmp_path / "last.pt"])
+    writer.wait()
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["model"]["w"], torch.full((4,), 3.0))
+    assert "could not pin host memory for checkpoints ahead of time" in caplog.text
 
 
 def test_background_writer_error_surfaces_in_the_caller(tmp_path, monkeypatch):
