@@ -5,7 +5,9 @@
 Runs the paper-size recipe on the built-in synthetic shapes (no dataset needed) once per step
 mode, then reads the run's metrics.jsonl: samples/s over every training step after the first
 epoch (warm-up, CUDA-graph capture and Triton autotuning excluded), epoch ends (evaluation,
-checkpoint writes) included, from the records' wall-clock times. Prints one row per run.
+checkpoint writes) included, from the records' wall-clock times; also from the first record
+after the first epoch end (whose evaluation compiles its own graphs: warm-up too), within epochs,
+and each epoch end's cost. Prints one row per run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # job -> (config, overrides that swap in the built-in shapes at the recipe's sizes)
 JOBS = {
@@ -49,28 +52,37 @@ JOBS = {
 }
 
 
-def user_throughput(metrics: Path, batch: int, skip_steps: int) -> dict[str, float]:
+def user_throughput(metrics: Path, batch: int, skip_steps: int) -> dict[str, Any]:
     """samples/s between the first train record at or after `skip_steps` (= steps per epoch)
-    and the last one; `within_epoch` over the logging windows that hold no epoch end."""
+    and the last one; `after_first_end` from the first record after the first epoch end (its
+    evaluation's compilation is warm-up too); `within_epoch` over the logging windows that hold
+    no epoch end; `epoch_ends_s`: each epoch end's seconds beyond the within-epoch rate."""
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     train = [r for r in records if r["kind"] == "train" and r["step"] >= skip_steps]
-    if len(train) < 2:
+    if len(train) < 3:
         raise SystemExit(f"{metrics}: too few training records after step {skip_steps}")
-    first, last = train[0], train[-1]
-    seconds = last["time"] - first["time"]
-    steps = last["step"] - first["step"]
-    inner = [
-        (b["step"] - a["step"], b["time"] - a["time"])
-        for a, b in itertools.pairwise(train)
-        if (a["step"] - 1) // skip_steps == (b["step"] - 1) // skip_steps
+
+    def rate(first: dict, last: dict) -> float:
+        return round((last["step"] - first["step"]) * batch / (last["time"] - first["time"]), 1)
+
+    windows = [
+        (b["step"] - a["step"], b["time"] - a["time"], a, b) for a, b in itertools.pairwise(train)
     ]
-    inner_steps, inner_seconds = sum(n for n, _ in inner), sum(t for _, t in inner)
+    crosses = [
+        (a["step"] - 1) // skip_steps != (b["step"] - 1) // skip_steps for *_, a, b in windows
+    ]
+    inner_steps = sum(n for (n, *_), c in zip(windows, crosses) if not c)
+    inner_seconds = sum(t for (_, t, *_), c in zip(windows, crosses) if not c)
+    step_seconds = inner_seconds / inner_steps if inner_steps else None
+    ends = [t - n * step_seconds for (n, t, *_), c in zip(windows, crosses) if c and step_seconds]
     return {
-        "steps": steps,
-        "seconds": round(seconds, 2),
-        "samples_per_s": round(steps * batch / seconds, 1),
-        "within_epoch": round(inner_steps * batch / inner_seconds, 1) if inner_seconds else None,
-        "last_loss": last.get("loss"),
+        "steps": train[-1]["step"] - train[0]["step"],
+        "seconds": round(train[-1]["time"] - train[0]["time"], 2),
+        "samples_per_s": rate(train[0], train[-1]),
+        "after_first_end": rate(train[1], train[-1]),
+        "within_epoch": round(batch / step_seconds, 1) if step_seconds else None,
+        "epoch_ends_s": [round(t, 3) for t in ends],
+        "last_loss": train[-1].get("loss"),
     }
 
 
@@ -171,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                         f.write(json.dumps({**row, "losses": list(row["losses"].items())}) + "\n")
     print(
         f"{'job':<13} {'mode':<11} {'batch':>5} {'steps':>6} {'samples/s':>10} "
-        f"{'within epoch':>13}  note"
+        f"{'after 1st end':>14} {'within epoch':>13}  epoch ends (s); note"
     )
     for r in rows:
+        ends = " ".join(f"{t:.2f}" for t in r["epoch_ends_s"])
         print(
             f"{r['job']:<13} {r['mode']:<11} {r['batch']:>5} {r['steps']:>6} "
-            f"{r['samples_per_s']:>10.1f} {r['within_epoch'] or 0:>13.1f}  {r['note']}"
+            f"{r['samples_per_s']:>10.1f} {r['after_first_end']:>14.1f} "
+            f"{r['within_epoch'] or 0:>13.1f}  {ends}; {r['note']}"
         )
     for a, b in itertools.pairwise(rows):
         if a["job"] == b["job"]:
