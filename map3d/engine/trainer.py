@@ -434,7 +434,8 @@ class Trainer:
 
     def _reserve_checkpoint_memory(self) -> None:
         """Pin the checkpoints' host memory in the background once the state has its final
-        shapes (after the first step): the first checkpoint then does not wait for it."""
+        shapes (after the first step): the first checkpoint then does not wait for it. The
+        driver serializes page-locking, so the warm-up steps may wait for it meanwhile."""
         if self.run_dir is not None and self.dist.is_main and self.device.type == "cuda":
             self.checkpoints.reserve(self.checkpoint_state())
 
