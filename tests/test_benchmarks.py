@@ -49,6 +49,30 @@ def test_profile_step_counts_each_kernel_once():
     assert gpu_ms_per_step(table, steps=2) == pytest.approx(0.3 + 0.1 + 0.05)
 
 
+# ----------------------------------------------------------------------------- bench_cli
+
+
+def test_bench_cli_takes_each_epoch_end_apart(tmp_path):
+    from benchmarks.bench_cli import user_throughput
+
+    # 4 epochs of 64 steps of 128 samples, a record every 8 steps taking 0.24 s, and epoch ends
+    # after step 64 (warm-up: 5 s, its first evaluation compiling), 128 and 192 (0.1 s each)
+    records, now = [], 0.0
+    for step in range(8, 257, 8):
+        now += 0.24 + {72: 5.0, 136: 0.1, 200: 0.1}.get(step, 0.0)
+        records.append({"kind": "train", "step": step, "time": now})
+        if step % 64 == 0:
+            records.append({"kind": "epoch", "step": step, "time": now})
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    figures = user_throughput(metrics, batch=128, skip_steps=64)
+    assert figures["steps"] == 192
+    assert figures["within_epoch"] == pytest.approx(8 * 128 / 0.24, abs=0.1)
+    assert figures["epoch_ends_s"] == pytest.approx([5.0, 0.1, 0.1])
+    assert figures["samples_per_s"] == pytest.approx(192 * 128 / (24 * 0.24 + 5.2), abs=0.1)
+    assert figures["after_first_end"] == pytest.approx(184 * 128 / (23 * 0.24 + 0.2), abs=0.1)
+
+
 # ----------------------------------------------------------------------------- pretrain_vs_scratch
 
 
