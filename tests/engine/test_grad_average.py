@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from map3d.engine.distributed import GradientAverager
+from map3d.engine.distributed import GradientAverager, shutdown_distributed
 
 WORLD = 2
 
@@ -22,6 +22,11 @@ def _model() -> nn.Module:
 
 def _grads_and_buffers(rank: int, init: str, use_ddp: bool, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
+    _step_and_save(rank, use_ddp, out)
+    shutdown_distributed()  # as map3d's runs end: no gloo thread left for interpreter teardown
+
+
+def _step_and_save(rank: int, use_ddp: bool, out: str) -> None:
     torch.manual_seed(rank)  # another start on each process: the averager must even it out
     model = _model() if use_ddp else nn.Sequential(*_model()).apply(_jitter)
     data = torch.randn(6, 5, generator=torch.Generator().manual_seed(10 + rank))
@@ -41,7 +46,6 @@ def _grads_and_buffers(rank: int, init: str, use_ddp: bool, out: str) -> None:
         },
         f"{out}.{rank}",
     )
-    dist.destroy_process_group()
 
 
 def _jitter(module: nn.Module) -> None:
