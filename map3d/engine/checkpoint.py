@@ -35,6 +35,7 @@ import torch
 
 from map3d.atomic import atomic_write, remove_stale_temps
 from map3d.engine.config import ConfigError, check_config_data
+from map3d.engine.setup import map_tensors
 from map3d.errors import USER_ERRNOS, UserError, torch_load_reason
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,13 @@ class HostSnapshot:
         self._used, devices = 0, set()
 
         def copy(t: torch.Tensor) -> torch.Tensor:
+            t = t.detach()
             if t.device.type != "cuda":
                 return t.to("cpu", copy=True)
             devices.add(t.device)
             return self._pinned_like(t).copy_(t, non_blocking=True)
 
-        snapshot = _map_tensors(state, copy)
+        snapshot = map_tensors(state, copy)
         self._copied = [(device, _recorded_event(device)) for device in devices]
         return snapshot
 
@@ -102,7 +104,7 @@ class HostSnapshot:
                 with torch.cuda.device(t.device):  # pin from this device's context
                     self._pinned_like(t)
 
-        _map_tensors(state, pin)
+        map_tensors(state, pin)
 
     def _pinned_like(self, t: torch.Tensor) -> torch.Tensor:
         """The next buffer in traversal order, (re)allocated when its shape or dtype differs."""
@@ -117,17 +119,6 @@ class HostSnapshot:
         else:
             self._buffers.append(buffer)
         return buffer
-
-
-def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """`obj` with `fn` applied to each (detached) tensor inside its dicts, lists and tuples."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj.detach())
-    if isinstance(obj, dict):
-        return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(v, fn) for v in obj)
-    return obj
 
 
 def _recorded_event(device: torch.device) -> torch.cuda.Event:
