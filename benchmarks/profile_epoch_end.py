@@ -8,7 +8,9 @@ the checkpoint (its state, its host snapshot, the writer thread's start) and the
 start; Python's garbage collections are recorded, and the training thread's stack is sampled
 every ~1 ms from the end of an epoch's last step to the next step. Prints one row per epoch end
 (host milliseconds; `host` is the time from the last step's logging, which waits for the GPU,
-to the next step: the GPU is idle meanwhile), the most frequent stacks, and bench_cli's figures.
+to the next step: the GPU is idle meanwhile; the checkpoint's tensors are staged before that
+read, so their copies' enqueueing is not in it), the most frequent stacks, and bench_cli's
+figures.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from map3d.engine.config import load_config
 
 TIMED = [
     (trainer.Trainer, "_optimizer_step", "step"),
-    (trainer.Trainer, "_advance", "advance"),
+    (trainer.Trainer, "_log_window", "log_window"),
+    (trainer.Trainer, "stage_checkpoint", "stage"),
     (trainer.Trainer, "_close_epoch", "close_epoch"),
     (trainer.Trainer, "save", "save"),
     (trainer.Trainer, "checkpoint_state", "state"),
@@ -119,11 +122,11 @@ def install(recorder: Recorder) -> None:
 
 
 def report(recorder: Recorder, top: int) -> None:
-    steps, advances = recorder.named("step"), recorder.named("advance")
+    steps, reads = recorder.named("step"), recorder.named("log_window")
     writes = recorder.named("writer_thread")
     print(f"{'end':>4} {'host':>7} " + " ".join(f"{c:>12}" for c in COLUMNS) + f" {'write s':>8}")
     for i, (_, start, _) in enumerate(recorder.named("close_epoch"), 1):
-        last = max(a for a in advances if a[1] < start)
+        last = max(a for a in reads if a[1] < start)
         following = [s for s in steps if s[1] > start]
         if not following:
             break  # the run's last epoch end: the final evaluation and export follow

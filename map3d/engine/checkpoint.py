@@ -65,7 +65,8 @@ class HostSnapshot:
     copies at full bus speed, no allocation after the first). The copies are only enqueued:
     the device's stream orders them before any later change of the originals, so the caller
     does not wait for them, and `wait_copied` (any thread) blocks until they have landed. A
-    snapshot's buffers are reused by the next one, so it must be written by then. `reserve`
+    snapshot's buffers are reused by the next one, so it must be written by then; a call with
+    `more=True` adds to the last snapshot instead (a state copied in parts). `reserve`
     allocates the buffers ahead (pinning host memory is slow: ~1.5 ms per MB), e.g. in a
     background thread. CPU tensors are cloned.
     """
@@ -75,8 +76,10 @@ class HostSnapshot:
         self._used = 0
         self._copied: list[tuple[torch.device, torch.cuda.Event]] = []
 
-    def __call__(self, state: Any) -> Any:
-        self._used, devices = 0, set()
+    def __call__(self, state: Any, more: bool = False) -> Any:
+        devices: set[torch.device] = set()
+        if not more:
+            self._used, self._copied = 0, []
 
         def copy(t: torch.Tensor) -> torch.Tensor:
             t = t.detach()
@@ -86,7 +89,7 @@ class HostSnapshot:
             return self._pinned_like(t).copy_(t, non_blocking=True)
 
         snapshot = map_tensors(state, copy)
-        self._copied = [(device, _recorded_event(device)) for device in devices]
+        self._copied += [(device, _recorded_event(device)) for device in devices]
         return snapshot
 
     def wait_copied(self) -> None:
@@ -140,7 +143,10 @@ class CheckpointWriter:
     `submit` enqueues a host copy of the state (`HostSnapshot`: the training thread waits for
     nothing but the previous write) and writes it from the background thread, once its copies
     have landed, atomically and fsync'ed, to each path in turn. At most one write is in flight.
-    `reserve` pins the snapshot's host memory ahead, in the background. `wait` (call it before
+    `stage` copies the bulk of a state (weights, optimizer state) ahead of its `submit`, while
+    the device is still busy with earlier work: the host's enqueueing of ~1,000 copies then
+    overlaps the device's work instead of following a read that drained it. `reserve` pins the
+    snapshot's host memory ahead, in the background. `wait` (call it before
     exiting) blocks until the write is done and re-raises its error, if any: a refusal of the
     disk as `CheckpointWriteError`, any other error (a bug) as it is, with its traceback.
     """
@@ -149,6 +155,7 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: tuple[Path, BaseException] | None = None
         self._snapshot = HostSnapshot()
+        self._staged: dict | None = None
 
     def reserve(self, state: dict) -> None:
         """Allocate the host buffers for snapshots of `state` in the background, so that the
@@ -156,9 +163,19 @@ class CheckpointWriter:
         self.wait()
         self._start(self._reserve, state)
 
-    def submit(self, state: dict, paths: list[Path]) -> None:
+    def stage(self, entries: dict) -> None:
+        """Enqueue the host copies of `entries` (top-level checkpoint keys) now; the next
+        `submit` writes them with its state. They must not change until then."""
         self.wait()  # the previous write has read the snapshot's buffers
-        self._start(self._write, self._snapshot(state), list(paths))
+        self._staged = self._snapshot(entries)
+
+    def submit(self, state: dict, paths: list[Path]) -> None:
+        """Write `state`, and the entries staged since the last submit, to each of `paths`."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            self.wait()  # the previous write has read the snapshot's buffers
+        snapshot = {**self._snapshot(state, more=staged is not None), **(staged or {})}
+        self._start(self._write, snapshot, list(paths))
 
     def _start(self, target: Callable, *args: Any) -> None:
         self._thread = threading.Thread(target=target, args=args, name="map3d-checkpoint-writer")

@@ -276,6 +276,7 @@ class Trainer:
         self.window = RunningMean(self.device)  # scalars since the last `train` record
         self.epoch_mean = RunningMean(self.device)  # scalars since the epoch began
         self.checkpoints = CheckpointWriter()
+        self._staged = False  # stage_checkpoint ran since the last step
         if ckpt is not None:
             self._resume(ckpt, resume)
         compiled, self.compile_note = resolve_compile(cfg.train.compile, self.device)
@@ -385,8 +386,16 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_tensors(self) -> dict[str, Any]:
+        """The bulk of a checkpoint: the weights and the optimizer state (device tensors)."""
+        return {
+            "model": _unwrap(self.model).state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer),
+        }
+
     def checkpoint_state(self, meters: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Everything a checkpoint holds (`meters`: the reduced states of the running means)."""
+        """Everything a checkpoint holds but `checkpoint_tensors` (`meters`: the reduced
+        states of the running means)."""
         model = _unwrap(self.model)
         model_config = getattr(model, "config", None)
         return {
@@ -404,8 +413,6 @@ class Trainer:
                 for k in DATA_INFO_KEYS
                 if getattr(self.train_set, k, None) is not None
             },
-            "model": model.state_dict(),
-            "optimizer": portable_optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch,
@@ -423,21 +430,34 @@ class Trainer:
 
     def save(self, *names: str) -> Path | None:
         """Write the current state to `<run_dir>/<name>` for each name, in the background
-        (atomically; the main process writes). Every process must call it (the running means
-        are summed over processes). Returns the first path."""
+        (atomically; the main process writes), with the tensors `stage_checkpoint` copied if
+        it was called since the last step. Every process must call it (the running means are
+        summed over processes). Returns the first path."""
         meters = {"window": self.window.state_dict(), "epoch": self.epoch_mean.state_dict()}
         if self.run_dir is None or not self.dist.is_main:
             return None
+        if not self._staged:
+            self.stage_checkpoint()
+        self._staged = False
         paths = [self.run_dir / name for name in names]
         self.checkpoints.submit(self.checkpoint_state(meters), paths)
         return paths[0]
+
+    def stage_checkpoint(self) -> None:
+        """Enqueue the checkpoint's weights and optimizer state copies to host memory (no wait),
+        for the `save` that follows before the next step; called as soon as a step is queued,
+        the copies' enqueueing overlaps the device's work (no-op where this process writes
+        no checkpoints)."""
+        if self.run_dir is not None and self.dist.is_main:
+            self.checkpoints.stage(self.checkpoint_tensors())
+            self._staged = True
 
     def _reserve_checkpoint_memory(self) -> None:
         """Pin the checkpoints' host memory in the background once the state has its final
         shapes (after the first step): the first checkpoint then does not wait for it. The
         driver serializes page-locking, so the warm-up steps may wait for it meanwhile."""
         if self.run_dir is not None and self.dist.is_main and self.device.type == "cuda":
-            self.checkpoints.reserve(self.checkpoint_state())
+            self.checkpoints.reserve(self.checkpoint_tensors())
 
     def _resume(self, ckpt: dict[str, Any], path: str | Path) -> None:
         if ckpt["task"] != self.task.name:
@@ -595,10 +615,13 @@ class Trainer:
                     self._optimizer_step(
                         move_to(batch, self.device), [self.window, self.epoch_mean]
                     )
-                    self._advance(bar)
+                    self._count_step(bar)
                     if self.step == start + 1:
                         self._reserve_checkpoint_memory()
                     epoch_done = self.batch_in_epoch == self.steps_per_epoch
+                    if self._checkpoint_due(epoch_done):
+                        self.stage_checkpoint()  # before the reads below wait for the device
+                    self._log_window(bar)
                     improved = epoch_done and self._close_epoch(history)
                     stopped = self._stop_reason(stop, start)
                     last_path = self._save_if_due(epoch_done, stopped, improved) or last_path
@@ -659,13 +682,16 @@ class Trainer:
         self.ddp_model.train()
         set_dataset_epoch(self.train_set, self.epoch)
 
-    def _advance(self, bar) -> None:
-        """Count the optimizer step just taken; every `train.log_every_steps` steps write a
-        `train` record (the window's means, the LR, samples/s) and start a new window."""
-        cfg = self.cfg
+    def _count_step(self, bar) -> None:
+        """Count the optimizer step just taken."""
         self.step += 1
         self.batch_in_epoch += 1
         bar.update(1)
+
+    def _log_window(self, bar) -> None:
+        """Every `train.log_every_steps` steps write a `train` record (the window's means, the
+        LR, samples/s) and start a new window; the read waits for the device."""
+        cfg = self.cfg
         if self.step % cfg.train.log_every_steps:
             return
         values = self.window.compute()
@@ -697,11 +723,15 @@ class Trainer:
             return "max_steps"
         return stop.agreed()
 
+    def _checkpoint_due(self, epoch_done: bool) -> bool:
+        """Whether this step ends an epoch or a `train.checkpoint_every_steps` period."""
+        every = self.cfg.train.checkpoint_every_steps
+        return epoch_done or bool(every and self.step % every == 0)
+
     def _save_if_due(self, epoch_done: bool, stopped: str | None, improved: bool) -> Path | None:
         """Write last.pt (and best.pt when `improved`) at the end of an epoch, on a stop and
         every `train.checkpoint_every_steps` steps; returns last.pt's path when written here."""
-        every = self.cfg.train.checkpoint_every_steps
-        if not (epoch_done or stopped or (every and self.step % every == 0)):
+        if not (stopped or self._checkpoint_due(epoch_done)):
             return None
         return self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
 

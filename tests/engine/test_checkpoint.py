@@ -159,6 +159,40 @@ def test_background_writer_copies_the_state_and_does_not_block(tmp_path, monkeyp
         assert torch.equal(load_checkpoint(tmp_path / name)["model"]["w"], torch.ones(4))
 
 
+def test_staged_tensors_are_written_with_the_next_submitted_state(tmp_path):
+    from map3d.engine import checkpoint
+
+    writer = checkpoint.CheckpointWriter()
+    state = _ckpt(1.0)
+    weights = {"model": state.pop("model")}
+    writer.stage(weights)
+    weights["model"]["w"].fill_(7.0)  # staged: later changes do not reach the checkpoint
+    state["config"]["b"] = "y"  # the rest is taken at submit
+    writer.submit(state, [tmp_path / "last.pt"])
+    writer.wait()
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert torch.equal(ckpt["model"]["w"], torch.ones(4)) and ckpt["config"]["b"] == "y"
+    writer.submit(_ckpt(2.0), [tmp_path / "last.pt"])  # nothing staged: the state as given
+    writer.wait()
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["model"]["w"], torch.full((4,), 2.0))
+
+
+@pytest.mark.gpu
+def test_host_snapshot_in_parts_waits_for_every_part():
+    from map3d.engine.checkpoint import HostSnapshot
+
+    snapshot = HostSnapshot()
+    bulk = {"w": torch.randn(1000, 7, device="cuda")}
+    rest = {"step": torch.tensor(5.0, device="cuda")}
+    expected = bulk["w"].cpu()
+    first = snapshot(bulk)
+    second = snapshot(rest, more=True)  # adds to the snapshot: first's buffer is kept
+    bulk["w"].mul_(2)
+    snapshot.wait_copied()
+    assert torch.equal(first["w"], expected) and second["step"].item() == 5.0
+    assert first["w"].data_ptr() != second["step"].data_ptr()
+
+
 @pytest.mark.gpu
 def test_host_snapshot_of_gpu_tensors_reuses_its_pinned_buffers():
     from map3d.engine.checkpoint import HostSnapshot

@@ -47,3 +47,31 @@ def test_image_inputs_are_used_as_they_are_and_the_single_pass_is_their_vote():
     assert inputs.train(image, cfg, g) is image and inputs.evaluate(image, cfg) is image
     assert inputs.pretrain(image, cfg, g, train=True) is image
     assert inputs.votes(image, cfg, g) is None
+
+
+def test_checkpoint_tensors_are_staged_before_the_step_s_reads(tmp_path, monkeypatch):
+    """At a step that writes a checkpoint, its weights' host copies are enqueued before the
+    logging window's read waits for the device (the copies' enqueueing overlaps its work)."""
+    from map3d.engine.config import apply_overrides, load_config
+    from map3d.engine.metrics import RunningMean
+    from map3d.engine.runs import train
+    from map3d.engine.trainer import Trainer
+
+    events = []
+    stage, compute = Trainer.stage_checkpoint, RunningMean.compute
+
+    def staged(self):
+        events.append(("stage", self.step))
+        stage(self)
+
+    def read(self, reduce=True):
+        events.append(("read",))
+        return compute(self, reduce)
+
+    monkeypatch.setattr(Trainer, "stage_checkpoint", staged)
+    monkeypatch.setattr(RunningMean, "compute", read)
+    cfg = apply_overrides(load_config("configs/smoke/pretrain.yaml"), ["schedule.epochs=3"])
+    train(cfg, tmp_path / "run")  # 2 steps per epoch, a record every step
+    stages = [i for i, event in enumerate(events) if event[0] == "stage"]
+    assert [events[i][1] for i in stages] == [2, 4, 6]  # the epoch ends
+    assert all(events[i + 1] == ("read",) for i in stages)
