@@ -1,9 +1,12 @@
-"""Backbone blocks compiled with `torch.compile`, in place (`train.compile`, `map3d bench`).
+"""Backbone blocks and the point patch embedding compiled with `torch.compile`, in place
+(`train.compile`, `map3d bench`).
 
 On CUDA most of a block's time outside the scan and the matmuls is small elementwise kernels
 (norms, gates, residuals, drop path); inductor fuses them. The ops of `map3d.ops` that run
 their own kernels stay out of the traces. Blocks of one kind share a compiled graph per input
-shape: DropPath keeps its rate out of the graph's constants.
+shape: DropPath keeps its rate out of the graph's constants. A modality wing marks more
+module classes with `@compiled` (the point patch embedding: memory-bound passes over every
+point of every patch).
 """
 
 from __future__ import annotations
@@ -13,6 +16,17 @@ from torch import nn
 
 from map3d.layers.compile import compile_problem
 from map3d.models.backbone import BLOCKS
+
+# the module classes that `compile_blocks` compiles: the backbone blocks and those marked
+# `@compiled` by a modality wing
+COMPILED: list[type[nn.Module]] = list(BLOCKS.values())
+
+
+def compiled(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: `compile_blocks` (train.compile) compiles every module of this class."""
+    COMPILED.append(cls)
+    return cls
+
 
 # Every compiled block runs the one code object `nn.Module._call_impl`, so its compiled graphs
 # count against one recompile limit: each block kind x drop path on/off x train/eval x grad
@@ -33,13 +47,14 @@ def resolve_compile(setting: bool | str, device: torch.device) -> tuple[bool, st
 
 
 def compile_blocks(model: nn.Module) -> int:
-    """Compile every backbone block of `model` in place (encoder and decoder alike) with
-    `torch.compile(dynamic=False)`; returns how many. State-dict keys are unchanged.
+    """Compile every backbone block of `model` (encoder and decoder alike) and every module of
+    a `@compiled` class in place with `torch.compile(dynamic=False)`; returns how many modules.
+    State-dict keys are unchanged.
 
     Inductor's `fallback_random` (scoped to these compiles) keeps random ops on PyTorch's
     generators, so a compiled step draws what the eager step draws and a CUDA graph replays them.
     """
-    blocks = [m for m in model.modules() if isinstance(m, tuple(BLOCKS.values()))]
+    blocks = [m for m in model.modules() if isinstance(m, tuple(COMPILED))]
     if blocks:
         import torch._dynamo  # only now: importing it takes seconds on a small CPU
 

@@ -8,6 +8,7 @@ from map3d.layers import DropPath
 from map3d.models import create_model
 from map3d.models.backbone import AttentionBlock, MambaBlock
 from map3d.models.compile import compile_blocks, resolve_compile
+from map3d.models.points.embed import MiniPointNet
 
 
 def _float_drop_path(x, p):
@@ -52,14 +53,15 @@ def test_auto_compiles_on_cuda_only_and_not_with_map3d_compile_0(monkeypatch):
     assert resolve_compile(True, cuda)[0]
 
 
-def test_compile_blocks_compiles_every_backbone_block_of_encoder_and_decoder(monkeypatch):
+def test_compile_blocks_compiles_every_backbone_block_and_the_patch_embedding(monkeypatch):
     calls = []
     monkeypatch.setattr(nn.Module, "compile", lambda self, **kw: calls.append((self, kw)))
     model = create_model("hybridmt3d_tiny", task="pretrain", num_groups=8, num_regions=2)
     keys = list(model.state_dict())
     blocks = [*model.encoder.backbone.blocks, *model.decoder.blocks.blocks]
-    assert compile_blocks(model) == len(blocks) == len(calls)
-    assert [m for m, _ in calls] == blocks
+    assert compile_blocks(model) == len(blocks) + 1 == len(calls)
+    assert [m for m, _ in calls] == [model.encoder.patch_embed, *blocks]
+    assert isinstance(model.encoder.patch_embed, MiniPointNet)
     assert all(isinstance(m, (MambaBlock, AttentionBlock)) for m in blocks)
     assert calls[0][1] == {"dynamic": False, "options": {"fallback_random": True}}
     assert list(model.state_dict()) == keys
@@ -71,7 +73,9 @@ def test_compile_blocks_compiles_every_backbone_block_of_encoder_and_decoder(mon
 @pytest.mark.gpu
 def test_compiled_blocks_match_eager_blocks_with_drop_path():
     """Same seed, fp32, drop path active: the compiled blocks draw the same keep masks (the
-    rate is an op input; fallback_random) and agree to fp32 rounding of fused kernels."""
+    rate is an op input; fallback_random) and agree to fp32 rounding of fused kernels. The
+    biases of the mini-PointNet's convolutions whose shift a BatchNorm removes have a gradient
+    of zero: theirs are rounding noise, compared to their weights' gradient."""
 
     def build():
         torch.manual_seed(0)
@@ -90,7 +94,7 @@ def test_compiled_blocks_match_eager_blocks_with_drop_path():
     for compiled in (False, True):
         model = build().train()
         if compiled:
-            assert compile_blocks(model) == 8
+            assert compile_blocks(model) == 9
         for _ in range(2):  # the second forward reuses the compiled graphs
             model.zero_grad(set_to_none=True)
             torch.manual_seed(2)
@@ -100,5 +104,13 @@ def test_compiled_blocks_match_eager_blocks_with_drop_path():
     (eager_loss, eager_grads), (loss, grads) = results
     torch.testing.assert_close(loss, eager_loss, rtol=1e-4, atol=1e-5)
     assert grads.keys() == eager_grads.keys()
+    shift_free = {
+        f"encoder.patch_embed.{name}.bias"
+        for name in ("first_conv.0", "first_conv.3", "second_conv.0")
+    }
     for name, grad in grads.items():
+        if name in shift_free:
+            scale = eager_grads[name.replace("bias", "weight")].abs().max()
+            assert max(grad.abs().max(), eager_grads[name].abs().max()) < 1e-4 * scale, name
+            continue
         torch.testing.assert_close(grad, eager_grads[name], rtol=1e-3, atol=1e-5, msg=name)

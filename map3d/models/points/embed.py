@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from map3d.models.compile import compiled
 
+
+@compiled
 class MiniPointNet(nn.Module):
     """Mini-PointNet (Point-MAE's `Encoder`): (B,G,K,3) patches -> (B,G,C) tokens.
 
@@ -15,7 +18,9 @@ class MiniPointNet(nn.Module):
 
     The 1x1 convolutions run as matrix products over channels-last points (BG*K, channels),
     and the 512->512 layer splits over the concatenation: W [pooled; f] = W_p pooled + W_f f,
-    the pooled half computed once per group instead of once per point.
+    the pooled half computed once per group instead of once per point. `train.compile` compiles
+    it: its BatchNorms, ReLUs, casts and max-pools (and their gradients) are memory-bound passes
+    over B*G*K rows that inductor fuses (~5.5 ms of a 29 ms paper-size step on a GPU, eager).
     """
 
     def __init__(self, dim: int, in_channels: int = 3):
