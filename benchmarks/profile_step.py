@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=None, help="MAP3D_BACKEND value")
     parser.add_argument("--trace", help="write a Chrome trace here")
     parser.add_argument(
-        "--compile", action="store_true", help="compile the backbone blocks (train.compile=on)"
+        "--compile",
+        action="store_true",
+        help="compile the blocks and the patch embedding (train.compile=on)",
     )
     args = parser.parse_args(argv)
 

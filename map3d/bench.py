@@ -6,7 +6,7 @@ reports samples/s, peak GPU memory and a per-stage breakdown (grouping, embed, e
 decoder, loss, backward, optimizer) measured with CUDA events placed by forward hooks on the
 model's own modules, for each backend setting (`auto`, `reference`, `mamba_ssm` when
 installed); optionally with the whole step replayed from a CUDA graph (`graphed_step`). The
-backbone blocks are compiled as training compiles them (`train.compile=auto`: unless
+backbone blocks and the patch embedding are compiled as training compiles them (`train.compile=auto`: unless
 MAP3D_COMPILE=0; `--compile` / `--no-compile` decide). benchmarks/bench_step.py runs the same;
 benchmarks/bench_kernels.py times the ops.
 """
@@ -156,7 +156,7 @@ def bench_step(
 ) -> StepResult:
     """Time `steps` training steps (after `warmup`) of `task` with MAP3D_BACKEND=`backend`;
     `cuda_graph` replays the whole step from a CUDA graph (no per-stage times then); `compile`
-    the backbone blocks (None: as `train.compile=auto`)."""
+    the backbone blocks and the patch embedding (None: as `train.compile=auto`)."""
     from map3d import ops
     from map3d.models.compile import resolve_compile
 

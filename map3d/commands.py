@@ -89,7 +89,8 @@ def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="compile the backbone blocks (default: as train.compile=auto, unless MAP3D_COMPILE=0)",
+        help="compile the backbone blocks and the patch embedding (default: as train.compile=auto, "
+        "unless MAP3D_COMPILE=0)",
     )
     parser.add_argument("--json", help="write the results to this file")
 

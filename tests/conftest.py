@@ -6,9 +6,10 @@ import os
 import pytest
 import torch
 
-# Training on CUDA compiles the backbone blocks and LNP's pooling (train.compile=auto), tens of
-# seconds per run: the GPU tests run them eagerly unless a test asks for the compiled forms
-# (tests/models/test_compile.py, the compiled-LNP and compiled-step tests).
+# Training on CUDA compiles the backbone blocks, the patch embedding and LNP's pooling
+# (train.compile=auto), tens of seconds per run: the GPU tests run them eagerly unless a test
+# asks for the compiled forms (tests/models/test_compile.py, the compiled-LNP and compiled-step
+# tests).
 os.environ.setdefault("MAP3D_COMPILE", "0")
 
 

@@ -126,8 +126,8 @@ class TrainConfig:
     waits for the other processes before the run ends with an error (never a hang).
     `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
     else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
-    `compile`: `auto` (default: compile the backbone blocks with torch.compile when training on
-    CUDA, unless the environment sets MAP3D_COMPILE=0), `true` / `on` or `false` / `off`
+    `compile`: `auto` (default: compile the backbone blocks and the point patch embedding with
+    torch.compile when training on CUDA, unless the environment sets MAP3D_COMPILE=0), `true` / `on` or `false` / `off`
     (`map3d.models.compile`; the first steps then take a minute longer to compile; results
     differ from eager blocks by float rounding only, so a run may resume with another value).
     `label_smoothing`: of the cross-entropy of classification and part segmentation, as
