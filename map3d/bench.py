@@ -6,9 +6,9 @@ reports samples/s, peak GPU memory and a per-stage breakdown (grouping, embed, e
 decoder, loss, backward, optimizer) measured with CUDA events placed by forward hooks on the
 model's own modules, for each backend setting (`auto`, `reference`, `mamba_ssm` when
 installed); optionally with the whole step replayed from a CUDA graph (`graphed_step`). The
-backbone blocks and the patch embedding are compiled as training compiles them (`train.compile=auto`: unless
-MAP3D_COMPILE=0; `--compile` / `--no-compile` decide). benchmarks/bench_step.py runs the same;
-benchmarks/bench_kernels.py times the ops.
+backbone blocks and the patch embedding are compiled as training compiles them
+(`train.compile=auto`: unless MAP3D_COMPILE=0; `--compile` / `--no-compile` decide).
+benchmarks/bench_step.py runs the same; benchmarks/bench_kernels.py times the ops.
 """
 
 from __future__ import annotations

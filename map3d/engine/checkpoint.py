@@ -169,6 +169,11 @@ class CheckpointWriter:
         self.wait()  # the previous write has read the snapshot's buffers
         self._staged = self._snapshot(entries)
 
+    @property
+    def staged(self) -> bool:
+        """Whether entries were staged since the last submit."""
+        return self._staged is not None
+
     def submit(self, state: dict, paths: list[Path]) -> None:
         """Write `state`, and the entries staged since the last submit, to each of `paths`."""
         staged, self._staged = self._staged, None

@@ -127,9 +127,10 @@ class TrainConfig:
     `step_mode`: `auto` (default: the whole step replayed from a CUDA graph where that works,
     else eager, and the log says why), `eager` or `cuda_graph` (see map3d.engine.step).
     `compile`: `auto` (default: compile the backbone blocks and the point patch embedding with
-    torch.compile when training on CUDA, unless the environment sets MAP3D_COMPILE=0), `true` / `on` or `false` / `off`
-    (`map3d.models.compile`; the first steps then take a minute longer to compile; results
-    differ from eager blocks by float rounding only, so a run may resume with another value).
+    torch.compile when training on CUDA, unless the environment sets MAP3D_COMPILE=0), `true` /
+    `on` or `false` / `off` (`map3d.models.compile`; the first steps then take a minute longer
+    to compile; results differ from eager blocks by float rounding only, so a run may resume
+    with another value).
     `label_smoothing`: of the cross-entropy of classification and part segmentation, as
     `F.cross_entropy(label_smoothing=)` (0 <= value < 1). 0.0 is the default and what the
     releases do: Point-MAE uses a plain cross-entropy, Mamba3D (and so MAP-3D)

@@ -276,7 +276,6 @@ class Trainer:
         self.window = RunningMean(self.device)  # scalars since the last `train` record
         self.epoch_mean = RunningMean(self.device)  # scalars since the epoch began
         self.checkpoints = CheckpointWriter()
-        self._staged = False  # stage_checkpoint ran since the last step
         if ckpt is not None:
             self._resume(ckpt, resume)
         compiled, self.compile_note = resolve_compile(cfg.train.compile, self.device)
@@ -436,9 +435,8 @@ class Trainer:
         meters = {"window": self.window.state_dict(), "epoch": self.epoch_mean.state_dict()}
         if self.run_dir is None or not self.dist.is_main:
             return None
-        if not self._staged:
+        if not self.checkpoints.staged:
             self.stage_checkpoint()
-        self._staged = False
         paths = [self.run_dir / name for name in names]
         self.checkpoints.submit(self.checkpoint_state(meters), paths)
         return paths[0]
@@ -450,7 +448,6 @@ class Trainer:
         no checkpoints)."""
         if self.run_dir is not None and self.dist.is_main:
             self.checkpoints.stage(self.checkpoint_tensors())
-            self._staged = True
 
     def _reserve_checkpoint_memory(self) -> None:
         """Pin the checkpoints' host memory in the background once the state has its final
