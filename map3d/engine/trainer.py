@@ -385,6 +385,11 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    @property
+    def _owns_run_dir(self) -> bool:
+        """Whether this process writes the run directory (the main one, when there is one)."""
+        return self.run_dir is not None and self.dist.is_main
+
     def checkpoint_tensors(self) -> dict[str, Any]:
         """The bulk of a checkpoint: the weights and the optimizer state (device tensors)."""
         return {
@@ -433,7 +438,7 @@ class Trainer:
         it was called since the last step. Every process must call it (the running means are
         summed over processes). Returns the first path."""
         meters = {"window": self.window.state_dict(), "epoch": self.epoch_mean.state_dict()}
-        if self.run_dir is None or not self.dist.is_main:
+        if not self._owns_run_dir:
             return None
         if not self.checkpoints.staged:
             self.stage_checkpoint()
@@ -446,14 +451,14 @@ class Trainer:
         for the `save` that follows before the next step; called as soon as a step is queued,
         the copies' enqueueing overlaps the device's work (no-op where this process writes
         no checkpoints)."""
-        if self.run_dir is not None and self.dist.is_main:
+        if self._owns_run_dir:
             self.checkpoints.stage(self.checkpoint_tensors())
 
     def _reserve_checkpoint_memory(self) -> None:
         """Pin the checkpoints' host memory in the background once the state has its final
         shapes (after the first step): the first checkpoint then does not wait for it. The
         driver serializes page-locking, so the warm-up steps may wait for it meanwhile."""
-        if self.run_dir is not None and self.dist.is_main and self.device.type == "cuda":
+        if self._owns_run_dir and self.device.type == "cuda":
             self.checkpoints.reserve(self.checkpoint_tensors())
 
     def _resume(self, ckpt: dict[str, Any], path: str | Path) -> None:
@@ -576,7 +581,7 @@ class Trainer:
     def _start_run_dir(self, stack: contextlib.ExitStack) -> None:
         """Lock the run directory (main process; the others learn whether that worked)."""
         error = None
-        if self.run_dir is not None and self.dist.is_main:
+        if self._owns_run_dir:
             try:
                 stack.enter_context(RunLock(self.run_dir))
                 claim_run_dir(self.run_dir, resume=self.resume_path, overwrite=self.overwrite)
